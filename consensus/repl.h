@@ -1,0 +1,118 @@
+/*
+ * repl.h — the replicator: one thread that owns a Raft core and drives it
+ * with the log store (storage/rlog) and the links (transport/link).
+ *
+ * Each loop turn drains every queued input (ticks, peer frames, proposals,
+ * reads, admin requests), asks the core for ready, writes hard state and
+ * entries in one synced batch (group commit: everything queued while the
+ * previous sync ran shares the next one), sends messages, applies
+ * committed entries to the state machine and completes waiters.
+ *
+ * Proposals are exactly-once: each carries (origin node, sequence). A
+ * follower forwards its proposal to the leader and re-sends it (same
+ * origin/seq) after a leader change; the state machine keeps the first
+ * result per (origin, seq) and answers retries with it. The origin
+ * completes a proposal when its OWN node applies it, so a read that
+ * follows on that node sees the change.
+ */
+#ifndef SANDFS_REPL_H
+#define SANDFS_REPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "consensus/raft.h"
+
+/* The state machine plugged into the replicator. Every callback runs on
+ * the replicator thread. */
+struct repl_sm {
+	void *ctx;
+	/* Apply one committed entry. origin/seq identify the proposal (the
+	 * state machine deduplicates on them). Writes up to rescap result
+	 * bytes to res and sets *reslen. Returns 0, or a negative errno only
+	 * for a fatal local failure (disk), which stops the node. The
+	 * operation's own outcome (e.g. -EEXIST) belongs in res. */
+	int (*apply)(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
+		     const uint8_t *data, uint32_t len, uint8_t *res,
+		     size_t rescap, size_t *reslen);
+	/* Index of the last applied entry (durable or not). */
+	uint64_t (*applied)(void *ctx);
+	/* Make the state at the current applied index durable; returns the
+	 * durable applied index in *index. */
+	int (*sync)(void *ctx, uint64_t *index);
+	/* Serialize the state at the applied index (deterministic bytes).
+	 * *data is malloc'ed; the replicator frees it. */
+	int (*snapshot)(void *ctx, uint64_t *index, uint8_t **data,
+			uint64_t *len);
+	/* Replace the state with a snapshot taken at index; durable on
+	 * return. */
+	int (*restore)(void *ctx, uint64_t index, const uint8_t *data,
+		       uint64_t len);
+	/* Optional: a configuration change was applied (peers changed). */
+	void (*conf_changed)(void *ctx, const struct raft_conf *conf);
+};
+
+struct repl_peer {
+	raft_id id;
+	char addr[RAFT_ADDR_MAX];
+};
+
+struct repl_cfg {
+	raft_id id;
+	const char *data_dir; /* holds raft/ (log) and admin.sock */
+	uint64_t cluster_id;
+	const struct repl_peer *peers; /* the initial configuration */
+	size_t n_peers;
+	const uint8_t *secret; /* optional cluster secret (peer auth) */
+	size_t secret_len;
+	uint32_t tick_ms;            /* default 10 */
+	uint32_t election_ticks;     /* default 15 (150-300 ms) */
+	uint32_t heartbeat_ticks;    /* default 5 */
+	uint32_t propose_timeout_ms; /* default 10000: then -EIO */
+	uint64_t compact_every;      /* entries between compactions, 10000 */
+	struct repl_sm sm;
+};
+
+struct repl;
+
+/* Completion of a proposal or read. status is 0 or a negative errno
+ * (-EIO after the timeout, -ESHUTDOWN when the node stops). res is valid
+ * only during the call. Called on the replicator thread: do not block. */
+typedef void (*repl_done_fn)(void *ctx, int status, const uint8_t *res,
+			     size_t reslen);
+
+/* Open the log, restart the core from it, start the links and the thread.
+ * On failure returns a negative errno and a one-line reason in err. */
+int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
+	       size_t errcap);
+/* Stop the thread, fail pending waiters with -ESHUTDOWN, free all. */
+void repl_stop(struct repl *r);
+
+/* Thread-safe. Propose data (copied); done is called exactly once. */
+int repl_propose(struct repl *r, const void *data, uint32_t len,
+		 repl_done_fn done, void *ctx);
+/* Thread-safe. Linearizable read barrier: done(0) once this node has
+ * applied everything committed before the call. */
+int repl_read_index(struct repl *r, repl_done_fn done, void *ctx);
+
+/* Thread-safe. Status of this node (cheap snapshot). */
+struct repl_status {
+	struct raft_status raft;
+	uint64_t durable_applied;
+	uint64_t proposals_pending;
+	uint64_t peers_connected;
+};
+void repl_status(struct repl *r, struct repl_status *st);
+
+/* The node's link layer, for other users of the transport (block
+ * transfer): borrowed for the replicator's lifetime. */
+struct link *repl_link(struct repl *r);
+
+/* Hook for request kinds the replicator does not handle itself (block
+ * transfer): called on a link thread. */
+typedef void (*repl_request_fn)(void *ctx, uint64_t from, uint64_t req_id,
+				uint16_t kind, const uint8_t *payload,
+				size_t len);
+void repl_set_request_handler(struct repl *r, repl_request_fn fn, void *ctx);
+
+#endif
