@@ -1,0 +1,411 @@
+/*
+ * blk.c — content-addressed block store on plain files (see blk.h).
+ */
+#include "storage/blk.h"
+
+#include "storage/util.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#define TMP_PREFIX ".tmp-"
+#define QUARANTINE "quarantine"
+
+struct blk_store {
+	char *dir;
+	int dirfd;
+	unsigned flags;
+};
+
+/* "HH/<64 hex>" relative to the store; fan-out dir "HH" in fan. */
+struct blk_name {
+	char fan[3];
+	char rel[3 + BLK_HEX_LEN + 1];
+	char hex[BLK_HEX_LEN + 1];
+};
+
+static void make_name(const uint8_t hash[BLK_HASH_LEN], struct blk_name *n)
+{
+	blk_hex(hash, n->hex);
+	memcpy(n->fan, n->hex, 2);
+	n->fan[2] = '\0';
+	(void)snprintf(n->rel, sizeof n->rel, "%s/%s", n->fan, n->hex);
+}
+
+void blk_sha256(const void *data, size_t len, uint8_t out[BLK_HASH_LEN])
+{
+	unsigned olen = 0;
+	/* EVP_Digest only fails on allocation failure inside OpenSSL; the
+	 * zeroed hash then simply matches no block. */
+	if (!EVP_Digest(data, len, out, &olen, EVP_sha256(), NULL))
+		memset(out, 0, BLK_HASH_LEN);
+}
+
+void blk_hex(const uint8_t hash[BLK_HASH_LEN], char out[BLK_HEX_LEN + 1])
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < BLK_HASH_LEN; i++) {
+		out[2 * i] = digits[hash[i] >> 4];
+		out[2 * i + 1] = digits[hash[i] & 15];
+	}
+	out[BLK_HEX_LEN] = '\0';
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+int blk_from_hex(const char *hex, uint8_t hash[BLK_HASH_LEN])
+{
+	for (size_t i = 0; i < BLK_HASH_LEN; i++) {
+		int hi = hexval(hex[2 * i]);
+		int lo = hi < 0 ? -1 : hexval(hex[2 * i + 1]);
+		if (hi < 0 || lo < 0)
+			return -EINVAL;
+		hash[i] = (uint8_t)(hi << 4 | lo);
+	}
+	return hex[BLK_HEX_LEN] == '\0' ? 0 : -EINVAL;
+}
+
+const char *blk_path(const struct blk_store *bs)
+{
+	return bs->dir;
+}
+
+/* Removes temp files a crash left in fan-out directory fan. */
+static void clean_fan(struct blk_store *bs, const char *fan)
+{
+	int fd = openat(bs->dirfd, fan, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return;
+	}
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		if (strncmp(de->d_name, TMP_PREFIX, strlen(TMP_PREFIX)) == 0)
+			unlinkat(dirfd(d), de->d_name, 0);
+	}
+	closedir(d);
+}
+
+static bool is_fan_name(const char *s)
+{
+	return hexval(s[0]) >= 0 && hexval(s[1]) >= 0 && s[2] == '\0' &&
+	       !(s[0] >= 'A' && s[0] <= 'F') && !(s[1] >= 'A' && s[1] <= 'F');
+}
+
+/* See blk.h. */
+int blk_open(const char *dir, unsigned flags, struct blk_store **out, char *err,
+             size_t errcap)
+{
+	*out = NULL;
+	int rc = stor_mkdir_p(dir, 0700);
+	if (rc < 0) {
+		stor_seterr(err, errcap, "cannot create block store %s: %s",
+		            dir, strerror(-rc));
+		return rc;
+	}
+	struct blk_store *bs = calloc(1, sizeof *bs);
+	if (!bs || !(bs->dir = strdup(dir))) {
+		free(bs);
+		return -ENOMEM;
+	}
+	bs->flags = flags;
+	bs->dirfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (bs->dirfd < 0) {
+		rc = -errno;
+		stor_seterr(err, errcap, "cannot open block store %s: %s", dir,
+		            strerror(-rc));
+		free(bs->dir);
+		free(bs);
+		return rc;
+	}
+	DIR *d = opendir(dir);
+	if (d) {
+		struct dirent *de;
+		while ((de = readdir(d)) != NULL)
+			if (is_fan_name(de->d_name))
+				clean_fan(bs, de->d_name);
+		closedir(d);
+	}
+	*out = bs;
+	return 0;
+}
+
+void blk_close(struct blk_store *bs)
+{
+	if (!bs)
+		return;
+	close(bs->dirfd);
+	free(bs->dir);
+	free(bs);
+}
+
+/* Writes all of buf to fd; 0 or -errno. */
+static int write_all(int fd, const uint8_t *buf, size_t len)
+{
+	while (len) {
+		ssize_t w = write(fd, buf, len);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		buf += w;
+		len -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Stores data under an already verified hash, atomically. */
+static int put_verified(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+                        const void *data, size_t len)
+{
+	struct blk_name n;
+	make_name(hash, &n);
+	struct stat st;
+	if (fstatat(bs->dirfd, n.rel, &st, 0) == 0 &&
+	    (uint64_t)st.st_size == len)
+		return 0; /* already stored (content checked on every read) */
+	bool new_fan = false;
+	if (mkdirat(bs->dirfd, n.fan, 0700) == 0)
+		new_fan = true;
+	else if (errno != EEXIST)
+		return -errno;
+
+	size_t plen =
+	    strlen(bs->dir) + 1 + sizeof n.rel + sizeof TMP_PREFIX + 8;
+	char *tmp = malloc(plen);
+	if (!tmp)
+		return -ENOMEM;
+	(void)snprintf(tmp, plen, "%s/%s/" TMP_PREFIX "XXXXXX", bs->dir, n.fan);
+	int fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		int rc = -errno;
+		free(tmp);
+		return rc;
+	}
+	int rc = write_all(fd, data, len);
+	if (rc == 0 && (bs->flags & BLK_SYNC) && fsync(fd) < 0)
+		rc = -errno;
+	if (close(fd) < 0 && rc == 0)
+		rc = -errno;
+	if (rc == 0 && renameat(AT_FDCWD, tmp, bs->dirfd, n.rel) < 0)
+		rc = -errno;
+	if (rc < 0) {
+		unlink(tmp);
+		free(tmp);
+		if (rc != -ENOSPC)
+			STOR_ERR("block store %s: cannot store block %s: %s",
+			         bs->dir, n.hex, strerror(-rc));
+		return rc;
+	}
+	free(tmp);
+	if (bs->flags & BLK_SYNC) {
+		int fan_fd = openat(bs->dirfd, n.fan,
+		                    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (fan_fd < 0)
+			return -errno;
+		rc = fsync(fan_fd) < 0 ? -errno : 0;
+		close(fan_fd);
+		if (rc == 0 && new_fan && fsync(bs->dirfd) < 0)
+			rc = -errno;
+	}
+	return rc;
+}
+
+/* See blk.h. */
+int blk_put(struct blk_store *bs, const void *data, size_t len,
+            uint8_t hash_out[BLK_HASH_LEN])
+{
+	blk_sha256(data, len, hash_out);
+	return put_verified(bs, hash_out, data, len);
+}
+
+/* See blk.h. */
+int blk_put_hashed(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+                   const void *data, size_t len)
+{
+	uint8_t h[BLK_HASH_LEN];
+	blk_sha256(data, len, h);
+	if (memcmp(h, hash, BLK_HASH_LEN) != 0) {
+		char want[BLK_HEX_LEN + 1], got[BLK_HEX_LEN + 1];
+		blk_hex(hash, want);
+		blk_hex(h, got);
+		STOR_WARN(
+		    "block store %s: refusing block %s: content hashes to "
+		    "%s",
+		    bs->dir, want, got);
+		return -EBADMSG;
+	}
+	return put_verified(bs, hash, data, len);
+}
+
+/* Moves a block that failed verification out of the way. */
+static void quarantine(struct blk_store *bs, const struct blk_name *n)
+{
+	char dst[sizeof QUARANTINE + 1 + BLK_HEX_LEN + 1];
+	(void)snprintf(dst, sizeof dst, QUARANTINE "/%s", n->hex);
+	if (mkdirat(bs->dirfd, QUARANTINE, 0700) < 0 && errno != EEXIST) {
+		unlinkat(bs->dirfd, n->rel, 0);
+		return;
+	}
+	if (renameat(bs->dirfd, n->rel, bs->dirfd, dst) < 0)
+		unlinkat(bs->dirfd, n->rel, 0);
+}
+
+/* See blk.h. */
+int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
+            size_t cap, size_t *len)
+{
+	struct blk_name n;
+	make_name(hash, &n);
+	int fd = openat(bs->dirfd, n.rel, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int rc = 0;
+	if (fstat(fd, &st) < 0) {
+		rc = -errno;
+		goto out;
+	}
+	*len = (size_t)st.st_size;
+	if ((uint64_t)st.st_size > cap) {
+		rc = -ERANGE;
+		goto out;
+	}
+	size_t got = 0;
+	while (got < (size_t)st.st_size) {
+		ssize_t r =
+		    read(fd, (uint8_t *)buf + got, (size_t)st.st_size - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			rc = -errno;
+			goto out;
+		}
+		if (r == 0)
+			break;
+		got += (size_t)r;
+	}
+	*len = got;
+	uint8_t h[BLK_HASH_LEN];
+	blk_sha256(buf, got, h);
+	if (memcmp(h, hash, BLK_HASH_LEN) != 0) {
+		STOR_ERR(
+		    "block store %s: block %s is corrupt (%zu bytes do not "
+		    "match its hash); moved to %s/, refetch it",
+		    bs->dir, n.hex, got, QUARANTINE);
+		quarantine(bs, &n);
+		rc = -EBADMSG;
+	}
+out:
+	close(fd);
+	return rc;
+}
+
+/* See blk.h. */
+int blk_size(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+             uint64_t *size)
+{
+	struct blk_name n;
+	make_name(hash, &n);
+	struct stat st;
+	if (fstatat(bs->dirfd, n.rel, &st, 0) < 0)
+		return -errno;
+	*size = (uint64_t)st.st_size;
+	return 0;
+}
+
+/* See blk.h. */
+int blk_has(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
+{
+	uint64_t size;
+	int rc = blk_size(bs, hash, &size);
+	return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
+}
+
+/* See blk.h. */
+int blk_delete(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
+{
+	struct blk_name n;
+	make_name(hash, &n);
+	if (unlinkat(bs->dirfd, n.rel, 0) < 0)
+		return -errno;
+	return 0;
+}
+
+/* Walks one fan-out directory for blk_list(). */
+static int list_fan(struct blk_store *bs, const char *fan, blk_list_fn cb,
+                    void *ctx)
+{
+	int fd = openat(bs->dirfd, fan, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		int rc = -errno;
+		close(fd);
+		return rc;
+	}
+	int rc = 0;
+	struct dirent *de;
+	while (rc == 0 && (de = readdir(d)) != NULL) {
+		uint8_t h[BLK_HASH_LEN];
+		if (strlen(de->d_name) != BLK_HEX_LEN ||
+		    strncmp(de->d_name, fan, 2) != 0 ||
+		    blk_from_hex(de->d_name, h) < 0)
+			continue;
+		struct stat st;
+		if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue; /* deleted meanwhile, or not ours */
+		rc = cb(ctx, h, (uint64_t)st.st_size);
+	}
+	closedir(d);
+	return rc;
+}
+
+/* See blk.h. */
+int blk_list(struct blk_store *bs, blk_list_fn cb, void *ctx)
+{
+	DIR *d = opendir(bs->dir);
+	if (!d)
+		return -errno;
+	int rc = 0;
+	struct dirent *de;
+	while (rc == 0 && (de = readdir(d)) != NULL)
+		if (is_fan_name(de->d_name))
+			rc = list_fan(bs, de->d_name, cb, ctx);
+	closedir(d);
+	return rc;
+}
+
+/* See blk.h. */
+int blk_stats(struct blk_store *bs, uint64_t *bytes_total, uint64_t *bytes_free)
+{
+	struct statvfs sv;
+	if (fstatvfs(bs->dirfd, &sv) < 0)
+		return -errno;
+	*bytes_total = (uint64_t)sv.f_blocks * sv.f_frsize;
+	*bytes_free = (uint64_t)sv.f_bavail * sv.f_frsize;
+	return 0;
+}

@@ -1,0 +1,422 @@
+/*
+ * blk_test.c — content-addressed block store.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+
+#include <cmocka.h>
+
+#include "storage/blk.h"
+#include "tests/unit/storage/testutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+struct fx {
+	char *tmp;
+	char *path;
+	struct blk_store *bs;
+};
+
+static int setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof *f);
+	f->tmp = tu_mkdtemp();
+	f->path = tu_join(f->tmp, "blocks");
+	if (blk_open(f->path, 0, &f->bs, NULL, 0) != 0)
+		return -1;
+	*state = f;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fx *f = *state;
+	blk_close(f->bs);
+	free(f->path);
+	tu_rmtree(f->tmp);
+	free(f);
+	return 0;
+}
+
+/* Path of the block file for hash. */
+static char *block_file(struct fx *f, const uint8_t h[BLK_HASH_LEN])
+{
+	char hex[BLK_HEX_LEN + 1], rel[80];
+	blk_hex(h, hex);
+	snprintf(rel, sizeof rel, "%.2s/%s", hex, hex);
+	return tu_join(f->path, rel);
+}
+
+/* Number of names starting with ".tmp-" in all fan-out dirs. */
+static int count_tmp(const char *path)
+{
+	int n = 0;
+	DIR *d = opendir(path);
+	struct dirent *de;
+	while (d && (de = readdir(d)) != NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char *sub = tu_join(path, de->d_name);
+		DIR *s = opendir(sub);
+		struct dirent *se;
+		while (s && (se = readdir(s)) != NULL)
+			n += strncmp(se->d_name, ".tmp-", 5) == 0;
+		if (s)
+			closedir(s);
+		free(sub);
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+static void sha256_and_hex_match_known_vectors(void **state)
+{
+	(void)state;
+	uint8_t h[BLK_HASH_LEN], back[BLK_HASH_LEN];
+	char hex[BLK_HEX_LEN + 1];
+	blk_sha256("abc", 3, h);
+	blk_hex(h, hex);
+	assert_string_equal(hex, "ba7816bf8f01cfea414140de5dae2223b00361a3961"
+	                         "77a9cb410ff61f20015ad");
+	blk_sha256("", 0, h);
+	blk_hex(h, hex);
+	assert_string_equal(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649"
+	                         "b934ca495991b7852b855");
+	assert_int_equal(blk_from_hex(hex, back), 0);
+	assert_memory_equal(back, h, BLK_HASH_LEN);
+	hex[5] = 'X';
+	assert_int_equal(blk_from_hex(hex, back), -EINVAL);
+	assert_int_equal(blk_from_hex("abcd", back), -EINVAL);
+}
+
+static void put_get_has_size_delete_round_trip(void **state)
+{
+	struct fx *f = *state;
+	uint8_t data[5000], h[BLK_HASH_LEN], want[BLK_HASH_LEN];
+	for (size_t i = 0; i < sizeof data; i++)
+		data[i] = (uint8_t)(i * 7);
+	assert_int_equal(blk_put(f->bs, data, sizeof data, h), 0);
+	blk_sha256(data, sizeof data, want);
+	assert_memory_equal(h, want, BLK_HASH_LEN);
+	char *file = block_file(f, h);
+	struct stat st;
+	assert_int_equal(stat(file, &st), 0);
+	assert_int_equal(st.st_size, sizeof data);
+	assert_int_equal(blk_has(f->bs, h), 1);
+	uint64_t size;
+	assert_int_equal(blk_size(f->bs, h, &size), 0);
+	assert_int_equal(size, sizeof data);
+	uint8_t buf[8192];
+	size_t len = 0;
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), 0);
+	assert_int_equal(len, sizeof data);
+	assert_memory_equal(buf, data, len);
+	/* too small a buffer: -ERANGE and the size needed */
+	len = 0;
+	assert_int_equal(blk_get(f->bs, h, buf, 100, &len), -ERANGE);
+	assert_int_equal(len, sizeof data);
+	/* storing again is fine */
+	assert_int_equal(blk_put(f->bs, data, sizeof data, h), 0);
+	assert_int_equal(blk_delete(f->bs, h), 0);
+	assert_int_equal(blk_has(f->bs, h), 0);
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), -ENOENT);
+	assert_int_equal(blk_delete(f->bs, h), -ENOENT);
+	assert_int_equal(blk_size(f->bs, h, &size), -ENOENT);
+	/* the empty block */
+	assert_int_equal(blk_put(f->bs, "", 0, h), 0);
+	assert_int_equal(blk_get(f->bs, h, buf, 0, &len), 0);
+	assert_int_equal(len, 0);
+	free(file);
+	assert_string_equal(blk_path(f->bs), f->path);
+}
+
+static void put_hashed_refuses_content_that_does_not_match(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	blk_sha256("right", 5, h);
+	assert_int_equal(blk_put_hashed(f->bs, h, "wrong", 5), -EBADMSG);
+	assert_int_equal(blk_has(f->bs, h), 0);
+	uint8_t wrong[BLK_HASH_LEN];
+	blk_sha256("wrong", 5, wrong);
+	assert_int_equal(blk_has(f->bs, wrong), 0);
+	assert_int_equal(blk_put_hashed(f->bs, h, "right", 5), 0);
+	char buf[16];
+	size_t len;
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), 0);
+	assert_int_equal(len, 5);
+	assert_memory_equal(buf, "right", 5);
+}
+
+static void corrupt_block_fails_verification_and_can_be_refetched(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	const char *content = "hello block store";
+	assert_int_equal(blk_put(f->bs, content, strlen(content), h), 0);
+	char *file = block_file(f, h);
+	FILE *fp = fopen(file, "r+");
+	assert_non_null(fp);
+	fputc('J', fp); /* same size, other content */
+	fclose(fp);
+	char buf[64];
+	size_t len;
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), -EBADMSG);
+	/* moved out of the way into quarantine */
+	assert_int_equal(blk_has(f->bs, h), 0);
+	char hex[BLK_HEX_LEN + 1], rel[90];
+	blk_hex(h, hex);
+	snprintf(rel, sizeof rel, "quarantine/%s", hex);
+	char *q = tu_join(f->path, rel);
+	struct stat st;
+	assert_int_equal(stat(q, &st), 0);
+	/* the refetched copy is stored and reads back verified */
+	assert_int_equal(blk_put_hashed(f->bs, h, content, strlen(content)), 0);
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), 0);
+	assert_memory_equal(buf, content, len);
+	/* a truncated file is caught too */
+	assert_int_equal(truncate(file, 3), 0);
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), -EBADMSG);
+	free(q);
+	free(file);
+}
+
+struct listed {
+	uint8_t hashes[64][BLK_HASH_LEN];
+	uint64_t sizes[64];
+	int n;
+	int stop_after;
+};
+
+static int list_cb(void *ctx, const uint8_t hash[BLK_HASH_LEN], uint64_t size)
+{
+	struct listed *l = ctx;
+	assert_true(l->n < 64);
+	memcpy(l->hashes[l->n], hash, BLK_HASH_LEN);
+	l->sizes[l->n++] = size;
+	return l->stop_after && l->n == l->stop_after ? 42 : 0;
+}
+
+static void list_reports_every_block_once_and_can_stop(void **state)
+{
+	struct fx *f = *state;
+	uint64_t rng = tu_seed("blk_list");
+	uint8_t hs[40][BLK_HASH_LEN];
+	for (int i = 0; i < 40; i++) {
+		uint8_t data[300];
+		size_t len = 1 + tu_rand(&rng) % sizeof data;
+		for (size_t j = 0; j < len; j++)
+			data[j] = (uint8_t)tu_rand(&rng);
+		assert_int_equal(blk_put(f->bs, data, len, hs[i]), 0);
+	}
+	/* junk that is not a block is ignored */
+	char *junk = tu_join(f->path, "README");
+	FILE *fp = fopen(junk, "w");
+	fputs("x", fp);
+	fclose(fp);
+	struct listed l = {0};
+	assert_int_equal(blk_list(f->bs, list_cb, &l), 0);
+	assert_int_equal(l.n, 40);
+	for (int i = 0; i < 40; i++) {
+		int found = 0;
+		for (int j = 0; j < l.n; j++)
+			if (!memcmp(l.hashes[j], hs[i], BLK_HASH_LEN)) {
+				found++;
+				uint64_t size;
+				assert_int_equal(blk_size(f->bs, hs[i], &size),
+				                 0);
+				assert_int_equal(l.sizes[j], size);
+			}
+		assert_int_equal(found, 1);
+	}
+	struct listed stop = {.stop_after = 3};
+	assert_int_equal(blk_list(f->bs, list_cb, &stop), 42);
+	assert_int_equal(stop.n, 3);
+	free(junk);
+}
+
+static void stale_temp_files_are_removed_on_open(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	assert_int_equal(blk_put(f->bs, "x", 1, h), 0);
+	char hex[BLK_HEX_LEN + 1], rel[80];
+	blk_hex(h, hex);
+	snprintf(rel, sizeof rel, "%.2s/.tmp-abcdef", hex);
+	char *tmpf = tu_join(f->path, rel);
+	FILE *fp = fopen(tmpf, "w");
+	fputs("half a bl", fp);
+	fclose(fp);
+	assert_int_equal(count_tmp(f->path), 1);
+	blk_close(f->bs);
+	assert_int_equal(blk_open(f->path, BLK_SYNC, &f->bs, NULL, 0), 0);
+	assert_int_equal(count_tmp(f->path), 0);
+	assert_int_equal(blk_has(f->bs, h), 1);
+	/* synced puts work the same */
+	assert_int_equal(blk_put(f->bs, "synced", 6, h), 0);
+	char buf[8];
+	size_t len;
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), 0);
+	assert_int_equal(len, 6);
+	free(tmpf);
+}
+
+struct racer {
+	struct blk_store *bs;
+	uint64_t rng;
+	int failures;
+};
+
+/* Puts 32 fixed blocks in a random order, then reads each back. */
+static void *race_puts(void *arg)
+{
+	struct racer *r = arg;
+	uint8_t data[4096], h[BLK_HASH_LEN], buf[4096];
+	for (int i = 0; i < 200; i++) {
+		int which = (int)(tu_rand(&r->rng) % 32);
+		memset(data, which, sizeof data);
+		if (blk_put(r->bs, data, sizeof data, h) != 0)
+			r->failures++;
+		size_t len;
+		if (blk_get(r->bs, h, buf, sizeof buf, &len) != 0 ||
+		    len != sizeof data || buf[0] != which)
+			r->failures++;
+	}
+	return NULL;
+}
+
+static void concurrent_puts_of_the_same_blocks_all_succeed(void **state)
+{
+	struct fx *f = *state;
+	uint64_t seed = tu_seed("blk_race");
+	struct racer r[4];
+	pthread_t t[4];
+	for (int i = 0; i < 4; i++) {
+		r[i] = (struct racer){.bs = f->bs, .rng = seed + (uint64_t)i};
+		assert_int_equal(pthread_create(&t[i], NULL, race_puts, &r[i]),
+		                 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(pthread_join(t[i], NULL), 0);
+		assert_int_equal(r[i].failures, 0);
+	}
+	assert_int_equal(count_tmp(f->path), 0);
+}
+
+static void stats_report_capacity_and_free_space(void **state)
+{
+	struct fx *f = *state;
+	uint64_t total = 0, avail = 0;
+	assert_int_equal(blk_stats(f->bs, &total, &avail), 0);
+	assert_true(total > 0);
+	assert_true(avail <= total);
+}
+
+static void open_on_unusable_path_fails_with_message(void **state)
+{
+	(void)state;
+	struct blk_store *bs = (struct blk_store *)1;
+	char err[512] = "";
+	assert_true(blk_open("/proc/version/blocks", 0, &bs, err, sizeof err) <
+	            0);
+	assert_null(bs);
+	assert_non_null(strstr(err, "/proc/version/blocks"));
+}
+
+/* Runs in a child with its own mount namespace and a 256 KiB tmpfs. Exit:
+ * 0 pass, 77 cannot set up (skip), other: failure. */
+static int enospc_child(const char *mnt)
+{
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", mnt, "tmpfs", 0, "size=256k") < 0)
+		return 77;
+	char *path = tu_join(mnt, "blocks");
+	struct blk_store *bs;
+	if (blk_open(path, BLK_SYNC, &bs, NULL, 0) < 0)
+		return 10;
+	static uint8_t data[40000];
+	uint8_t hs[64][BLK_HASH_LEN];
+	int stored = 0, rc = 0;
+	for (int i = 0; i < 64; i++) {
+		memset(data, i + 1, sizeof data);
+		rc = blk_put(bs, data, sizeof data, hs[stored]);
+		if (rc < 0)
+			break;
+		stored++;
+	}
+	if (rc != -ENOSPC)
+		return 11; /* the disk never filled, or another error */
+	if (count_tmp(path) != 0)
+		return 12; /* a partial temp file was left behind */
+	uint8_t h[BLK_HASH_LEN];
+	memset(data, 0, sizeof data);
+	blk_sha256(data, sizeof data, h);
+	if (blk_has(bs, h) != 0)
+		return 13; /* the failed block must not exist */
+	for (int i = 0; i < stored; i++) {
+		size_t len;
+		if (blk_get(bs, hs[i], data, sizeof data, &len) != 0 ||
+		    len != sizeof data || data[0] != i + 1)
+			return 14;
+	}
+	/* freeing space lets puts succeed again */
+	if (blk_delete(bs, hs[0]) != 0 || blk_delete(bs, hs[1]) != 0)
+		return 15;
+	memset(data, 0xee, sizeof data);
+	if (blk_put(bs, data, sizeof data, h) != 0)
+		return 16;
+	blk_close(bs);
+	free(path);
+	umount(mnt);
+	return 0;
+}
+
+static void full_disk_returns_enospc_and_leaves_no_partial_file(void **state)
+{
+	(void)state;
+	char *tmp = tu_mkdtemp();
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(enospc_child(tmp));
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	int code = WEXITSTATUS(status);
+	tu_rmtree(tmp);
+	if (code == 77) {
+		printf("skipped: cannot mount a tmpfs in a private mount "
+		       "namespace (needs root)\n");
+		skip();
+	}
+	assert_int_equal(code, 0);
+}
+
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(sha256_and_hex_match_known_vectors),
+	    T(put_get_has_size_delete_round_trip),
+	    T(put_hashed_refuses_content_that_does_not_match),
+	    T(corrupt_block_fails_verification_and_can_be_refetched),
+	    T(list_reports_every_block_once_and_can_stop),
+	    T(stale_temp_files_are_removed_on_open),
+	    T(concurrent_puts_of_the_same_blocks_all_succeed),
+	    T(stats_report_capacity_and_free_space),
+	    cmocka_unit_test(open_on_unusable_path_fails_with_message),
+	    cmocka_unit_test(
+	        full_disk_returns_enospc_and_leaves_no_partial_file),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
