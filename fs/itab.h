@@ -1,0 +1,309 @@
+/*
+ * itab — the replicated inode table, sandfs's deterministic state machine.
+ *
+ * Every metadata change of the filesystem is an `struct itab_op`, encoded
+ * with itab_op_encode() into a Raft log entry. Every node applies the same
+ * committed entries in the same order with itab_apply() and therefore holds
+ * the same table. Apply never reads the clock, the caller's credentials or
+ * any other node-local input: the proposer stamps "now", uid/gid, umask and
+ * so on into the op; new inode numbers come from a replicated counter.
+ *
+ * Storage: itab owns one LevelDB at the path given to itab_open(). Keys
+ * (every integer big-endian so keys sort numerically):
+ *
+ *   'I' ino                       -> inode attributes (+ dir cookie counter)
+ *   'D' parent ino, name          -> child ino, type, readdir cookie
+ *   'C' parent ino, cookie        -> child ino, type, name   (readdir order)
+ *   'L' ino                       -> symlink target
+ *   'X' ino, name                 -> xattr value
+ *   'E' ino, block index          -> block hash (32 bytes), valid length
+ *   'B' block hash                -> reference count
+ *   'M' 'K'                       -> config: format, block size, cluster id
+ *   'M' 'S'                       -> next ino, applied index, #inodes, #blocks
+ *   'M' 'd' origin, seq           -> remembered result of a request
+ *   'M' 'w' origin                -> per-origin dedupe low-water mark
+ *   'M' 'o' ino                   -> orphan (nlink 0, kept until released)
+ *
+ * Atomicity and durability: one log entry is applied as ONE LevelDB
+ * WriteBatch that also carries the applied index and the dedupe record, so
+ * a crash never leaves half an operation. Writes use sync=false: the Raft
+ * log is the durable record; after a crash the node replays committed
+ * entries above its stored applied index.
+ *
+ * Rules chosen here (every node must agree, so they are part of the format):
+ *  - Root is ino 1, created by itab_open() on an empty DB: directory 0755,
+ *    uid/gid 0, all times 0, generation 1. Inode numbers are never reused.
+ *  - generation of an inode = log index of the entry that created it.
+ *  - Directory size = number of entries (without "." and ".."); directory
+ *    nlink = 2 + number of subdirectories.
+ *  - st_blocks ("blocks") = sum over the inode's extents of ceil(len/512).
+ *  - A file's data is a list of extents: block index -> (hash, len). The
+ *    bytes of a block past its len, and every block without an extent, read
+ *    as zeros. Apply keeps every extent inside the file size (truncate
+ *    shortens or drops extents), so growing a file never shows old bytes.
+ *  - Open-unlinked files: when a file's nlink reaches 0 it becomes an
+ *    ORPHAN (inode, xattrs and extents kept, 'M''o' record) unless the op
+ *    carries ITAB_F_FREE_NOW (the proposer says it does not have the file
+ *    open). An explicit ITAB_OP_RELEASE_ORPHAN, proposed by a node when its
+ *    last handle closes (or at mount start for orphans it no longer holds),
+ *    deletes inode + extents and drops the block references. Weakness:
+ *    open handles on OTHER nodes are not tracked; a release (or FREE_NOW)
+ *    frees the file under them. Directories are deleted at once by RMDIR.
+ *  - Dedupe: an op carrying (origin != 0, seq) is applied at most once. The
+ *    last ITAB_DEDUPE_KEEP results per origin are kept; a retry of one of
+ *    those returns the first result. A seq below the origin's low-water
+ *    mark (its result was evicted) is not applied again and returns
+ *    -ESTALE. Origins must never reuse a seq (e.g. persist a counter).
+ *
+ * Threads: itab_apply(), itab_restore() and itab_close() run on one thread
+ * (the apply thread). The read functions may run on any number of other
+ * threads at the same time: a read-write lock makes each apply's batch and
+ * in-memory counters visible at once, so a reader never sees half an op.
+ * Read callbacks run under the read lock and must not call itab_apply().
+ */
+#ifndef SANDFS_FS_ITAB_H
+#define SANDFS_FS_ITAB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ITAB_ROOT_INO 1
+#define ITAB_NAME_MAX 255          /* longer names: -ENAMETOOLONG */
+#define ITAB_SYMLINK_MAX 4095      /* longer targets: -ENAMETOOLONG */
+#define ITAB_XATTR_NAME_MAX 255    /* longer (or empty) names: -ERANGE */
+#define ITAB_XATTR_SIZE_MAX 65536  /* longer values: -E2BIG */
+#define ITAB_NLINK_MAX 65000       /* more links: -EMLINK */
+#define ITAB_HASH_LEN 32           /* SHA-256 of a block */
+#define ITAB_MAX_EXTENTS 16384     /* per WRITE op */
+#define ITAB_DEDUPE_KEEP 64        /* results remembered per origin */
+#define ITAB_COOKIE_FIRST 3        /* readdir cookies 0..2 are free for ".", ".." */
+#define ITAB_DEFAULT_BLOCK_SIZE 65536
+
+/* Operation codes (values are part of the log format: never renumber). */
+enum itab_opcode {
+	ITAB_OP_NOOP = 0,           /* advances the applied index only */
+	ITAB_OP_CREATE = 1,         /* parent,name,mode(type: REG/FIFO/SOCK/CHR/BLK),umask,rdev,uid,gid */
+	ITAB_OP_MKDIR = 2,          /* parent,name,mode,umask,uid,gid */
+	ITAB_OP_SYMLINK = 3,        /* parent,name,target,uid,gid */
+	ITAB_OP_LINK = 4,           /* ino -> parent,name */
+	ITAB_OP_UNLINK = 5,         /* parent,name [ITAB_F_FREE_NOW] */
+	ITAB_OP_RMDIR = 6,          /* parent,name */
+	ITAB_OP_RENAME = 7,         /* parent,name -> newparent,newname [NOREPLACE|EXCHANGE|FREE_NOW] */
+	ITAB_OP_SETATTR = 8,        /* ino, valid, mode,uid,gid,size,atime,mtime,ctime */
+	ITAB_OP_SETXATTR = 9,       /* ino, xname, value [XATTR_CREATE|XATTR_REPLACE] */
+	ITAB_OP_REMOVEXATTR = 10,   /* ino, xname */
+	ITAB_OP_WRITE = 11,         /* ino, extents, size (file grows to >= size), mtime if valid&MTIME */
+	ITAB_OP_RELEASE_ORPHAN = 12,/* ino: free it if its nlink is 0 */
+	ITAB_OP__COUNT
+};
+
+/* op->flags. The rename and xattr values equal Linux's RENAME_* / XATTR_*. */
+#define ITAB_RENAME_NOREPLACE 0x1u
+#define ITAB_RENAME_EXCHANGE 0x2u
+#define ITAB_XATTR_CREATE 0x1u
+#define ITAB_XATTR_REPLACE 0x2u
+#define ITAB_F_FREE_NOW 0x100u /* UNLINK/RENAME: free a victim at nlink 0 now, no orphan */
+
+/* op->valid for SETATTR (and ITAB_SET_MTIME for WRITE). Times are explicit:
+ * the caller resolves "now" requests into op->now_ns before proposing. */
+#define ITAB_SET_MODE 0x01u
+#define ITAB_SET_UID 0x02u
+#define ITAB_SET_GID 0x04u
+#define ITAB_SET_SIZE 0x08u
+#define ITAB_SET_ATIME 0x10u
+#define ITAB_SET_MTIME 0x20u
+#define ITAB_SET_CTIME 0x40u
+
+/* One block of a file: bytes [index*block_size, +len) are the first len
+ * bytes of the block named hash. An all-zero hash is a hole (len ignored). */
+struct itab_extent {
+	uint64_t index;
+	uint8_t hash[ITAB_HASH_LEN];
+	uint32_t len;
+};
+
+/*
+ * One operation. Strings are (pointer, length), not NUL-terminated, and
+ * borrowed: after itab_op_decode() they point into the decoded buffer.
+ * Fields an op does not use are ignored (and encoded as given).
+ */
+struct itab_op {
+	uint8_t code;        /* enum itab_opcode */
+	uint32_t flags;      /* ITAB_RENAME_*, ITAB_XATTR_*, ITAB_F_* */
+	uint64_t origin;     /* proposing node id; 0 = no dedupe */
+	uint64_t seq;        /* request sequence number, unique per origin */
+	int64_t now_ns;      /* the proposer's "now": ctime/mtime stamps */
+	uint64_t ino;        /* LINK source, SETATTR/xattr/WRITE/RELEASE target */
+	uint64_t parent;
+	uint64_t newparent;  /* RENAME, and LINK's directory is `parent` */
+	uint32_t mode;       /* CREATE/MKDIR: type + permission bits; SETATTR: new mode */
+	uint32_t umask;      /* CREATE/MKDIR: mode &= ~umask */
+	uint32_t uid, gid;
+	uint64_t rdev;
+	uint32_t valid;      /* ITAB_SET_* */
+	uint64_t size;       /* SETATTR new size; WRITE minimum size after write */
+	int64_t atime_ns, mtime_ns, ctime_ns;
+	const char *name;     size_t name_len;
+	const char *newname;  size_t newname_len;
+	const char *xname;    size_t xname_len;   /* xattr name */
+	const void *value;    size_t value_len;   /* xattr value */
+	const char *target;   size_t target_len;  /* symlink target */
+	const struct itab_extent *extents; size_t n_extents; /* WRITE, sorted by index */
+};
+
+/* Inode attributes. */
+struct itab_attr {
+	uint64_t ino;
+	uint32_t mode;        /* S_IFMT type + permission bits */
+	uint32_t uid, gid;
+	uint32_t nlink;
+	uint64_t size;
+	uint64_t rdev;
+	int64_t atime_ns, mtime_ns, ctime_ns;
+	uint64_t generation;
+	uint64_t blocks;      /* st_blocks, 512-byte units */
+	uint64_t parent;      /* directories: containing directory (root: 1); others 0 */
+};
+
+/* Result of applying one entry. */
+struct itab_result {
+	int err;              /* 0 or the op's negative errno (for the kernel) */
+	bool skipped;         /* log index <= applied index: nothing done */
+	bool duplicate;       /* (origin,seq) seen before: first result returned */
+	uint64_t ino;         /* inode the op created / changed (0 if none) */
+	struct itab_attr attr;/* its attributes after the op (if ino != 0) */
+	uint64_t victim;      /* UNLINK/RMDIR/RENAME: inode whose link was removed */
+	uint64_t orphaned;    /* inode that reached nlink 0 and was kept as orphan */
+	/* Blocks whose reference count reached zero: delete them from the block
+	 * store after itab_apply() returns (re-check itab_block_refs() first if
+	 * a later WRITE could reuse them). Borrowed: valid until the next
+	 * itab_apply()/itab_restore()/itab_close() on this itab. */
+	const uint8_t (*freed)[ITAB_HASH_LEN];
+	size_t n_freed;
+};
+
+struct itab_config {
+	uint32_t block_size;  /* bytes; 0 = ITAB_DEFAULT_BLOCK_SIZE. Fixed at creation */
+	uint64_t cluster_id;  /* 0 = accept whatever the DB holds */
+};
+
+struct itab_statfs {
+	uint64_t inodes;      /* live inodes (orphans included) */
+	uint64_t blocks;      /* distinct referenced blocks */
+	uint32_t block_size;
+	uint64_t next_ino;
+};
+
+struct itab;
+
+/* Encoded size of op (bytes), or 0 if a field is out of range. */
+size_t itab_op_encoded_size(const struct itab_op *op);
+
+/* Encode op into buf (cap bytes). Returns the length written, or -ENOSPC
+ * if cap is too small, or -EINVAL for out-of-range fields. */
+long itab_op_encode(const struct itab_op *op, void *buf, size_t cap);
+
+/* Decode buf into *op. Bounds-checked; -EINVAL on malformed input. On
+ * success the strings in op point into buf (borrowed) and op->extents is
+ * allocated: release it with itab_op_release(). On error nothing to free. */
+int itab_op_decode(const void *buf, size_t len, struct itab_op *op);
+
+/* Free what itab_op_decode() allocated (safe on a zeroed op). */
+void itab_op_release(struct itab_op *op);
+
+/* Open (creating if missing, with root) the table at path. cfg may be NULL.
+ * Returns 0 and *out (caller closes with itab_close), or -EINVAL if the DB
+ * belongs to another cluster or block size, -EIO on LevelDB errors. */
+int itab_open(const char *path, const struct itab_config *cfg, struct itab **out);
+
+/* Close and free. NULL is ignored. */
+void itab_close(struct itab *t);
+
+/*
+ * Apply the committed log entry at log_index. Returns 0 (the op's own
+ * outcome, success or errno, is in res->err) or -EIO if LevelDB failed (the
+ * table must then be considered broken; nothing of the entry was applied).
+ * An index <= itab_applied_index() is skipped (res->skipped). A malformed
+ * entry applies as a no-op with res->err = -EINVAL (the index advances).
+ */
+int itab_apply(struct itab *t, uint64_t log_index, const void *entry, size_t len,
+	       struct itab_result *res);
+
+/* Highest applied log index (0 for a fresh table). */
+uint64_t itab_applied_index(struct itab *t);
+
+/* Make every batch applied so far durable (one synced LevelDB write). Any
+ * thread. Read idx = itab_applied_index() BEFORE calling: on success every
+ * entry up to idx survives power loss (e.g. before compacting the raft log).
+ * 0 or -EIO. */
+int itab_sync(struct itab *t);
+
+/* Attributes of ino: 0, -ENOENT. */
+int itab_getattr(struct itab *t, uint64_t ino, struct itab_attr *attr);
+
+/* Look up name in dir parent; "." and ".." are resolved. attr may be NULL.
+ * 0, -ENOENT, -ENOTDIR, -ENAMETOOLONG. */
+int itab_lookup(struct itab *t, uint64_t parent, const char *name, size_t name_len,
+		uint64_t *ino, struct itab_attr *attr);
+
+/* readdir callback: one entry; cookie is its stable offset (>= ITAB_COOKIE_FIRST;
+ * resume after it with start = cookie + 1). type is the S_IFMT bits. name is
+ * borrowed for the call. Return non-zero to stop. */
+typedef int (*itab_dirent_cb)(void *ctx, const char *name, size_t name_len, uint64_t ino,
+			      uint32_t type, uint64_t cookie);
+
+/* Enumerate entries of dir with cookie >= start in cookie order (creation
+ * order). "." and ".." are not listed. 0, -ENOENT, -ENOTDIR. */
+int itab_readdir(struct itab *t, uint64_t dir, uint64_t start, itab_dirent_cb cb, void *ctx);
+
+/* Copy the symlink target into buf (cap bytes, no NUL added). Returns the
+ * full target length (may exceed cap: truncated copy), -ENOENT, -EINVAL if
+ * not a symlink. */
+long itab_readlink(struct itab *t, uint64_t ino, char *buf, size_t cap);
+
+/* getxattr semantics: cap 0 returns the value size; too small -ERANGE;
+ * missing -ENODATA; no inode -ENOENT. Returns the value length. */
+long itab_getxattr(struct itab *t, uint64_t ino, const char *name, size_t name_len, void *buf,
+		   size_t cap);
+
+/* listxattr semantics: names NUL-separated in name order; cap 0 returns the
+ * size needed; too small -ERANGE. */
+long itab_listxattr(struct itab *t, uint64_t ino, char *buf, size_t cap);
+
+/* extent callback; hash and len describe the block; return non-zero to stop. */
+typedef int (*itab_extent_cb)(void *ctx, uint64_t index, const uint8_t hash[ITAB_HASH_LEN],
+			      uint32_t len);
+
+/* Enumerate extents of ino with index in [first, first+n) (holes are not
+ * reported). 0, -ENOENT. */
+int itab_extents(struct itab *t, uint64_t ino, uint64_t first, uint64_t n, itab_extent_cb cb,
+		 void *ctx);
+
+/* Reference count of a block (0 if unknown). */
+uint64_t itab_block_refs(struct itab *t, const uint8_t hash[ITAB_HASH_LEN]);
+
+/* Enumerate orphans (nlink 0 inodes kept alive); return non-zero to stop. */
+int itab_orphans(struct itab *t, int (*cb)(void *ctx, uint64_t ino), void *ctx);
+
+/* Counters for statfs. */
+int itab_statfs(struct itab *t, struct itab_statfs *st);
+
+/* Block size fixed for this table. */
+uint32_t itab_block_size(struct itab *t);
+
+/* Snapshot writer: return 0 or negative errno (aborts the snapshot). */
+typedef int (*itab_write_cb)(void *ctx, const void *buf, size_t len);
+
+/* Dump the whole table (consistent point in time: a LevelDB snapshot) as a
+ * byte stream. Equal tables give equal bytes. Safe beside apply. */
+int itab_snapshot(struct itab *t, itab_write_cb cb, void *ctx);
+
+/* Replace the whole table by a dump from itab_snapshot(). Validates the
+ * whole dump first (-EINVAL, table untouched). Apply thread only. */
+int itab_restore(struct itab *t, const void *data, size_t len);
+
+/* Name of an op code ("CREATE"...), for logs. */
+const char *itab_op_name(unsigned code);
+
+#endif /* SANDFS_FS_ITAB_H */
