@@ -158,7 +158,13 @@ struct raft_msg {
 	 * index (APPEND_RESP) or next wanted offset (SNAPSHOT_RESP);
 	 * hint_index/hint_term: fast back-off hint on an APPEND reject (the
 	 * follower's conflicting term and the first index it holds of that
-	 * term, or its last index + 1 with hint_term 0 if its log is short). */
+	 * term, or its last index + 1 with hint_term 0 if its log is short).
+	 * On an APPEND reject, index is the rejected prev_index; hint_index 0
+	 * with hint_term 0 means "I was never bootstrapped nor loaded: send
+	 * me a snapshot" (a joining node lacks the configuration at index 0).
+	 * SNAPSHOT_RESP carries the snapshot's index/term in hint_index/
+	 * hint_term; a fully received snapshot is acknowledged, once
+	 * installed and durable, by an APPEND_RESP at the snapshot index. */
 	bool reject;
 	raft_index index;
 	raft_index hint_index;
@@ -330,6 +336,16 @@ int raft_transfer_leader(struct raft *r, raft_id target);
  * The snapshot metadata becomes (index, term at index, conf at index).
  * The driver drops the same prefix from its log store. */
 int raft_compact(struct raft *r, raft_index index);
+
+/* The latest snapshot metadata: set by raft_compact() (index, term at
+ * index, conf at index), by an installed snapshot, or by raft_load(). The
+ * driver records it in its log store when it drops the prefix. */
+void raft_snapshot_meta(const struct raft *r, struct raft_snapshot_meta *meta);
+
+/* The metadata of the compacted prefix (index/term of the entry just
+ * before the first one kept, and the configuration as of it). The driver
+ * records it in its log store after raft_compact(). */
+void raft_snapshot_meta(const struct raft *r, struct raft_snapshot_meta *m);
 
 /* Offer snapshot data for state at `index` (the driver's applied index,
  * index >= the compacted prefix). Copied. Used to feed followers that are

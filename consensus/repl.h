@@ -28,12 +28,14 @@
 struct repl_sm {
 	void *ctx;
 	/* Apply one committed entry. origin/seq identify the proposal (the
-	 * state machine deduplicates on them). Writes up to rescap result
+	 * state machine deduplicates on them); every seq of that origin below
+	 * `low` has completed at the origin, so results kept for them may be
+	 * dropped and such a seq is a stale duplicate. Writes up to rescap result
 	 * bytes to res and sets *reslen. Returns 0, or a negative errno only
 	 * for a fatal local failure (disk), which stops the node. The
 	 * operation's own outcome (e.g. -EEXIST) belongs in res. */
 	int (*apply)(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
-		     const uint8_t *data, uint32_t len, uint8_t *res,
+		     uint64_t low, const uint8_t *data, uint32_t len, uint8_t *res,
 		     size_t rescap, size_t *reslen);
 	/* Index of the last applied entry (durable or not). */
 	uint64_t (*applied)(void *ctx);
@@ -50,6 +52,9 @@ struct repl_sm {
 		       uint64_t len);
 	/* Optional: a configuration change was applied (peers changed). */
 	void (*conf_changed)(void *ctx, const struct raft_conf *conf);
+	/* Optional: one line of state-machine figures for status (e.g. the
+	 * digest); NUL-terminated within cap. */
+	void (*describe)(void *ctx, char *buf, size_t cap);
 };
 
 struct repl_peer {
@@ -103,6 +108,17 @@ struct repl_status {
 	uint64_t peers_connected;
 };
 void repl_status(struct repl *r, struct repl_status *st);
+/* Thread-safe. The state machine's describe() line as of the last turn. */
+void repl_describe(struct repl *r, char *buf, size_t cap);
+
+/* Status as exchanged between nodes (WIRE_REQ_STATUS replies): encode
+ * returns the bytes needed (nothing written if > cap); decode returns 0 or
+ * -EINVAL. Only id, role, term, leader, commit, applied, first/last index,
+ * conf ids and (leader) match indexes travel. */
+size_t repl_status_encode(const struct repl_status *st, const char *desc,
+			  uint8_t *buf, size_t cap);
+int repl_status_decode(const uint8_t *buf, size_t len, struct repl_status *st,
+		       char *desc, size_t desccap);
 
 /* The node's link layer, for other users of the transport (block
  * transfer): borrowed for the replicator's lifetime. */

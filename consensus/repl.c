@@ -1,0 +1,1222 @@
+/*
+ * repl.c — the replicator (see repl.h for the contract).
+ *
+ * Threads: the replicator thread owns the Raft core, the log store and
+ * the state machine. Link threads (nng callbacks) and FUSE workers never
+ * touch them: they push items onto `in` (guarded by r->mu) and signal
+ * r->cv. The replicator loop:
+ *
+ *   wait until an item arrives or the next tick is due
+ *   drain every queued item (steps, proposals, reads, forwarded requests)
+ *   fire the ticks that elapsed
+ *   while the core has ready work:
+ *     send msgs; install a received snapshot; persist hard state + entries
+ *     in ONE synced batch (group commit); send msgs_after_persist; apply
+ *     committed entries; answer reads; advance
+ *   retry or fail overdue proposals and reads; compact when due
+ *
+ * Exactly-once proposals: an entry carries the envelope
+ *   u64 origin | u64 seq | u64 low | payload
+ * where low is the origin's oldest unfinished seq. The state machine keeps
+ * the first result per (origin, seq); the origin resends a proposal (same
+ * seq) to the current leader until its own node applies it or the
+ * timeout passes.
+ */
+#include "consensus/repl.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "storage/rlog.h"
+#include "transport/link.h"
+#include "transport/log.h"
+#include "transport/wire.h"
+
+#define ENV_HDR 24
+#define RETRY_TICKS 50     /* resend an unapplied proposal after this */
+#define FWD_TIMEOUT_MS 1000
+#define RES_MAX 256
+
+enum item_kind {
+	IT_RAFT,        /* raft message frame from a peer */
+	IT_PROPOSE,     /* local proposal */
+	IT_READ,        /* local read barrier */
+	IT_FWD_PROPOSE, /* a follower forwarded a proposal to us */
+	IT_FWD_REPLY,   /* the leader answered our forward */
+};
+
+struct item {
+	struct item *next;
+	enum item_kind kind;
+	uint64_t from;
+	uint64_t req_id;
+	uint64_t seq;    /* IT_FWD_REPLY: which proposal */
+	int status;      /* IT_FWD_REPLY */
+	repl_done_fn done;
+	void *ctx;
+	uint32_t len;
+	uint8_t data[];
+};
+
+struct pending {
+	uint64_t seq;
+	uint8_t *env; /* envelope + payload, owned */
+	uint32_t envlen;
+	repl_done_fn done;
+	void *ctx;
+	uint64_t deadline; /* tick */
+	uint64_t resend;   /* tick at which to resend if still pending */
+	raft_id sent_to;   /* leader we last handed it to, 0 = not sent */
+};
+
+struct read {
+	uint64_t ctx_id;
+	raft_index index; /* 0 until the leader answered */
+	repl_done_fn done;
+	void *ctx;
+	uint64_t deadline;
+	uint64_t resend;
+};
+
+struct repl {
+	struct repl_cfg cfg;
+	char *data_dir;
+	struct raft *raft;
+	struct rlog *log;
+	struct link *link;
+	pthread_t thread;
+
+	pthread_mutex_t mu;  /* guards in, stop, status, req_fn */
+	pthread_cond_t cv;
+	struct item *in, *in_tail;
+	int stop;
+	struct repl_status status;
+	char describe[256];
+	repl_request_fn req_fn;
+	void *req_ctx;
+
+	/* Below: replicator thread only. */
+	uint64_t now_tick;
+	uint64_t next_seq;
+	struct pending *pend;
+	size_t n_pend, cap_pend;
+	struct read *reads;
+	size_t n_reads, cap_reads;
+	uint64_t next_read_ctx;
+	raft_id last_leader;
+	uint64_t durable_applied;
+	raft_index last_compact;
+	struct rlog_hard_state persisted_hs;
+	struct rlog_entry *conv; /* scratch for persisting */
+	size_t cap_conv;
+	uint8_t *enc; /* scratch for encoding messages */
+	size_t cap_enc;
+	int fatal;
+};
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* ---- input queue ------------------------------------------------------- */
+
+static struct item *item_new(enum item_kind kind, const void *data,
+			     size_t len)
+{
+	struct item *it = calloc(1, sizeof(*it) + len);
+	if (!it)
+		return NULL;
+	it->kind = kind;
+	it->len = (uint32_t)len;
+	if (len)
+		memcpy(it->data, data, len);
+	return it;
+}
+
+/* Queue an item for the replicator thread; takes ownership. */
+static void enqueue(struct repl *r, struct item *it)
+{
+	pthread_mutex_lock(&r->mu);
+	if (r->in_tail)
+		r->in_tail->next = it;
+	else
+		r->in = it;
+	r->in_tail = it;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* ---- configuration encoding (for the log store's snapshot record) ------ */
+
+static size_t conf_encode(const struct raft_conf *c, uint8_t *buf,
+			  size_t cap)
+{
+	size_t need = 4;
+	for (uint32_t i = 0; i < c->n; i++)
+		need += 8 + 1 + 2 + strnlen(c->nodes[i].addr, RAFT_ADDR_MAX - 1);
+	if (need > cap)
+		return need;
+	uint8_t *p = buf;
+	p[0] = p[1] = p[2] = 0;
+	p[3] = (uint8_t)c->n;
+	p += 4;
+	for (uint32_t i = 0; i < c->n; i++) {
+		size_t al = strnlen(c->nodes[i].addr, RAFT_ADDR_MAX - 1);
+		put64(p, c->nodes[i].id);
+		p[8] = c->nodes[i].role;
+		p[9] = (uint8_t)(al >> 8);
+		p[10] = (uint8_t)al;
+		memcpy(p + 11, c->nodes[i].addr, al);
+		p += 11 + al;
+	}
+	return need;
+}
+
+static int conf_decode(const uint8_t *p, size_t len, struct raft_conf *c)
+{
+	memset(c, 0, sizeof(*c));
+	if (len == 0)
+		return 0;
+	if (len < 4 || p[0] || p[1] || p[2] || p[3] > RAFT_MAX_NODES)
+		return -EINVAL;
+	c->n = p[3];
+	const uint8_t *end = p + len;
+	p += 4;
+	for (uint32_t i = 0; i < c->n; i++) {
+		if (end - p < 11)
+			return -EINVAL;
+		size_t al = (size_t)p[9] << 8 | p[10];
+		if (al >= RAFT_ADDR_MAX || (size_t)(end - p) < 11 + al)
+			return -EINVAL;
+		c->nodes[i].id = get64(p);
+		c->nodes[i].role = p[8];
+		memcpy(c->nodes[i].addr, p + 11, al);
+		c->nodes[i].addr[al] = 0;
+		p += 11 + al;
+	}
+	return 0;
+}
+
+/* ---- status --------------------------------------------------------------- */
+
+/* Refresh the copy other threads read through repl_status(). */
+static void publish_status(struct repl *r)
+{
+	struct repl_status st;
+	memset(&st, 0, sizeof(st));
+	raft_status(r->raft, &st.raft);
+	st.durable_applied = r->durable_applied;
+	st.proposals_pending = r->n_pend;
+	char desc[256] = "";
+	if (r->cfg.sm.describe)
+		r->cfg.sm.describe(r->cfg.sm.ctx, desc, sizeof(desc));
+	for (uint32_t i = 0; i < st.raft.conf.n; i++) {
+		struct link_peer_stats ps;
+		raft_id id = st.raft.conf.nodes[i].id;
+		if (id != r->cfg.id && link_stats(r->link, id, &ps) == 0 &&
+		    ps.connected)
+			st.peers_connected++;
+	}
+	pthread_mutex_lock(&r->mu);
+	r->status = st;
+	memcpy(r->describe, desc, sizeof(desc));
+	pthread_mutex_unlock(&r->mu);
+}
+
+void repl_status(struct repl *r, struct repl_status *st)
+{
+	pthread_mutex_lock(&r->mu);
+	*st = r->status;
+	pthread_mutex_unlock(&r->mu);
+}
+
+void repl_describe(struct repl *r, char *buf, size_t cap)
+{
+	pthread_mutex_lock(&r->mu);
+	snprintf(buf, cap, "%s", r->describe);
+	pthread_mutex_unlock(&r->mu);
+}
+
+size_t repl_status_encode(const struct repl_status *st, const char *desc,
+			  uint8_t *buf, size_t cap)
+{
+	const struct raft_status *s = &st->raft;
+	size_t dl = strnlen(desc, 255);
+	size_t need = 8 * 10 + 1 + 1 + dl + 1 + (size_t)s->conf.n * 17;
+	if (need > cap)
+		return need;
+	uint8_t *p = buf;
+	put64(p, s->id);
+	put64(p + 8, s->term);
+	put64(p + 16, s->leader);
+	put64(p + 24, s->commit);
+	put64(p + 32, s->applied);
+	put64(p + 40, s->last_index);
+	put64(p + 48, s->first_index);
+	put64(p + 56, st->durable_applied);
+	put64(p + 64, st->proposals_pending);
+	put64(p + 72, st->peers_connected);
+	p += 80;
+	*p++ = (uint8_t)s->role;
+	*p++ = (uint8_t)dl;
+	memcpy(p, desc, dl);
+	p += dl;
+	*p++ = (uint8_t)s->conf.n;
+	for (uint32_t i = 0; i < s->conf.n; i++) {
+		put64(p, s->conf.nodes[i].id);
+		put64(p + 8, s->role == RAFT_LEADER ? s->match[i] : 0);
+		p[16] = s->progress[i];
+		p += 17;
+	}
+	return need;
+}
+
+int repl_status_decode(const uint8_t *p, size_t len, struct repl_status *st,
+		       char *desc, size_t desccap)
+{
+	const uint8_t *end = p + len;
+	memset(st, 0, sizeof(*st));
+	if (len < 83)
+		return -EINVAL;
+	struct raft_status *s = &st->raft;
+	s->id = get64(p);
+	s->term = get64(p + 8);
+	s->leader = get64(p + 16);
+	s->commit = get64(p + 24);
+	s->applied = get64(p + 32);
+	s->last_index = get64(p + 40);
+	s->first_index = get64(p + 48);
+	st->durable_applied = get64(p + 56);
+	st->proposals_pending = get64(p + 64);
+	st->peers_connected = get64(p + 72);
+	p += 80;
+	if (*p > RAFT_LEADER)
+		return -EINVAL;
+	s->role = (enum raft_role) * p++;
+	size_t dl = *p++;
+	if ((size_t)(end - p) < dl + 1)
+		return -EINVAL;
+	snprintf(desc, desccap, "%.*s", (int)dl, (const char *)p);
+	p += dl;
+	s->conf.n = *p++;
+	if (s->conf.n > RAFT_MAX_NODES || (size_t)(end - p) < s->conf.n * 17u)
+		return -EINVAL;
+	for (uint32_t i = 0; i < s->conf.n; i++) {
+		s->conf.nodes[i].id = get64(p);
+		s->match[i] = get64(p + 8);
+		s->progress[i] = p[16];
+		p += 17;
+	}
+	return 0;
+}
+
+/* ---- sending -------------------------------------------------------------- */
+
+static void send_msgs(struct repl *r, const struct raft_msg *m, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		size_t need = raft_msg_encode(&m[i], NULL, 0);
+		if (need > r->cap_enc) {
+			uint8_t *e = realloc(r->enc, need);
+			if (!e) {
+				LOG(WARN, "out of memory encoding %s to %llu",
+				    raft_msg_name(m[i].type),
+				    (unsigned long long)m[i].to);
+				continue;
+			}
+			r->enc = e;
+			r->cap_enc = need;
+		}
+		size_t len = raft_msg_encode(&m[i], r->enc, r->cap_enc);
+		link_send(r->link, m[i].to, WIRE_RAFT, 0, r->enc, len);
+	}
+}
+
+/* ---- proposals ------------------------------------------------------------ */
+
+static uint64_t low_water(const struct repl *r)
+{
+	uint64_t low = r->next_seq;
+	for (size_t i = 0; i < r->n_pend; i++)
+		if (r->pend[i].seq < low)
+			low = r->pend[i].seq;
+	return low;
+}
+
+/* A forwarded proposal awaiting the leader's answer. */
+struct fwd {
+	struct repl *r;
+	uint64_t seq;
+};
+
+static void on_reply(void *ctx, int status, const uint8_t *reply, size_t len);
+
+/* Hand a pending proposal to the leader: propose it ourselves when we
+ * lead, forward it otherwise. Refreshes its low-water mark. */
+static void submit(struct repl *r, struct pending *p)
+{
+	raft_id leader = raft_leader(r->raft);
+	put64(p->env + 16, low_water(r));
+	p->resend = r->now_tick + RETRY_TICKS;
+	if (leader == r->cfg.id) {
+		int rc = raft_propose(r->raft, p->env, p->envlen, NULL, NULL);
+		if (rc == 0) {
+			p->sent_to = leader;
+			return;
+		}
+		if (rc != RAFT_ENOTLEADER) { /* EBUSY: retry soon */
+			p->resend = r->now_tick + 1;
+			p->sent_to = 0;
+			return;
+		}
+		leader = raft_leader(r->raft);
+	}
+	if (leader == 0 || leader == r->cfg.id) {
+		p->sent_to = 0; /* no leader known: retried on the next tick */
+		p->resend = r->now_tick + 1;
+		return;
+	}
+	p->sent_to = leader;
+	struct fwd *f = malloc(sizeof(*f));
+	if (!f) {
+		p->resend = r->now_tick + 5;
+		return;
+	}
+	f->r = r;
+	f->seq = p->seq;
+	if (link_request(r->link, leader, WIRE_KIND_PROPOSE, p->env, p->envlen,
+			 FWD_TIMEOUT_MS, on_reply, f) != 0) {
+		free(f);
+		p->resend = r->now_tick + 5;
+	}
+}
+
+static struct pending *pend_find(struct repl *r, uint64_t seq)
+{
+	for (size_t i = 0; i < r->n_pend; i++)
+		if (r->pend[i].seq == seq)
+			return &r->pend[i];
+	return NULL;
+}
+
+/* Complete and remove pending proposal p. */
+static void pend_finish(struct repl *r, struct pending *p, int status,
+			const uint8_t *res, size_t reslen)
+{
+	repl_done_fn done = p->done;
+	void *ctx = p->ctx;
+	free(p->env);
+	*p = r->pend[--r->n_pend];
+	done(ctx, status, res, reslen);
+}
+
+static void add_proposal(struct repl *r, struct item *it)
+{
+	if (r->n_pend == r->cap_pend) {
+		size_t cap = r->cap_pend ? r->cap_pend * 2 : 64;
+		struct pending *np = realloc(r->pend, cap * sizeof(*np));
+		if (!np) {
+			it->done(it->ctx, -ENOMEM, NULL, 0);
+			return;
+		}
+		r->pend = np;
+		r->cap_pend = cap;
+	}
+	uint8_t *env = malloc(ENV_HDR + (size_t)it->len);
+	if (!env) {
+		it->done(it->ctx, -ENOMEM, NULL, 0);
+		return;
+	}
+	struct pending *p = &r->pend[r->n_pend++];
+	memset(p, 0, sizeof(*p));
+	p->seq = r->next_seq++;
+	p->env = env;
+	p->envlen = ENV_HDR + it->len;
+	put64(env, r->cfg.id);
+	put64(env + 8, p->seq);
+	memcpy(env + ENV_HDR, it->data, it->len);
+	p->done = it->done;
+	p->ctx = it->ctx;
+	p->deadline = r->now_tick + r->cfg.propose_timeout_ms / r->cfg.tick_ms;
+	submit(r, p);
+}
+
+/* A follower forwarded a proposal: propose it and say how it went. */
+static void fwd_propose(struct repl *r, struct item *it)
+{
+	int rc = RAFT_ENOTLEADER;
+	if (it->len >= ENV_HDR && raft_role(r->raft) == RAFT_LEADER)
+		rc = raft_propose(r->raft, it->data, it->len, NULL, NULL);
+	uint8_t rep[12];
+	rep[0] = rep[1] = rep[2] = 0;
+	rep[3] = rc == 0 ? 0 : rc == RAFT_EBUSY ? 1 : 2;
+	put64(rep + 4, raft_leader(r->raft));
+	link_reply(r->link, it->from, it->req_id, WIRE_KIND_PROPOSE, rep,
+		   sizeof(rep));
+}
+
+static void fwd_reply(struct repl *r, struct item *it)
+{
+	struct pending *p = pend_find(r, it->seq);
+	if (!p)
+		return;
+	if (it->status != 0 || it->len < 12) {
+		p->sent_to = 0; /* lost or timed out: resend soon */
+		p->resend = r->now_tick + 2;
+		return;
+	}
+	if (it->data[3] == 0)
+		return; /* accepted; completes when applied here */
+	p->sent_to = 0;
+	p->resend = r->now_tick + (it->data[3] == 1 ? 1 : 2);
+}
+
+/* ---- reads ----------------------------------------------------------------- */
+
+static void add_read(struct repl *r, struct item *it)
+{
+	if (r->n_reads == r->cap_reads) {
+		size_t cap = r->cap_reads ? r->cap_reads * 2 : 32;
+		struct read *nr = realloc(r->reads, cap * sizeof(*nr));
+		if (!nr) {
+			it->done(it->ctx, -ENOMEM, NULL, 0);
+			return;
+		}
+		r->reads = nr;
+		r->cap_reads = cap;
+	}
+	struct read *rd = &r->reads[r->n_reads++];
+	memset(rd, 0, sizeof(*rd));
+	rd->ctx_id = ++r->next_read_ctx;
+	rd->done = it->done;
+	rd->ctx = it->ctx;
+	rd->deadline = r->now_tick + r->cfg.propose_timeout_ms / r->cfg.tick_ms;
+	rd->resend = r->now_tick + (raft_read_index(r->raft, rd->ctx_id) == 0
+					    ? RETRY_TICKS
+					    : 1);
+}
+
+/* Complete reads whose index is applied. */
+static void finish_reads(struct repl *r)
+{
+	raft_index applied = r->cfg.sm.applied(r->cfg.sm.ctx);
+	for (size_t i = 0; i < r->n_reads;) {
+		struct read *rd = &r->reads[i];
+		if (rd->index && rd->index <= applied) {
+			repl_done_fn done = rd->done;
+			void *ctx = rd->ctx;
+			*rd = r->reads[--r->n_reads];
+			done(ctx, 0, NULL, 0);
+			continue;
+		}
+		i++;
+	}
+}
+
+/* ---- applying -------------------------------------------------------------- */
+
+static void apply_conf(struct repl *r, const struct raft_entry *e)
+{
+	uint8_t op;
+	raft_id node;
+	char addr[RAFT_ADDR_MAX];
+	if (raft_conf_change_decode(e->data, e->len, &op, &node, addr,
+				    sizeof(addr)) != 0)
+		return;
+	if (op == RAFT_CONF_ADD_LEARNER && node != r->cfg.id && addr[0])
+		link_add_peer(r->link, node, addr);
+	else if (op == RAFT_CONF_REMOVE && node != r->cfg.id)
+		link_remove_peer(r->link, node);
+	if (r->cfg.sm.conf_changed) {
+		struct raft_status st;
+		raft_status(r->raft, &st);
+		r->cfg.sm.conf_changed(r->cfg.sm.ctx, &st.conf);
+	}
+}
+
+static int apply_entries(struct repl *r, const struct raft_entry *e, size_t n)
+{
+	uint8_t res[RES_MAX];
+	for (size_t i = 0; i < n; i++) {
+		size_t reslen = 0;
+		uint64_t origin = 0, seq = 0, low = 0;
+		const uint8_t *data = NULL;
+		uint32_t len = 0;
+		if (e[i].type == RAFT_ENTRY_CONF)
+			apply_conf(r, &e[i]);
+		if (e[i].type == RAFT_ENTRY_NORMAL && e[i].len >= ENV_HDR) {
+			origin = get64(e[i].data);
+			seq = get64(e[i].data + 8);
+			low = get64(e[i].data + 16);
+			data = e[i].data + ENV_HDR;
+			len = e[i].len - ENV_HDR;
+		} else if (e[i].type == RAFT_ENTRY_NORMAL) {
+			LOG(WARN, "entry %llu has no envelope; applied as empty",
+			    (unsigned long long)e[i].index);
+		}
+		/* Every entry reaches the state machine so its applied index
+		 * follows the log; NOOP/CONF entries carry no payload. */
+		int rc = r->cfg.sm.apply(r->cfg.sm.ctx, e[i].index, origin, seq,
+					 low, data ? data : (const uint8_t *)"",
+					 len, res, sizeof(res), &reslen);
+		if (rc < 0) {
+			LOG(ERROR,
+			    "state machine failed at index %llu: %s; stopping "
+			    "the node (the log is intact, restart resumes)",
+			    (unsigned long long)e[i].index, strerror(-rc));
+			return rc;
+		}
+		if (origin == r->cfg.id) {
+			struct pending *p = pend_find(r, seq);
+			if (p)
+				pend_finish(r, p, 0, res, reslen);
+		}
+	}
+	return 0;
+}
+
+/* ---- persistence ------------------------------------------------------------ */
+
+static int persist(struct repl *r, const struct raft_ready *rd)
+{
+	if (rd->has_snapshot) {
+		int rc = r->cfg.sm.restore(r->cfg.sm.ctx, rd->snapshot.index,
+					   rd->snapshot_data,
+					   rd->snapshot_len);
+		if (rc < 0) {
+			LOG(ERROR, "installing snapshot at %llu failed: %s",
+			    (unsigned long long)rd->snapshot.index,
+			    strerror(-rc));
+			return rc;
+		}
+		uint8_t conf[RAFT_MAX_NODES * (11 + RAFT_ADDR_MAX) + 4];
+		struct rlog_snap s = {
+			.index = rd->snapshot.index,
+			.term = rd->snapshot.term,
+			.conf = conf,
+		};
+		s.conf_len = (uint32_t)conf_encode(&rd->snapshot.conf, conf,
+						   sizeof(conf));
+		rc = rlog_install_snapshot(r->log, &s, true);
+		if (rc < 0)
+			return rc;
+		r->durable_applied = rd->snapshot.index;
+		r->last_compact = rd->snapshot.index;
+		LOG(INFO, "installed snapshot at index %llu term %llu",
+		    (unsigned long long)rd->snapshot.index,
+		    (unsigned long long)rd->snapshot.term);
+	}
+	/* A hard state whose term and vote are unchanged only moved the commit
+	 * index, which may be persisted lazily (it is recomputed after a
+	 * restart): it rides along with the next entries. */
+	bool hs_needed = rd->has_hs && (rd->hs.term != r->persisted_hs.term ||
+					rd->hs.vote != r->persisted_hs.vote);
+	if (!hs_needed && rd->n_entries == 0)
+		return 0;
+	if (rd->n_entries > r->cap_conv) {
+		struct rlog_entry *c =
+			realloc(r->conv, rd->n_entries * sizeof(*c));
+		if (!c)
+			return -ENOMEM;
+		r->conv = c;
+		r->cap_conv = rd->n_entries;
+	}
+	for (size_t i = 0; i < rd->n_entries; i++) {
+		r->conv[i].index = rd->entries[i].index;
+		r->conv[i].term = rd->entries[i].term;
+		r->conv[i].type = rd->entries[i].type;
+		r->conv[i].len = rd->entries[i].len;
+		r->conv[i].data = rd->entries[i].data;
+	}
+	struct rlog_hard_state hs = r->persisted_hs;
+	if (rd->has_hs) {
+		hs.term = rd->hs.term;
+		hs.vote = rd->hs.vote;
+		hs.commit = rd->hs.commit;
+	}
+	int rc = rlog_append(r->log, &hs, r->conv, rd->n_entries);
+	if (rc < 0) {
+		LOG(ERROR, "writing the raft log failed: %s", strerror(-rc));
+		return rc;
+	}
+	r->persisted_hs = hs;
+	return 0;
+}
+
+/* Compact the log behind the durable state machine. */
+static void maybe_compact(struct repl *r)
+{
+	raft_index applied = r->cfg.sm.applied(r->cfg.sm.ctx);
+	if (applied < r->last_compact + r->cfg.compact_every)
+		return;
+	uint64_t durable = 0;
+	if (r->cfg.sm.sync(r->cfg.sm.ctx, &durable) != 0)
+		return;
+	r->durable_applied = durable;
+	if (raft_compact(r->raft, durable) != 0)
+		return;
+	struct raft_snapshot_meta m;
+	raft_snapshot_meta(r->raft, &m);
+	uint8_t conf[RAFT_MAX_NODES * (11 + RAFT_ADDR_MAX) + 4];
+	struct rlog_snap s = {.index = m.index, .term = m.term, .conf = conf};
+	s.conf_len = (uint32_t)conf_encode(&m.conf, conf, sizeof(conf));
+	if (m.index > 0 && rlog_compact(r->log, &s) == 0)
+		LOG(DEBUG, "log compacted through %llu",
+		    (unsigned long long)m.index);
+	r->last_compact = durable;
+}
+
+/* Drain the core's ready batches until it has nothing more. */
+static int process_ready(struct repl *r)
+{
+	struct raft_ready rd;
+	while (raft_ready(r->raft, &rd)) {
+		send_msgs(r, rd.msgs, rd.n_msgs);
+		int rc = persist(r, &rd);
+		if (rc < 0) {
+			raft_advance(r->raft, &rd);
+			return rc;
+		}
+		send_msgs(r, rd.msgs_after_persist, rd.n_msgs_after_persist);
+		raft_persisted(r->raft, rd.id);
+		rc = apply_entries(r, rd.committed, rd.n_committed);
+		for (size_t i = 0; i < rd.n_reads; i++)
+			for (size_t j = 0; j < r->n_reads; j++)
+				if (r->reads[j].ctx_id == rd.reads[i].ctx)
+					r->reads[j].index = rd.reads[i].index;
+		if (rd.want_snapshot) {
+			uint64_t idx;
+			uint8_t *data;
+			uint64_t len;
+			if (r->cfg.sm.snapshot(r->cfg.sm.ctx, &idx, &data,
+					       &len) == 0) {
+				raft_set_snapshot(r->raft, idx, data, len);
+				free(data);
+			}
+		}
+		raft_advance(r->raft, &rd);
+		if (rc < 0)
+			return rc;
+		finish_reads(r);
+	}
+	return 0;
+}
+
+/* ---- timers ---------------------------------------------------------------- */
+
+static void on_tick(struct repl *r)
+{
+	raft_id leader = raft_leader(r->raft);
+	bool leader_changed = leader != r->last_leader;
+	if (leader_changed) {
+		LOG(INFO, "leader is now %llu (term %llu)",
+		    (unsigned long long)leader,
+		    (unsigned long long)raft_current_term(r->raft));
+		r->last_leader = leader;
+	}
+	for (size_t i = 0; i < r->n_pend;) {
+		struct pending *p = &r->pend[i];
+		if (r->now_tick >= p->deadline) {
+			pend_finish(r, p, -EIO, NULL, 0);
+			continue;
+		}
+		if (r->now_tick >= p->resend ||
+		    (leader_changed && leader && p->sent_to != leader))
+			submit(r, p);
+		i++;
+	}
+	for (size_t i = 0; i < r->n_reads;) {
+		struct read *rd = &r->reads[i];
+		if (r->now_tick >= rd->deadline) {
+			repl_done_fn done = rd->done;
+			void *ctx = rd->ctx;
+			*rd = r->reads[--r->n_reads];
+			done(ctx, -EIO, NULL, 0);
+			continue;
+		}
+		if (!rd->index && (r->now_tick >= rd->resend || leader_changed)) {
+			rd->resend = r->now_tick + RETRY_TICKS;
+			if (raft_read_index(r->raft, rd->ctx_id) != 0)
+				rd->resend = r->now_tick + 1;
+		}
+		i++;
+	}
+}
+
+/* ---- the loop ---------------------------------------------------------------- */
+
+static void handle(struct repl *r, struct item *it)
+{
+	switch (it->kind) {
+	case IT_RAFT: {
+		struct raft_msg m;
+		struct raft_entry *ents = NULL;
+		if (raft_msg_decode(it->data, it->len, &m, &ents) != 0) {
+			LOG(WARN, "undecodable raft message from %llu dropped",
+			    (unsigned long long)it->from);
+		} else if (m.from != it->from || m.to != r->cfg.id) {
+			LOG(WARN, "raft message claims %llu->%llu but came "
+				  "from %llu: dropped",
+			    (unsigned long long)m.from,
+			    (unsigned long long)m.to,
+			    (unsigned long long)it->from);
+		} else {
+			raft_step(r->raft, &m);
+		}
+		free(ents);
+		break;
+	}
+	case IT_PROPOSE:
+		add_proposal(r, it);
+		break;
+	case IT_READ:
+		add_read(r, it);
+		break;
+	case IT_FWD_PROPOSE:
+		fwd_propose(r, it);
+		break;
+	case IT_FWD_REPLY:
+		fwd_reply(r, it);
+		break;
+	}
+	free(it);
+}
+
+static void *loop(void *arg)
+{
+	struct repl *r = arg;
+	uint64_t next = now_ms() + r->cfg.tick_ms;
+	for (;;) {
+		pthread_mutex_lock(&r->mu);
+		while (!r->in && !r->stop && now_ms() < next) {
+			struct timespec ts;
+			clock_gettime(CLOCK_REALTIME, &ts);
+			uint64_t wait = next - now_ms();
+			if (wait > r->cfg.tick_ms)
+				wait = r->cfg.tick_ms;
+			ts.tv_nsec += (long)(wait * 1000000);
+			ts.tv_sec += ts.tv_nsec / 1000000000;
+			ts.tv_nsec %= 1000000000;
+			pthread_cond_timedwait(&r->cv, &r->mu, &ts);
+		}
+		struct item *batch = r->in;
+		r->in = r->in_tail = NULL;
+		int stop = r->stop;
+		pthread_mutex_unlock(&r->mu);
+		if (stop) {
+			while (batch) {
+				struct item *n = batch->next;
+				if (batch->done)
+					batch->done(batch->ctx, -ESHUTDOWN,
+						    NULL, 0);
+				free(batch);
+				batch = n;
+			}
+			break;
+		}
+		while (batch) {
+			struct item *n = batch->next;
+			handle(r, batch);
+			batch = n;
+		}
+		uint64_t now = now_ms();
+		while (now >= next) {
+			raft_tick(r->raft);
+			r->now_tick++;
+			on_tick(r);
+			next += r->cfg.tick_ms;
+		}
+		if (!r->fatal && process_ready(r) < 0) {
+			r->fatal = 1;
+			LOG(ERROR, "replicator stopped after a storage failure; "
+				   "fix the disk and restart the node");
+		}
+		if (!r->fatal)
+			maybe_compact(r);
+		publish_status(r);
+	}
+	for (size_t i = 0; i < r->n_pend; i++) {
+		r->pend[i].done(r->pend[i].ctx, -ESHUTDOWN, NULL, 0);
+		free(r->pend[i].env);
+	}
+	r->n_pend = 0;
+	for (size_t i = 0; i < r->n_reads; i++)
+		r->reads[i].done(r->reads[i].ctx, -ESHUTDOWN, NULL, 0);
+	r->n_reads = 0;
+	return NULL;
+}
+
+/* ---- link callbacks (link threads) ---------------------------------------- */
+
+static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
+{
+	struct repl *r = ctx;
+	struct item *it;
+	if (f->type == WIRE_RAFT) {
+		it = item_new(IT_RAFT, f->body, f->body_len);
+		if (!it)
+			return;
+		it->from = from;
+		enqueue(r, it);
+		return;
+	}
+	if (f->type != WIRE_REQUEST)
+		return;
+	if (f->kind == WIRE_KIND_PROPOSE) {
+		it = item_new(IT_FWD_PROPOSE, f->body, f->body_len);
+		if (!it)
+			return;
+		it->from = from;
+		it->req_id = f->req_id;
+		enqueue(r, it);
+	} else if (f->kind == WIRE_KIND_STATUS) {
+		struct repl_status st;
+		char desc[256];
+		repl_status(r, &st);
+		repl_describe(r, desc, sizeof(desc));
+		uint8_t buf[1024];
+		size_t n = repl_status_encode(&st, desc, buf, sizeof(buf));
+		if (n <= sizeof(buf))
+			link_reply(r->link, from, f->req_id, WIRE_KIND_STATUS,
+				   buf, n);
+	} else {
+		pthread_mutex_lock(&r->mu);
+		repl_request_fn fn = r->req_fn;
+		void *fctx = r->req_ctx;
+		pthread_mutex_unlock(&r->mu);
+		if (fn)
+			fn(fctx, from, f->req_id, f->kind, f->body, f->body_len);
+	}
+}
+
+/* The leader's answer to a forwarded proposal (or its timeout): called
+ * exactly once per link_request, on a link thread. */
+static void on_reply(void *ctx, int status, const uint8_t *reply, size_t len)
+{
+	struct fwd *f = ctx;
+	struct repl *r = f->r;
+	uint64_t seq = f->seq;
+	free(f);
+	struct item *it = item_new(IT_FWD_REPLY, reply, status ? 0 : len);
+	if (!it)
+		return;
+	it->seq = seq;
+	it->status = status;
+	enqueue(r, it);
+}
+
+/* ---- public API ---------------------------------------------------------------- */
+
+int repl_propose(struct repl *r, const void *data, uint32_t len,
+		 repl_done_fn done, void *ctx)
+{
+	struct item *it = item_new(IT_PROPOSE, data, len);
+	if (!it)
+		return -ENOMEM;
+	it->done = done;
+	it->ctx = ctx;
+	enqueue(r, it);
+	return 0;
+}
+
+int repl_read_index(struct repl *r, repl_done_fn done, void *ctx)
+{
+	struct item *it = item_new(IT_READ, NULL, 0);
+	if (!it)
+		return -ENOMEM;
+	it->done = done;
+	it->ctx = ctx;
+	enqueue(r, it);
+	return 0;
+}
+
+struct link *repl_link(struct repl *r)
+{
+	return r->link;
+}
+
+void repl_set_request_handler(struct repl *r, repl_request_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&r->mu);
+	r->req_fn = fn;
+	r->req_ctx = ctx;
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void trace(void *ctx, const struct raft_event *ev)
+{
+	static const char *names[] = {
+		"?",	     "role",	 "term",   "election", "vote",	 "leader",
+		"commit",    "conf",	 "snapshot", "transfer", "stepdown",
+		"drop"};
+	if (ev->type == RAFT_EV_COMMIT || ev->type == RAFT_EV_DROP ||
+	    ev->type == RAFT_EV_VOTE) {
+		if (!log_enabled(LOG_LVL_DEBUG))
+			return;
+	}
+	enum log_level lvl = (ev->type == RAFT_EV_COMMIT ||
+			      ev->type == RAFT_EV_DROP)
+				     ? LOG_LVL_DEBUG
+				     : LOG_LVL_INFO;
+	log_write(lvl, __FILE__, __LINE__,
+		  "raft %s: term %llu peer %llu index %llu: %s",
+		  ev->type < sizeof(names) / sizeof(names[0]) ? names[ev->type]
+							      : "?",
+		  (unsigned long long)ev->term, (unsigned long long)ev->peer,
+		  (unsigned long long)ev->index, ev->detail ? ev->detail : "");
+	(void)ctx;
+}
+
+/* Restart the core from the log store, or bootstrap a new cluster. */
+static int restore_core(struct repl *r, char *err, size_t errcap)
+{
+	struct rlog_hard_state hs;
+	struct rlog_snap snap;
+	struct rlog_entry *ents = NULL;
+	size_t n = 0;
+	int rc = rlog_load(r->log, &hs, &snap, &ents, &n, err, errcap);
+	if (rc < 0)
+		return rc;
+	r->persisted_hs = hs;
+	uint64_t applied = r->cfg.sm.applied(r->cfg.sm.ctx);
+	r->durable_applied = applied;
+	r->last_compact = snap.index;
+	if (hs.term == 0 && n == 0 && snap.index == 0) {
+		struct raft_conf conf;
+		memset(&conf, 0, sizeof(conf));
+		for (size_t i = 0; i < r->cfg.n_peers && i < RAFT_MAX_NODES;
+		     i++) {
+			conf.nodes[i].id = r->cfg.peers[i].id;
+			conf.nodes[i].role = RAFT_VOTER;
+			snprintf(conf.nodes[i].addr, RAFT_ADDR_MAX, "%s",
+				 r->cfg.peers[i].addr);
+			conf.n++;
+		}
+		rc = raft_bootstrap(r->raft, &conf);
+		rlog_snap_free(&snap);
+		rlog_entries_free(ents, n);
+		if (rc != 0)
+			snprintf(err, errcap, "bootstrapping the cluster "
+					      "configuration failed (%d)",
+				 rc);
+		return rc ? -EINVAL : 0;
+	}
+	struct raft_snapshot_meta meta;
+	memset(&meta, 0, sizeof(meta));
+	meta.index = snap.index;
+	meta.term = snap.term;
+	if (conf_decode(snap.conf, snap.conf_len, &meta.conf) != 0) {
+		snprintf(err, errcap, "%s: stored configuration is corrupt",
+			 r->data_dir);
+		rlog_snap_free(&snap);
+		rlog_entries_free(ents, n);
+		return -EUCLEAN;
+	}
+	if (meta.index == 0 && meta.conf.n == 0) {
+		/* Bootstrapped nodes keep their initial conf as index 0. */
+		for (size_t i = 0; i < r->cfg.n_peers && i < RAFT_MAX_NODES;
+		     i++) {
+			meta.conf.nodes[i].id = r->cfg.peers[i].id;
+			snprintf(meta.conf.nodes[i].addr, RAFT_ADDR_MAX, "%s",
+				 r->cfg.peers[i].addr);
+			meta.conf.n++;
+		}
+	}
+	if (applied < snap.index) {
+		snprintf(err, errcap,
+			 "%s: state machine is at index %llu but the log "
+			 "starts after %llu; the state was lost — remove the "
+			 "data directory and let the node rejoin",
+			 r->data_dir, (unsigned long long)applied,
+			 (unsigned long long)snap.index);
+		rlog_snap_free(&snap);
+		rlog_entries_free(ents, n);
+		return -EUCLEAN;
+	}
+	struct raft_entry *re = calloc(n ? n : 1, sizeof(*re));
+	if (!re) {
+		rlog_snap_free(&snap);
+		rlog_entries_free(ents, n);
+		return -ENOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		re[i].index = ents[i].index;
+		re[i].term = ents[i].term;
+		re[i].type = ents[i].type;
+		re[i].len = ents[i].len;
+		re[i].data = ents[i].data;
+	}
+	struct raft_hard_state rhs = {hs.term, hs.vote, hs.commit};
+	/* Whatever the state machine applied was committed. */
+	if (rhs.commit < applied)
+		rhs.commit = applied;
+	raft_index last = n ? ents[n - 1].index : snap.index;
+	if (rhs.commit > last)
+		rhs.commit = last;
+	rc = raft_load(r->raft, &rhs, &meta, re, n, applied);
+	free(re);
+	rlog_snap_free(&snap);
+	rlog_entries_free(ents, n);
+	if (rc != 0) {
+		snprintf(err, errcap, "%s: the raft log is inconsistent (%d)",
+			 r->data_dir, rc);
+		return -EUCLEAN;
+	}
+	LOG(INFO, "restarted at term %llu, log (%llu, %llu], applied %llu",
+	    (unsigned long long)hs.term, (unsigned long long)snap.index,
+	    (unsigned long long)last, (unsigned long long)applied);
+	return 0;
+}
+
+int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
+	       size_t errcap)
+{
+	struct repl *r = calloc(1, sizeof(*r));
+	if (!r)
+		return -ENOMEM;
+	r->cfg = *cfg;
+	if (!r->cfg.tick_ms)
+		r->cfg.tick_ms = 10;
+	if (!r->cfg.election_ticks)
+		r->cfg.election_ticks = 15;
+	if (!r->cfg.heartbeat_ticks)
+		r->cfg.heartbeat_ticks = 5;
+	if (!r->cfg.propose_timeout_ms)
+		r->cfg.propose_timeout_ms = 10000;
+	if (!r->cfg.compact_every)
+		r->cfg.compact_every = 10000;
+	r->data_dir = strdup(cfg->data_dir);
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	/* Sequence numbers only grow, also across restarts of this node. */
+	r->next_seq = (uint64_t)ts.tv_sec * 1000000000ull +
+		      (uint64_t)ts.tv_nsec;
+
+	struct raft_config rc;
+	raft_config_default(&rc);
+	rc.id = cfg->id;
+	rc.election_ticks = r->cfg.election_ticks;
+	rc.heartbeat_ticks = r->cfg.heartbeat_ticks;
+	rc.seed = r->next_seq ^ (cfg->id * 0x9e3779b97f4a7c15ull);
+	rc.trace = trace;
+	rc.trace_ctx = r;
+	r->raft = raft_new(&rc);
+	int ret = -ENOMEM;
+	if (!r->raft)
+		goto fail;
+
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/raft", cfg->data_dir);
+	ret = rlog_open(path, &r->log, err, errcap);
+	if (ret < 0)
+		goto fail;
+	ret = restore_core(r, err, errcap);
+	if (ret < 0)
+		goto fail;
+
+	const char *listen = NULL;
+	for (size_t i = 0; i < cfg->n_peers; i++)
+		if (cfg->peers[i].id == cfg->id)
+			listen = cfg->peers[i].addr;
+	if (!listen) {
+		snprintf(err, errcap, "node %llu is not in --peers",
+			 (unsigned long long)cfg->id);
+		ret = -EINVAL;
+		goto fail;
+	}
+	struct link_cfg lc = {
+		.self_id = cfg->id,
+		.listen_addr = listen,
+		.cluster_id = cfg->cluster_id,
+		.secret = cfg->secret,
+		.secret_len = cfg->secret_len,
+		.on_frame = on_frame,
+		.ctx = r,
+	};
+	ret = link_start(&lc, &r->link, err, errcap);
+	if (ret < 0)
+		goto fail;
+	struct raft_status st;
+	raft_status(r->raft, &st);
+	for (uint32_t i = 0; i < st.conf.n; i++)
+		if (st.conf.nodes[i].id != cfg->id)
+			link_add_peer(r->link, st.conf.nodes[i].id,
+				      st.conf.nodes[i].addr);
+	for (size_t i = 0; i < cfg->n_peers; i++) /* peers not yet in conf */
+		if (cfg->peers[i].id != cfg->id)
+			link_add_peer(r->link, cfg->peers[i].id,
+				      cfg->peers[i].addr);
+	publish_status(r);
+	if (pthread_create(&r->thread, NULL, loop, r) != 0) {
+		snprintf(err, errcap, "cannot start the replicator thread");
+		ret = -EAGAIN;
+		goto fail;
+	}
+	*out = r;
+	return 0;
+fail:
+	if (r->link)
+		link_stop(r->link);
+	if (r->log)
+		rlog_close(r->log);
+	raft_free(r->raft);
+	free(r->data_dir);
+	free(r);
+	return ret;
+}
+
+void repl_stop(struct repl *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&r->mu);
+	r->stop = 1;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	pthread_join(r->thread, NULL);
+	link_stop(r->link); /* no more callbacks after this */
+	struct item *it = r->in;
+	while (it) {
+		struct item *n = it->next;
+		if (it->done)
+			it->done(it->ctx, -ESHUTDOWN, NULL, 0);
+		free(it);
+		it = n;
+	}
+	uint64_t durable;
+	if (!r->fatal)
+		r->cfg.sm.sync(r->cfg.sm.ctx, &durable);
+	rlog_close(r->log);
+	raft_free(r->raft);
+	free(r->pend);
+	free(r->reads);
+	free(r->conv);
+	free(r->enc);
+	free(r->data_dir);
+	pthread_cond_destroy(&r->cv);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}

@@ -1,0 +1,51 @@
+/*
+ * node.h — one sandfs node: data directory, state machines, replicator
+ * and the local admin socket. Used by `sandfs serve` and `sandfs mount`.
+ */
+#ifndef SANDFS_NODE_H
+#define SANDFS_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "consensus/repl.h"
+
+struct node_opts {
+	raft_id id;
+	struct repl_peer peers[RAFT_MAX_NODES];
+	size_t n_peers;
+	const char *data_dir;
+	uint64_t cluster_id; /* 0: derived from the peer list */
+	const uint8_t *secret;
+	size_t secret_len;
+	uint32_t propose_timeout_ms; /* 0: 10 s */
+	/* Optional extra state machine (the inode table), applied after the
+	 * digest for every entry. */
+	const struct repl_sm *fs_sm;
+};
+
+struct node;
+
+/* Parse "1=tcp://127.0.0.1:7001,2=..." (a bare host:port gets tcp://).
+ * Returns 0 or -EINVAL with a reason in err. */
+int node_parse_peers(const char *s, struct repl_peer *out, size_t cap,
+		     size_t *n, char *err, size_t errcap);
+
+/* The cluster id implied by a peer list (stable hash of the sorted list). */
+uint64_t node_cluster_id(const struct repl_peer *peers, size_t n);
+
+/* Start everything; on failure a one-line reason is in err. */
+int node_start(const struct node_opts *o, struct node **out, char *err,
+	       size_t errcap);
+void node_stop(struct node *n);
+struct repl *node_repl(struct node *n);
+
+/* Path of the admin socket of the node whose data directory is dir. */
+void node_admin_path(const char *dir, char *buf, size_t cap);
+
+/* Build the cluster status text (json=0) or JSON (json=1), asking every
+ * peer with a short timeout; unreachable peers are listed as such.
+ * Returns a malloc'ed NUL-terminated string. */
+char *node_status_report(struct node *n, int json);
+
+#endif
