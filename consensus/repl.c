@@ -40,6 +40,7 @@
 #define RETRY_TICKS 50     /* resend an unapplied proposal after this */
 #define FWD_TIMEOUT_MS 1000
 #define RES_MAX 256
+#define FWD_BATCH_BYTES (1u << 20)
 
 enum item_kind {
 	IT_RAFT,        /* raft message frame from a peer */
@@ -54,7 +55,7 @@ struct item {
 	enum item_kind kind;
 	uint64_t from;
 	uint64_t req_id;
-	uint64_t seq;    /* IT_FWD_REPLY: which proposal */
+	struct fwd *fwd; /* IT_FWD_REPLY: which proposals (owned) */
 	int status;      /* IT_FWD_REPLY */
 	repl_done_fn done;
 	void *ctx;
@@ -115,6 +116,10 @@ struct repl {
 	size_t cap_conv;
 	uint8_t *enc; /* scratch for encoding messages */
 	size_t cap_enc;
+	uint8_t *fwd_buf; /* proposals to forward this turn */
+	size_t fwd_len, fwd_cap, fwd_n, fwd_seq_cap;
+	uint64_t *fwd_seq;
+	raft_id fwd_to;
 	int fatal;
 };
 
@@ -367,10 +372,78 @@ static uint64_t low_water(const struct repl *r)
 /* A forwarded proposal awaiting the leader's answer. */
 struct fwd {
 	struct repl *r;
-	uint64_t seq;
+	size_t n;
+	uint64_t seq[]; /* the proposals in this batch */
 };
 
 static void on_reply(void *ctx, int status, const uint8_t *reply, size_t len);
+static void fwd_flush(struct repl *r);
+
+/* Queue a proposal for forwarding; everything queued in one loop turn
+ * goes to the leader in one request (u32 count, then u32 len + envelope
+ * each), so a busy follower does not pay a round trip per proposal. */
+static void fwd_add(struct repl *r, raft_id leader, const struct pending *p)
+{
+	if (r->fwd_to && r->fwd_to != leader)
+		fwd_flush(r);
+	size_t need = r->fwd_len + 4 + p->envlen;
+	if (need > FWD_BATCH_BYTES && r->fwd_n)
+		fwd_flush(r), need = 4 + 4 + p->envlen;
+	if (!r->fwd_len)
+		need += 4;
+	if (need > r->fwd_cap) {
+		size_t cap = need * 2;
+		uint8_t *b = realloc(r->fwd_buf, cap);
+		if (!b)
+			return; /* resent on its retry tick */
+		r->fwd_buf = b;
+		r->fwd_cap = cap;
+	}
+	if (r->fwd_n == r->fwd_seq_cap) {
+		size_t cap = r->fwd_seq_cap ? r->fwd_seq_cap * 2 : 64;
+		uint64_t *sq = realloc(r->fwd_seq, cap * sizeof(*sq));
+		if (!sq)
+			return;
+		r->fwd_seq = sq;
+		r->fwd_seq_cap = cap;
+	}
+	if (!r->fwd_len)
+		r->fwd_len = 4;
+	uint8_t *q = r->fwd_buf + r->fwd_len;
+	q[0] = (uint8_t)(p->envlen >> 24);
+	q[1] = (uint8_t)(p->envlen >> 16);
+	q[2] = (uint8_t)(p->envlen >> 8);
+	q[3] = (uint8_t)p->envlen;
+	memcpy(q + 4, p->env, p->envlen);
+	r->fwd_len += 4 + p->envlen;
+	r->fwd_seq[r->fwd_n++] = p->seq;
+	r->fwd_to = leader;
+}
+
+/* Send the queued forward batch. */
+static void fwd_flush(struct repl *r)
+{
+	if (!r->fwd_n)
+		return;
+	struct fwd *f = malloc(sizeof(*f) + r->fwd_n * sizeof(uint64_t));
+	if (f) {
+		f->r = r;
+		f->n = r->fwd_n;
+		memcpy(f->seq, r->fwd_seq, r->fwd_n * sizeof(uint64_t));
+		uint32_t n = (uint32_t)r->fwd_n;
+		r->fwd_buf[0] = (uint8_t)(n >> 24);
+		r->fwd_buf[1] = (uint8_t)(n >> 16);
+		r->fwd_buf[2] = (uint8_t)(n >> 8);
+		r->fwd_buf[3] = (uint8_t)n;
+		if (link_request(r->link, r->fwd_to, WIRE_KIND_PROPOSE,
+				 r->fwd_buf, r->fwd_len, FWD_TIMEOUT_MS,
+				 on_reply, f) != 0)
+			free(f); /* each is resent on its retry tick */
+	}
+	r->fwd_n = 0;
+	r->fwd_len = 0;
+	r->fwd_to = 0;
+}
 
 /* Hand a pending proposal to the leader: propose it ourselves when we
  * lead, forward it otherwise. Refreshes its low-water mark. */
@@ -398,18 +471,7 @@ static void submit(struct repl *r, struct pending *p)
 		return;
 	}
 	p->sent_to = leader;
-	struct fwd *f = malloc(sizeof(*f));
-	if (!f) {
-		p->resend = r->now_tick + 5;
-		return;
-	}
-	f->r = r;
-	f->seq = p->seq;
-	if (link_request(r->link, leader, WIRE_KIND_PROPOSE, p->env, p->envlen,
-			 FWD_TIMEOUT_MS, on_reply, f) != 0) {
-		free(f);
-		p->resend = r->now_tick + 5;
-	}
+	fwd_add(r, leader, p);
 }
 
 static struct pending *pend_find(struct repl *r, uint64_t seq)
@@ -465,9 +527,29 @@ static void add_proposal(struct repl *r, struct item *it)
 /* A follower forwarded a proposal: propose it and say how it went. */
 static void fwd_propose(struct repl *r, struct item *it)
 {
-	int rc = RAFT_ENOTLEADER;
-	if (it->len >= ENV_HDR && raft_role(r->raft) == RAFT_LEADER)
-		rc = raft_propose(r->raft, it->data, it->len, NULL, NULL);
+	int rc = 0;
+	const uint8_t *p = it->data, *end = it->data + it->len;
+	uint32_t n = it->len >= 4 ? (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+					    (uint32_t)p[2] << 8 | p[3]
+				  : 0;
+	p += 4;
+	if (raft_role(r->raft) != RAFT_LEADER)
+		rc = RAFT_ENOTLEADER;
+	for (uint32_t i = 0; rc == 0 && i < n; i++) {
+		if (end - p < 4)
+			break;
+		uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+			       (uint32_t)p[2] << 8 | p[3];
+		if (len < ENV_HDR || (size_t)(end - p - 4) < len) {
+			LOG(WARN, "malformed forwarded proposal from %llu",
+			    (unsigned long long)it->from);
+			break;
+		}
+		rc = raft_propose(r->raft, p + 4, len, NULL, NULL);
+		p += 4 + len;
+	}
+	/* One status for the batch: the origin resends whatever it does not
+	 * see applied; dedupe makes resending harmless. */
 	uint8_t rep[12];
 	rep[0] = rep[1] = rep[2] = 0;
 	rep[3] = rc == 0 ? 0 : rc == RAFT_EBUSY ? 1 : 2;
@@ -478,18 +560,20 @@ static void fwd_propose(struct repl *r, struct item *it)
 
 static void fwd_reply(struct repl *r, struct item *it)
 {
-	struct pending *p = pend_find(r, it->seq);
-	if (!p)
-		return;
-	if (it->status != 0 || it->len < 12) {
-		p->sent_to = 0; /* lost or timed out: resend soon */
-		p->resend = r->now_tick + 2;
-		return;
+	struct fwd *f = it->fwd;
+	for (size_t i = 0; i < f->n; i++) {
+		struct pending *p = pend_find(r, f->seq[i]);
+		if (!p)
+			continue;
+		if (it->status != 0 || it->len < 12) {
+			p->sent_to = 0; /* lost or timed out: resend soon */
+			p->resend = r->now_tick + 2;
+		} else if (it->data[3] != 0) {
+			p->sent_to = 0;
+			p->resend = r->now_tick + (it->data[3] == 1 ? 1 : 2);
+		} /* else accepted: completes when applied here */
 	}
-	if (it->data[3] == 0)
-		return; /* accepted; completes when applied here */
-	p->sent_to = 0;
-	p->resend = r->now_tick + (it->data[3] == 1 ? 1 : 2);
+	free(f);
 }
 
 /* ---- reads ----------------------------------------------------------------- */
@@ -827,6 +911,8 @@ static void *loop(void *arg)
 		if (stop) {
 			while (batch) {
 				struct item *n = batch->next;
+				if (batch->kind == IT_FWD_REPLY)
+					free(batch->fwd);
 				if (batch->done)
 					batch->done(batch->ctx, -ESHUTDOWN,
 						    NULL, 0);
@@ -847,6 +933,7 @@ static void *loop(void *arg)
 			on_tick(r);
 			next += r->cfg.tick_ms;
 		}
+		fwd_flush(r);
 		if (!r->fatal && process_ready(r) < 0) {
 			r->fatal = 1;
 			LOG(ERROR, "replicator stopped after a storage failure; "
@@ -916,12 +1003,12 @@ static void on_reply(void *ctx, int status, const uint8_t *reply, size_t len)
 {
 	struct fwd *f = ctx;
 	struct repl *r = f->r;
-	uint64_t seq = f->seq;
-	free(f);
 	struct item *it = item_new(IT_FWD_REPLY, reply, status ? 0 : len);
-	if (!it)
+	if (!it) {
+		free(f); /* the proposals are resent on their retry ticks */
 		return;
-	it->seq = seq;
+	}
+	it->fwd = f;
 	it->status = status;
 	enqueue(r, it);
 }
@@ -1201,6 +1288,8 @@ void repl_stop(struct repl *r)
 	struct item *it = r->in;
 	while (it) {
 		struct item *n = it->next;
+		if (it->kind == IT_FWD_REPLY)
+			free(it->fwd);
 		if (it->done)
 			it->done(it->ctx, -ESHUTDOWN, NULL, 0);
 		free(it);
@@ -1215,6 +1304,8 @@ void repl_stop(struct repl *r)
 	free(r->reads);
 	free(r->conv);
 	free(r->enc);
+	free(r->fwd_buf);
+	free(r->fwd_seq);
 	free(r->data_dir);
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
