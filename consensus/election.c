@@ -258,20 +258,25 @@ void raft_tick_leader(struct raft *r)
 void raft_handle_vote(struct raft *r, const struct raft_msg *m)
 {
 	bool pre = m->type == RAFT_MSG_PREVOTE;
-	if (!raft_conf_is_voter(&r->conf, m->from)) {
+	raft_index li = raft_log_last(&r->log);
+	raft_term lt = raft_log_last_term(&r->log);
+	/* Thesis §4.1: "servers process incoming RPC requests without
+	 * consulting their current configurations" — our configuration may
+	 * lag the log (a learner that missed its own promotion must still
+	 * vote, or a committed {us, candidate} configuration deadlocks). So
+	 * whether WE are a voter does not matter: the candidate counts votes
+	 * by its own configuration. A candidate outside our voters is ignored
+	 * (a removed node must not disrupt), unless its log is strictly ahead
+	 * of ours, in which case our configuration may be the stale one. */
+	bool ahead = m->prev_term > lt ||
+		     (m->prev_term == lt && m->prev_index > li);
+	if (!raft_conf_is_voter(&r->conf, m->from) && !ahead) {
 		raft_trace(r, RAFT_EV_DROP, m->from, 0,
 			   "vote request from a node outside the voters");
 		return;
 	}
-	if (!raft_conf_is_voter(&r->conf, r->id)) {
-		raft_trace(r, RAFT_EV_DROP, m->from, 0,
-			   "vote request but we are not a voter");
-		return;
-	}
 	bool can = r->vote == m->from || (r->vote == 0 && r->leader == 0) ||
 		   (pre && m->term > r->term);
-	raft_index li = raft_log_last(&r->log);
-	raft_term lt = raft_log_last_term(&r->log);
 	bool uptodate = m->prev_term > lt ||
 			(m->prev_term == lt && m->prev_index >= li);
 	struct raft_msg *o = raft_out_msg(

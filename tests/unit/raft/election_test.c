@@ -263,7 +263,8 @@ static void votes_from_non_members_ignored(void **state)
 {
 	(void)state;
 	struct raft *r = lone(1, true, true);
-	struct raft_msg m = vote_req(9, 1, 5, 100, 100);
+	/* Node 9 is not a voter here and its log is no further than ours. */
+	struct raft_msg m = vote_req(9, 1, 5, 0, 0);
 	assert_int_equal(raft_step(r, &m), 0);
 	struct raft_ready rd;
 	raft_ready(r, &rd);
@@ -287,6 +288,52 @@ static void votes_from_non_members_ignored(void **state)
 	g.from = 2;
 	raft_step(r, &g);
 	assert_int_equal(raft_role(r), RAFT_CANDIDATE);
+	raft_free(r);
+}
+
+/* Thesis §4.1: a server votes without consulting its own configuration,
+ * which may lag the log. A non-voter (here: a node whose configuration does
+ * not list itself) still grants a vote to an up-to-date candidate, and a
+ * candidate outside our voters whose log is strictly ahead of ours gets the
+ * vote too (our configuration may be the stale one). */
+static void stale_configuration_does_not_block_votes(void **state)
+{
+	(void)state;
+	struct raft *r = lone(1, true, true);
+	struct raft_msg m = vote_req(9, 1, 5, 100, 100);
+	assert_int_equal(raft_step(r, &m), 0);
+	struct raft_ready rd;
+	raft_ready(r, &rd);
+	const struct raft_msg *o =
+		find(rd.msgs_after_persist, rd.n_msgs_after_persist,
+		     RAFT_MSG_VOTE_RESP, 9);
+	assert_non_null(o);
+	assert_false(o->reject);
+	raft_advance(r, &rd);
+	raft_free(r);
+
+	/* Node 4 believes it is a learner (bootstrap conf lists 1..3 as
+	 * voters and 4 as learner); it still votes for voter 2. */
+	struct raft_config cfg;
+	raft_config_default(&cfg);
+	cfg.id = 4;
+	cfg.seed = seed;
+	r = raft_new(&cfg);
+	struct raft_conf conf = {0};
+	for (int i = 1; i <= 4; i++) {
+		conf.nodes[i - 1].id = (raft_id)i;
+		conf.nodes[i - 1].role = i == 4 ? RAFT_LEARNER : RAFT_VOTER;
+	}
+	conf.n = 4;
+	assert_int_equal(raft_bootstrap(r, &conf), 0);
+	m = vote_req(2, 4, 3, 0, 0);
+	assert_int_equal(raft_step(r, &m), 0);
+	raft_ready(r, &rd);
+	o = find(rd.msgs_after_persist, rd.n_msgs_after_persist,
+		 RAFT_MSG_VOTE_RESP, 2);
+	assert_non_null(o);
+	assert_false(o->reject);
+	raft_advance(r, &rd);
 	raft_free(r);
 }
 
@@ -425,6 +472,7 @@ int main(void)
 		cmocka_unit_test(check_quorum_leader_steps_down_when_cut_off),
 		cmocka_unit_test(leader_with_majority_does_not_step_down),
 		cmocka_unit_test(votes_from_non_members_ignored),
+		cmocka_unit_test(stale_configuration_does_not_block_votes),
 		cmocka_unit_test(vote_ignored_within_leader_lease),
 		cmocka_unit_test(stale_leader_learns_new_term_and_steps_down),
 		cmocka_unit_test(bad_messages_dropped_with_trace),
