@@ -91,7 +91,8 @@ struct repl {
 	struct link *link;
 	pthread_t thread;
 
-	pthread_mutex_t mu;  /* guards in, stop, status, req_fn */
+	pthread_mutex_t mu;  /* guards in, stop, status */
+	pthread_rwlock_t req_lock; /* guards req_fn, req_ctx */
 	pthread_cond_t cv;
 	struct item *in, *in_tail;
 	int stop;
@@ -988,12 +989,13 @@ static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 			link_reply(r->link, from, f->req_id, WIRE_KIND_STATUS,
 				   buf, n);
 	} else {
-		pthread_mutex_lock(&r->mu);
-		repl_request_fn fn = r->req_fn;
-		void *fctx = r->req_ctx;
-		pthread_mutex_unlock(&r->mu);
-		if (fn)
-			fn(fctx, from, f->req_id, f->kind, f->body, f->body_len);
+		/* Held across the call, so that once repl_set_request_handler()
+		 * returns, the old handler is not running and never will. */
+		pthread_rwlock_rdlock(&r->req_lock);
+		if (r->req_fn)
+			r->req_fn(r->req_ctx, from, f->req_id, f->kind, f->body,
+				  f->body_len);
+		pthread_rwlock_unlock(&r->req_lock);
 	}
 }
 
@@ -1045,10 +1047,10 @@ struct link *repl_link(struct repl *r)
 
 void repl_set_request_handler(struct repl *r, repl_request_fn fn, void *ctx)
 {
-	pthread_mutex_lock(&r->mu);
+	pthread_rwlock_wrlock(&r->req_lock);
 	r->req_fn = fn;
 	r->req_ctx = ctx;
-	pthread_mutex_unlock(&r->mu);
+	pthread_rwlock_unlock(&r->req_lock);
 }
 
 static void trace(void *ctx, const struct raft_event *ev)
@@ -1196,6 +1198,7 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 	r->data_dir = strdup(cfg->data_dir);
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
+	pthread_rwlock_init(&r->req_lock, NULL);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* Sequence numbers only grow, also across restarts of this node. */
@@ -1309,5 +1312,6 @@ void repl_stop(struct repl *r)
 	free(r->data_dir);
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
+	pthread_rwlock_destroy(&r->req_lock);
 	free(r);
 }

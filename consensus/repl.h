@@ -129,6 +129,8 @@ struct link *repl_link(struct repl *r);
 typedef void (*repl_request_fn)(void *ctx, uint64_t from, uint64_t req_id,
 				uint16_t kind, const uint8_t *payload,
 				size_t len);
+/* Install (or, with fn NULL, remove) the handler. Once it returns, the
+ * previous handler is not running and will not be called again. */
 void repl_set_request_handler(struct repl *r, repl_request_fn fn, void *ctx);
 
 #endif

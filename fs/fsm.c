@@ -1,0 +1,613 @@
+/*
+ * fsm.c — the inode table behind the replicator, and proposals to it.
+ *
+ * Apply path (replicator thread): entry bytes -> itab_op_decode -> stamp
+ * the envelope's (origin, seq) -> itab_op_encode into a reused buffer ->
+ * itab_apply -> result bytes for the proposer -> data_applied -> kernel
+ * invalidations for other nodes' changes. Entries without payload (the
+ * leader's no-op, configuration changes) apply as ITAB_OP_NOOP so the
+ * table's applied index follows the log.
+ *
+ * Result bytes (what fsm_propose_* decode), big-endian:
+ *   'F' | i32 err | u64 ino | u64 victim | u64 orphaned | attr (13 x u64)
+ */
+#include "fs/fsm.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "fs/data.h"
+#include "fs/inval.h"
+#include "transport/log.h"
+
+#define FSM_RES_LEN (1 + 4 + 3 * 8 + 13 * 8)
+
+struct fsm {
+	struct itab *itab; /* borrowed */
+	uint64_t self_id;
+	pthread_mutex_t mu;  /* guards the three hooks below */
+	struct repl *repl;   /* guarded by mu */
+	struct data *data;   /* guarded by mu; used under mu in apply */
+	struct inval *inval; /* guarded by mu; used under mu in apply */
+	uint8_t *abuf;       /* apply thread only: re-encoded entry */
+	size_t abuf_cap;
+};
+
+static void put64(uint8_t *p, uint64_t v)
+{
+	for (int i = 7; i >= 0; i--, v >>= 8)
+		p[i] = (uint8_t)v;
+}
+
+static uint64_t get64(const uint8_t *p)
+{
+	uint64_t v = 0;
+	for (int i = 0; i < 8; i++)
+		v = v << 8 | p[i];
+	return v;
+}
+
+int64_t fsm_now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- result encoding ------------------------------------------------------ */
+
+static size_t result_encode(const struct itab_result *r, uint8_t *b)
+{
+	const struct itab_attr *a = &r->attr;
+	uint64_t v[13] = {a->ino,	    a->mode,	      a->uid,
+			  a->gid,	    a->nlink,	      a->size,
+			  a->rdev,	    (uint64_t)a->atime_ns, (uint64_t)a->mtime_ns,
+			  (uint64_t)a->ctime_ns, a->generation, a->blocks,
+			  a->parent};
+	b[0] = 'F';
+	uint32_t e = (uint32_t)r->err;
+	b[1] = (uint8_t)(e >> 24);
+	b[2] = (uint8_t)(e >> 16);
+	b[3] = (uint8_t)(e >> 8);
+	b[4] = (uint8_t)e;
+	put64(b + 5, r->ino);
+	put64(b + 13, r->victim);
+	put64(b + 21, r->orphaned);
+	for (int i = 0; i < 13; i++)
+		put64(b + 29 + 8 * i, v[i]);
+	return FSM_RES_LEN;
+}
+
+static int result_decode(const uint8_t *b, size_t len, struct fsm_result *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (len != FSM_RES_LEN || b[0] != 'F')
+		return -EINVAL;
+	r->err = (int32_t)((uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 |
+			   (uint32_t)b[3] << 8 | b[4]);
+	r->ino = get64(b + 5);
+	r->victim = get64(b + 13);
+	r->orphaned = get64(b + 21);
+	uint64_t v[13];
+	for (int i = 0; i < 13; i++)
+		v[i] = get64(b + 29 + 8 * i);
+	struct itab_attr *a = &r->attr;
+	a->ino = v[0];
+	a->mode = (uint32_t)v[1];
+	a->uid = (uint32_t)v[2];
+	a->gid = (uint32_t)v[3];
+	a->nlink = (uint32_t)v[4];
+	a->size = v[5];
+	a->rdev = v[6];
+	a->atime_ns = (int64_t)v[7];
+	a->mtime_ns = (int64_t)v[8];
+	a->ctime_ns = (int64_t)v[9];
+	a->generation = v[10];
+	a->blocks = v[11];
+	a->parent = v[12];
+	return 0;
+}
+
+/* ---- kernel invalidations --------------------------------------------------- */
+
+/* Queue what op changed, for the kernel of this node (the op came from
+ * another node, so the kernel learnt nothing from a reply). Caller holds
+ * f->mu. */
+static void queue_invalidations(struct fsm *f, const struct itab_op *op,
+				const struct itab_result *r)
+{
+	struct inval *iv = f->inval;
+	if (!iv)
+		return;
+	switch (op->code) {
+	case ITAB_OP_CREATE:
+	case ITAB_OP_MKDIR:
+	case ITAB_OP_SYMLINK:
+	case ITAB_OP_LINK:
+		inval_entry(iv, op->parent, op->name, op->name_len);
+		inval_inode(iv, op->parent, 0);
+		if (op->code == ITAB_OP_LINK)
+			inval_inode(iv, op->ino, 0);
+		break;
+	case ITAB_OP_UNLINK:
+	case ITAB_OP_RMDIR:
+		inval_entry(iv, op->parent, op->name, op->name_len);
+		inval_inode(iv, op->parent, 0);
+		inval_inode(iv, r->victim, 0);
+		break;
+	case ITAB_OP_RENAME:
+		inval_entry(iv, op->parent, op->name, op->name_len);
+		inval_entry(iv, op->newparent, op->newname, op->newname_len);
+		inval_inode(iv, op->parent, 0);
+		if (op->newparent != op->parent)
+			inval_inode(iv, op->newparent, 0);
+		inval_inode(iv, r->victim, 0);
+		break;
+	case ITAB_OP_SETATTR:
+		/* A size change drops cached pages too. */
+		inval_inode(iv, op->ino, (op->valid & ITAB_SET_SIZE) != 0);
+		break;
+	case ITAB_OP_WRITE:
+		inval_inode(iv, op->ino, 1);
+		break;
+	case ITAB_OP_SETXATTR:
+	case ITAB_OP_REMOVEXATTR:
+		inval_inode(iv, op->ino, 0);
+		break;
+	default:
+		break;
+	}
+}
+
+/* ---- the state machine --------------------------------------------------------- */
+
+/* Make sure the apply buffer holds n bytes. */
+static int abuf_reserve(struct fsm *f, size_t n)
+{
+	if (n <= f->abuf_cap)
+		return 0;
+	size_t cap = f->abuf_cap ? f->abuf_cap : 4096;
+	while (cap < n)
+		cap *= 2;
+	uint8_t *b = realloc(f->abuf, cap);
+	if (!b)
+		return -ENOMEM;
+	f->abuf = b;
+	f->abuf_cap = cap;
+	return 0;
+}
+
+/* repl_sm.apply: see the file comment. Only a LevelDB failure is fatal. */
+static int fsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
+		     uint64_t low, const uint8_t *data, uint32_t len, uint8_t *res,
+		     size_t rescap, size_t *reslen)
+{
+	struct fsm *f = ctx;
+	struct itab_op op;
+	memset(&op, 0, sizeof(op));
+	bool decoded = true;
+	if (len == 0)
+		op.code = ITAB_OP_NOOP;
+	else if (itab_op_decode(data, len, &op) != 0)
+		decoded = false;
+
+	const void *entry = data;
+	size_t elen = len;
+	if (decoded) {
+		/* The envelope, not the proposer's op, names the request. */
+		op.origin = origin;
+		op.seq = seq;
+		size_t need = itab_op_encoded_size(&op);
+		long n = need && abuf_reserve(f, need) == 0
+				 ? itab_op_encode(&op, f->abuf, f->abuf_cap)
+				 : -ENOMEM;
+		if (n < 0) {
+			itab_op_release(&op);
+			LOG(ERROR, "index %llu: cannot re-encode %s: %s",
+			    (unsigned long long)index, itab_op_name(op.code),
+			    strerror((int)-n));
+			return n == -ENOMEM ? -ENOMEM : -EIO;
+		}
+		entry = f->abuf;
+		elen = (size_t)n;
+	} else {
+		LOG(WARN, "index %llu: malformed fs entry (%u bytes), applied as "
+			  "a no-op",
+		    (unsigned long long)index, len);
+	}
+
+	struct itab_result r;
+	int rc = itab_apply(f->itab, index, entry, elen, &r);
+	if (rc < 0) {
+		itab_op_release(&op);
+		return rc;
+	}
+	if (rescap >= FSM_RES_LEN)
+		*reslen = result_encode(&r, res);
+	else
+		*reslen = 0;
+	if (decoded && !r.skipped && !r.duplicate) {
+		pthread_mutex_lock(&f->mu);
+		if (f->data)
+			data_applied(f->data, &op, &r);
+		if (origin != f->self_id && r.err == 0)
+			queue_invalidations(f, &op, &r);
+		pthread_mutex_unlock(&f->mu);
+	}
+	if (r.err && r.err != -ENOENT && r.err != -EEXIST && !r.skipped)
+		LOG(DEBUG, "index %llu: %s from node %llu: %s",
+		    (unsigned long long)index, itab_op_name(op.code),
+		    (unsigned long long)origin, strerror(-r.err));
+	itab_op_release(&op);
+	return 0;
+}
+
+static uint64_t fsm_applied(void *ctx)
+{
+	struct fsm *f = ctx;
+	return itab_applied_index(f->itab);
+}
+
+/* repl_sm.sync: itab writes its batches with sync=false (the Raft log is
+ * the durable record); before the replicator compacts the log behind an
+ * index, everything up to it must be on disk: read the applied index,
+ * then force LevelDB's log to disk. */
+static int fsm_sync(void *ctx, uint64_t *index)
+{
+	struct fsm *f = ctx;
+	uint64_t idx = itab_applied_index(f->itab);
+	int rc = itab_sync(f->itab);
+	if (rc == 0)
+		*index = idx;
+	return rc;
+}
+
+struct growbuf {
+	uint8_t *b;
+	size_t len, cap;
+};
+
+static int growbuf_write(void *ctx, const void *buf, size_t len)
+{
+	struct growbuf *g = ctx;
+	if (g->len + len > g->cap) {
+		size_t cap = g->cap ? g->cap : 65536;
+		while (cap < g->len + len)
+			cap *= 2;
+		uint8_t *b = realloc(g->b, cap);
+		if (!b)
+			return -ENOMEM;
+		g->b = b;
+		g->cap = cap;
+	}
+	memcpy(g->b + g->len, buf, len);
+	g->len += len;
+	return 0;
+}
+
+/* repl_sm.snapshot: the itab dump at its applied index (nothing applies
+ * meanwhile: we are on the replicator thread). */
+static int fsm_snapshot(void *ctx, uint64_t *index, uint8_t **data,
+			uint64_t *len)
+{
+	struct fsm *f = ctx;
+	struct growbuf g = {0};
+	*index = itab_applied_index(f->itab);
+	int rc = itab_snapshot(f->itab, growbuf_write, &g);
+	if (rc < 0) {
+		free(g.b);
+		return rc;
+	}
+	*data = g.b;
+	*len = g.len;
+	return 0;
+}
+
+/* repl_sm.restore: replace the table. The kernel may cache anything of
+ * the old table: entries and attributes expire after their 1 s timeout,
+ * pages are dropped at the next open. */
+static int fsm_restore(void *ctx, uint64_t index, const uint8_t *data,
+		       uint64_t len)
+{
+	struct fsm *f = ctx;
+	int rc = itab_restore(f->itab, data, len);
+	if (rc == 0 && itab_applied_index(f->itab) != index)
+		LOG(WARN, "snapshot for index %llu restored the table at %llu",
+		    (unsigned long long)index,
+		    (unsigned long long)itab_applied_index(f->itab));
+	return rc;
+}
+
+static void fsm_describe(void *ctx, char *buf, size_t cap)
+{
+	struct fsm *f = ctx;
+	struct itab_statfs st;
+	if (itab_statfs(f->itab, &st) == 0)
+		snprintf(buf, cap, "inodes=%llu blocks=%llu",
+			 (unsigned long long)st.inodes,
+			 (unsigned long long)st.blocks);
+	else if (cap)
+		buf[0] = 0;
+}
+
+struct repl_sm fsm_sm(struct fsm *f)
+{
+	struct repl_sm sm = {
+		.ctx = f,
+		.apply = fsm_apply,
+		.applied = fsm_applied,
+		.sync = fsm_sync,
+		.snapshot = fsm_snapshot,
+		.restore = fsm_restore,
+		.describe = fsm_describe,
+	};
+	return sm;
+}
+
+/* ---- lifecycle and hooks ------------------------------------------------------ */
+
+int fsm_new(struct itab *t, uint64_t self_id, struct fsm **out)
+{
+	struct fsm *f = calloc(1, sizeof(*f));
+	if (!f)
+		return -ENOMEM;
+	f->itab = t;
+	f->self_id = self_id;
+	pthread_mutex_init(&f->mu, NULL);
+	*out = f;
+	return 0;
+}
+
+void fsm_free(struct fsm *f)
+{
+	if (!f)
+		return;
+	pthread_mutex_destroy(&f->mu);
+	free(f->abuf);
+	free(f);
+}
+
+void fsm_set_repl(struct fsm *f, struct repl *r)
+{
+	pthread_mutex_lock(&f->mu);
+	f->repl = r;
+	pthread_mutex_unlock(&f->mu);
+}
+
+void fsm_set_data(struct fsm *f, struct data *d)
+{
+	pthread_mutex_lock(&f->mu);
+	f->data = d;
+	pthread_mutex_unlock(&f->mu);
+}
+
+void fsm_set_inval(struct fsm *f, struct inval *iv)
+{
+	pthread_mutex_lock(&f->mu);
+	f->inval = iv;
+	pthread_mutex_unlock(&f->mu);
+}
+
+int fsm_inval_settle(struct fsm *f, uint32_t timeout_ms)
+{
+	/* The inval outlives every request handler (it stops after the FUSE
+	 * loop), so it may be used outside mu. */
+	pthread_mutex_lock(&f->mu);
+	struct inval *iv = f->inval;
+	pthread_mutex_unlock(&f->mu);
+	return inval_settle(iv, timeout_ms);
+}
+
+struct itab *fsm_itab(struct fsm *f)
+{
+	return f->itab;
+}
+
+static struct repl *get_repl(struct fsm *f)
+{
+	pthread_mutex_lock(&f->mu);
+	struct repl *r = f->repl;
+	pthread_mutex_unlock(&f->mu);
+	return r;
+}
+
+/* ---- proposals ------------------------------------------------------------------- */
+
+struct fsm_call {
+	fsm_done_fn done;
+	void *ctx;
+};
+
+/* Replicator completion: decode the result bytes and pass them on. */
+static void call_done(void *ctx, int status, const uint8_t *res, size_t reslen)
+{
+	struct fsm_call *c = ctx;
+	struct fsm_result r;
+	if (status) {
+		memset(&r, 0, sizeof(r));
+		/* Timeouts and shutdown both reach the caller as EIO. */
+		r.err = status == -ESHUTDOWN || status == -ETIMEDOUT ? -EIO : status;
+	} else if (result_decode(res, reslen, &r) != 0) {
+		LOG(ERROR, "proposal completed without an fs result (%zu bytes)",
+		    reslen);
+		r.err = -EIO;
+	}
+	c->done(c->ctx, &r);
+	free(c);
+}
+
+int fsm_propose_async(struct fsm *f, const struct itab_op *op, fsm_done_fn done,
+		      void *ctx)
+{
+	struct repl *r = get_repl(f);
+	if (!r)
+		return -ENOTCONN;
+	size_t need = itab_op_encoded_size(op);
+	if (need == 0 || need > UINT32_MAX)
+		return -EINVAL;
+	uint8_t stackbuf[1024];
+	uint8_t *buf = need <= sizeof(stackbuf) ? stackbuf : malloc(need);
+	if (!buf)
+		return -ENOMEM;
+	long n = itab_op_encode(op, buf, need);
+	struct fsm_call *c = n >= 0 ? malloc(sizeof(*c)) : NULL;
+	int rc = n < 0 ? (int)n : c ? 0 : -ENOMEM;
+	if (rc == 0) {
+		c->done = done;
+		c->ctx = ctx;
+		rc = repl_propose(r, buf, (uint32_t)n, call_done, c);
+		if (rc)
+			free(c);
+	}
+	if (buf != stackbuf)
+		free(buf);
+	return rc;
+}
+
+struct waiter {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	struct fsm_result res;
+};
+
+static void waiter_init(struct waiter *w)
+{
+	memset(w, 0, sizeof(*w));
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->cv, NULL);
+}
+
+static void waiter_wait(struct waiter *w)
+{
+	pthread_mutex_lock(&w->mu);
+	while (!w->done)
+		pthread_cond_wait(&w->cv, &w->mu);
+	pthread_mutex_unlock(&w->mu);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+}
+
+static void waiter_wake(struct waiter *w)
+{
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void sync_done(void *ctx, const struct fsm_result *res)
+{
+	struct waiter *w = ctx;
+	w->res = *res;
+	waiter_wake(w);
+}
+
+int fsm_propose_sync(struct fsm *f, const struct itab_op *op,
+		     struct fsm_result *res)
+{
+	struct waiter w;
+	waiter_init(&w);
+	int rc = fsm_propose_async(f, op, sync_done, &w);
+	if (rc) {
+		pthread_mutex_destroy(&w.mu);
+		pthread_cond_destroy(&w.cv);
+		if (res) {
+			memset(res, 0, sizeof(*res));
+			res->err = rc;
+		}
+		return rc;
+	}
+	waiter_wait(&w);
+	if (res)
+		*res = w.res;
+	return w.res.err;
+}
+
+/* A read barrier's shared state: the waiter may give up before the
+ * replicator answers, so whoever lets go last frees it. */
+struct rwait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs;   /* guarded by mu */
+	bool done;  /* guarded by mu */
+	int status; /* guarded by mu */
+};
+
+static void rwait_put(struct rwait *w)
+{
+	int last = --w->refs == 0;
+	pthread_mutex_unlock(&w->mu);
+	if (last) {
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+		free(w);
+	}
+}
+
+static void read_done(void *ctx, int status, const uint8_t *res, size_t reslen)
+{
+	struct rwait *w = ctx;
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->status = status == -ESHUTDOWN || status == -ETIMEDOUT ? -EIO : status;
+	pthread_cond_signal(&w->cv);
+	rwait_put(w);
+}
+
+int fsm_read_index_sync(struct fsm *f, uint32_t timeout_ms)
+{
+	struct repl *r = get_repl(f);
+	if (!r)
+		return -ENOTCONN;
+	struct rwait *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	w->refs = 2;
+	int rc = repl_read_index(r, read_done, w);
+	if (rc) {
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+		free(w);
+		return rc;
+	}
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (!w->done) {
+		if (!timeout_ms)
+			pthread_cond_wait(&w->cv, &w->mu);
+		else if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) == ETIMEDOUT)
+			break;
+	}
+	rc = w->done ? w->status : -ETIMEDOUT;
+	rwait_put(w);
+	return rc;
+}
+
+int fsm_data_propose(void *ctx, const struct itab_op *op,
+		     struct itab_attr *res_attr)
+{
+	struct fsm_result r;
+	int rc = fsm_propose_sync(ctx, op, &r);
+	if (rc == 0 && res_attr)
+		*res_attr = r.attr;
+	return rc;
+}

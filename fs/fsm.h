@@ -1,0 +1,95 @@
+/*
+ * fsm.h — the inode table as the replicator's state machine, and the
+ * proposal plumbing the FUSE frontend and the data path use.
+ *
+ * State machine: fsm_sm() gives the struct repl_sm whose apply decodes an
+ * entry (an encoded struct itab_op), stamps the replicator's envelope
+ * (origin, seq) into it so itab dedupes on them, applies it with
+ * itab_apply() and writes a small result (errno, inode, attributes) back
+ * to the proposer. After each applied entry it tells the data path
+ * (data_applied) and, for entries proposed by ANOTHER node, queues kernel
+ * cache invalidations (inval.h) for what the entry changed.
+ *
+ * Proposals: fsm_propose_async() encodes an op, hands it to the
+ * replicator and calls back on the replicator thread once this node has
+ * applied it; FUSE handlers reply to the kernel from that callback, so no
+ * worker thread waits per metadata change. fsm_propose_sync() blocks (for
+ * the data path and the few places where blocking is fine).
+ *
+ * Threads: apply/applied/sync/snapshot/restore run on the replicator
+ * thread. The propose/read functions are thread-safe, but the *_sync ones
+ * must never be called on the replicator thread (they would wait for
+ * themselves). The set_* hooks may be called from any thread; a hook is
+ * never called after its setter returned with NULL.
+ */
+#ifndef SANDFS_FS_FSM_H
+#define SANDFS_FS_FSM_H
+
+#include <stdint.h>
+
+#include "consensus/repl.h"
+#include "fs/itab.h"
+
+struct fsm;
+struct data;
+struct inval;
+
+/* Outcome of one proposal as seen by the proposer. */
+struct fsm_result {
+	int err;               /* 0 or negative errno (op outcome or -EIO) */
+	uint64_t ino;          /* inode created / changed, 0 if none */
+	struct itab_attr attr; /* its attributes after the op (if ino) */
+	uint64_t victim;       /* UNLINK/RMDIR/RENAME: inode that lost a link */
+	uint64_t orphaned;     /* inode that reached nlink 0 and was kept */
+};
+
+/* Called once per proposal, on the replicator thread; must not block.
+ * res is valid only during the call. */
+typedef void (*fsm_done_fn)(void *ctx, const struct fsm_result *res);
+
+/* Create the adapter for itab t (borrowed; outlives the fsm) on node
+ * self_id. Caller frees with fsm_free() after the replicator stopped. */
+int fsm_new(struct itab *t, uint64_t self_id, struct fsm **out);
+void fsm_free(struct fsm *f);
+
+/* The state machine to pass to node_start() (ctx = f). */
+struct repl_sm fsm_sm(struct fsm *f);
+
+/* Hooks, all borrowed; NULL detaches. Set repl before proposing. */
+void fsm_set_repl(struct fsm *f, struct repl *r);
+void fsm_set_data(struct fsm *f, struct data *d);
+void fsm_set_inval(struct fsm *f, struct inval *iv);
+
+/* Wait (at most timeout_ms) until the kernel invalidations queued so far
+ * have been sent; see inval_settle(). 0 without an inval. */
+int fsm_inval_settle(struct fsm *f, uint32_t timeout_ms);
+
+/* The inode table (borrowed). */
+struct itab *fsm_itab(struct fsm *f);
+
+/* Propose op (encoded and copied: op may go away on return). Returns 0
+ * and later calls done exactly once, or returns a negative errno (-EINVAL
+ * for an unencodable op, -ENOTCONN before fsm_set_repl, -ENOMEM) and
+ * never calls done. */
+int fsm_propose_async(struct fsm *f, const struct itab_op *op, fsm_done_fn done,
+		      void *ctx);
+
+/* Propose op and wait until this node applied it. Returns res->err (also
+ * when res is NULL). Never on the replicator thread. */
+int fsm_propose_sync(struct fsm *f, const struct itab_op *op,
+		     struct fsm_result *res);
+
+/* Linearizable read barrier: returns 0 once this node applied everything
+ * committed before the call, -ETIMEDOUT after timeout_ms (0: no limit of
+ * our own; the replicator fails it with -EIO after its proposal timeout),
+ * or another negative errno. Never on the replicator thread. */
+int fsm_read_index_sync(struct fsm *f, uint32_t timeout_ms);
+
+/* A data_propose_fn (data.h) over fsm_propose_sync; ctx = the fsm. */
+int fsm_data_propose(void *ctx, const struct itab_op *op,
+		     struct itab_attr *res_attr);
+
+/* The current time (CLOCK_REALTIME) in ns, the stamp ops carry. */
+int64_t fsm_now_ns(void);
+
+#endif

@@ -1,0 +1,468 @@
+/*
+ * mount.c — `sandfs mount --id N --peers ... --data DIR [-f] [-o OPTS] MNT`
+ *
+ * Runs one node with the filesystem mounted at MNT. Without -f the
+ * process forks FIRST (threads do not survive fork), the child does all
+ * the work and tells the parent through a pipe when the mount is ready
+ * (one zero byte) or why it failed (a message); the parent exits 0 only
+ * after the mount is ready, so `sandfs mount ... && ls MNT` works.
+ *
+ * Options (-o, comma-separated): allow_other, ro, debug, log=PATH,
+ * timeout_ms=N (mutation timeout, default 10000), entry_timeout=SECONDS,
+ * and any other FUSE mount option, passed through. default_permissions
+ * is always on. A daemon logs to DIR/sandfs.log unless log= says where.
+ *
+ * Shutdown: fusermount3 -u MNT (or umount) ends the FUSE loop; SIGTERM,
+ * SIGINT and SIGHUP do too (fuse_set_signal_handlers). Then the
+ * invalidation thread, the data path and the node stop in that order,
+ * the mount is removed and the process exits 0.
+ */
+#define FUSE_USE_VERSION 35
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs/data.h"
+#include "fs/fsm.h"
+#include "fs/inval.h"
+#include "fs/itab.h"
+#include "fs/main.h"
+#include "fs/node.h"
+#include "fs/sfs.h"
+#include "storage/datadir.h"
+#include "transport/log.h"
+
+#define READY_TIMEOUT_MS 60000
+
+struct mount_opts {
+	char fuse_opts[2048]; /* passed to fuse_session_new */
+	const char *log_path;
+	int debug;
+	uint32_t timeout_ms;
+	double entry_timeout;
+	char *copy; /* owns the strings above */
+};
+
+/* Split -o into ours and FUSE's. Returns 0 or -EINVAL (message printed). */
+static int parse_mount_opts(const char *s, struct mount_opts *m)
+{
+	memset(m, 0, sizeof(*m));
+	int w = snprintf(m->fuse_opts, sizeof(m->fuse_opts),
+			 "fsname=sandfs,subtype=sandfs,default_permissions");
+	if (!s)
+		return 0;
+	m->copy = strdup(s);
+	if (!m->copy)
+		return -ENOMEM;
+	char *save = NULL;
+	for (char *tok = strtok_r(m->copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
+		char *end = NULL;
+		if (!strcmp(tok, "debug")) {
+			m->debug = 1;
+		} else if (!strncmp(tok, "log=", 4)) {
+			m->log_path = tok + 4;
+		} else if (!strncmp(tok, "timeout_ms=", 11)) {
+			unsigned long v = strtoul(tok + 11, &end, 10);
+			if (!tok[11] || *end || v < 100 || v > 3600000) {
+				fprintf(stderr, "sandfs mount: timeout_ms wants "
+						"100..3600000 (milliseconds)\n");
+				return -EINVAL;
+			}
+			m->timeout_ms = (uint32_t)v;
+		} else if (!strncmp(tok, "entry_timeout=", 14)) {
+			double v = strtod(tok + 14, &end);
+			if (!tok[14] || *end || v < 0 || v > 3600) {
+				fprintf(stderr, "sandfs mount: entry_timeout "
+						"wants 0..3600 (seconds)\n");
+				return -EINVAL;
+			}
+			m->entry_timeout = v;
+		} else if (!strcmp(tok, "default_permissions") || !*tok) {
+			/* always on */
+		} else {
+			if (strchr(tok, '\\')) {
+				fprintf(stderr, "sandfs mount: bad option '%s'\n", tok);
+				return -EINVAL;
+			}
+			w += snprintf(m->fuse_opts + w, sizeof(m->fuse_opts) - (size_t)w,
+				      ",%s", tok);
+			if ((size_t)w >= sizeof(m->fuse_opts)) {
+				fprintf(stderr, "sandfs mount: -o is too long\n");
+				return -EINVAL;
+			}
+		}
+	}
+	return 0;
+}
+
+/* Run fusermount3 -u -z on a dead mount point (before any thread). */
+static int clear_stale_mount(const char *mp)
+{
+	pid_t pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (pid == 0) {
+		int fd = open("/dev/null", O_RDWR);
+		if (fd >= 0) {
+			dup2(fd, 1);
+			dup2(fd, 2);
+		}
+		execlp("fusermount3", "fusermount3", "-u", "-z", mp, (char *)NULL);
+		_exit(127);
+	}
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -EIO;
+}
+
+/* The mount point must be an existing directory; a dead FUSE mount
+ * (ENOTCONN: its process died) is cleared first. Writes the absolute
+ * path into abs. */
+static int check_mountpoint(const char *mp, char *abs, char *err, size_t errcap)
+{
+	struct stat st;
+	if (stat(mp, &st) != 0 && errno == ENOTCONN) {
+		if (clear_stale_mount(mp) != 0) {
+			snprintf(err, errcap,
+				 "%s is a dead FUSE mount and fusermount3 -u -z "
+				 "failed; unmount it by hand",
+				 mp);
+			return -EBUSY;
+		}
+		LOG(INFO, "cleared the dead mount at %s", mp);
+	}
+	if (stat(mp, &st) != 0) {
+		snprintf(err, errcap, "mount point %s: %s", mp, strerror(errno));
+		return -ENOENT;
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		snprintf(err, errcap, "mount point %s is not a directory", mp);
+		return -ENOTDIR;
+	}
+	if (!realpath(mp, abs)) {
+		snprintf(err, errcap, "mount point %s: %s", mp, strerror(errno));
+		return -errno;
+	}
+	return 0;
+}
+
+/* Everything that lives while mounted. */
+struct mounted {
+	struct itab *itab;
+	struct fsm *fsm;
+	struct node *node;
+	struct data *data;
+	struct sfs *sfs;
+	struct fuse_session *se;
+	struct inval *inval;
+	int signals;
+	int mounted;
+	FILE *log;
+	char data_abs[PATH_MAX]; /* absolute data directory */
+};
+
+/* Stop in reverse order of start. The FUSE loop has ended, so no handler
+ * runs; proposals still in flight complete (with -ESHUTDOWN at worst)
+ * inside node_stop while the session can still take their replies. */
+static void teardown(struct mounted *m)
+{
+	if (m->fsm)
+		fsm_set_inval(m->fsm, NULL);
+	inval_stop(m->inval);
+	if (m->fsm)
+		fsm_set_data(m->fsm, NULL);
+	if (m->data)
+		data_stop(m->data);
+	if (m->node)
+		node_stop(m->node);
+	if (m->se) {
+		if (m->signals)
+			fuse_remove_signal_handlers(m->se);
+		if (m->mounted)
+			fuse_session_unmount(m->se);
+		fuse_session_destroy(m->se);
+	}
+	sfs_free(m->sfs);
+	fsm_free(m->fsm);
+	itab_close(m->itab);
+	if (m->log) {
+		log_set_file(NULL);
+		fclose(m->log);
+	}
+}
+
+/* Bring everything up and mount. On failure a reason is in err. */
+static int bring_up(struct node_opts *o, const struct mount_opts *mo,
+		    const char *mp, struct mounted *m, int daemon, char *err,
+		    size_t errcap)
+{
+	uint64_t cid = o->cluster_id ? o->cluster_id
+				     : node_cluster_id(o->peers, o->n_peers);
+	/* Create/check the data directory (FORMAT, cluster id) before we put
+	 * anything into it; node_start() takes the lock again below. */
+	struct ddir *dd;
+	int rc = ddir_open(o->data_dir, cid, &dd, err, errcap);
+	if (rc < 0)
+		return rc;
+	ddir_close(dd);
+	char *data_abs = m->data_abs;
+	if (!realpath(o->data_dir, data_abs)) {
+		snprintf(err, errcap, "%s: %s", o->data_dir, strerror(errno));
+		return -errno;
+	}
+	o->data_dir = data_abs;
+
+	char path[PATH_MAX + 32];
+	const char *log_path = mo->log_path;
+	if (!log_path && daemon) {
+		snprintf(path, sizeof(path), "%s/sandfs.log", data_abs);
+		log_path = path;
+	}
+	if (log_path) {
+		m->log = fopen(log_path, "a");
+		if (!m->log) {
+			snprintf(err, errcap, "cannot open log %s: %s", log_path,
+				 strerror(errno));
+			return -errno;
+		}
+		setvbuf(m->log, NULL, _IOLBF, 0);
+		log_set_file(m->log);
+	}
+
+	snprintf(path, sizeof(path), "%s/meta", data_abs);
+	struct itab_config icfg = {.cluster_id = cid};
+	rc = itab_open(path, &icfg, &m->itab);
+	if (rc < 0) {
+		snprintf(err, errcap, "cannot open the inode table %s: %s", path,
+			 strerror(-rc));
+		return rc;
+	}
+	if ((rc = fsm_new(m->itab, o->id, &m->fsm)) < 0)
+		return rc;
+	struct repl_sm sm = fsm_sm(m->fsm);
+	o->fs_sm = &sm;
+	if (mo->timeout_ms)
+		o->propose_timeout_ms = mo->timeout_ms;
+	rc = node_start(o, &m->node, err, errcap);
+	if (rc < 0)
+		return rc;
+	fsm_set_repl(m->fsm, node_repl(m->node));
+
+	snprintf(path, sizeof(path), "%s/blocks", data_abs);
+	struct data_cfg dcfg = {
+		.itab = m->itab,
+		.repl = node_repl(m->node),
+		.blocks_dir = path,
+		.self_id = o->id,
+		.propose = fsm_data_propose,
+		.propose_ctx = m->fsm,
+	};
+	rc = data_start(&dcfg, &m->data, err, errcap);
+	if (rc < 0)
+		return rc;
+	fsm_set_data(m->fsm, m->data);
+
+	struct sfs_cfg scfg = {
+		.itab = m->itab,
+		.fsm = m->fsm,
+		.data = m->data,
+		.self_id = o->id,
+		.timeout_s = mo->entry_timeout,
+	};
+	if ((rc = sfs_new(&scfg, &m->sfs)) < 0)
+		return rc;
+	char *argv[] = {"sandfs", "-o", (char *)mo->fuse_opts, "-d", NULL};
+	struct fuse_args args = FUSE_ARGS_INIT(mo->debug ? 4 : 3, argv);
+	m->se = fuse_session_new(&args, sfs_ops(), sizeof(struct fuse_lowlevel_ops),
+				 m->sfs);
+	fuse_opt_free_args(&args);
+	if (!m->se) {
+		snprintf(err, errcap, "cannot create the FUSE session (bad -o "
+				      "option? see the messages above)");
+		return -EINVAL;
+	}
+	if (fuse_set_signal_handlers(m->se) != 0) {
+		snprintf(err, errcap, "cannot install signal handlers");
+		return -EIO;
+	}
+	m->signals = 1;
+	if (fuse_session_mount(m->se, mp) != 0) {
+		snprintf(err, errcap,
+			 "cannot mount on %s (is /dev/fuse usable, fusermount3 "
+			 "installed, and allow_other permitted in /etc/fuse.conf?)",
+			 mp);
+		return -EIO;
+	}
+	m->mounted = 1;
+	rc = inval_start(m->se, &m->inval);
+	if (rc < 0) {
+		snprintf(err, errcap, "cannot start the invalidation thread: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	fsm_set_inval(m->fsm, m->inval);
+	return 0;
+}
+
+/* Tell the waiting parent how it went: one 0 byte, or the message. */
+static void notify_parent(int fd, const char *msg)
+{
+	if (fd < 0)
+		return;
+	ssize_t w = msg ? write(fd, msg, strlen(msg)) : write(fd, "", 1);
+	(void)w;
+	close(fd);
+}
+
+/* Parent side: wait for the child's verdict. */
+static int wait_child(pid_t pid, int fd)
+{
+	char msg[1024];
+	size_t n = 0;
+	int waited = 0;
+	while (n < sizeof(msg) - 1) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int pr = poll(&p, 1, 1000);
+		if (pr < 0 && errno == EINTR)
+			continue;
+		if (pr == 0) {
+			waited += 1000;
+			if (waited >= READY_TIMEOUT_MS) {
+				fprintf(stderr,
+					"sandfs mount: not ready after %d s; "
+					"the daemon (pid %d) keeps trying, see "
+					"its log\n",
+					READY_TIMEOUT_MS / 1000, (int)pid);
+				return 1;
+			}
+			continue;
+		}
+		ssize_t r = read(fd, msg + n, sizeof(msg) - 1 - n);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		n += (size_t)r;
+		if (msg[0] == 0)
+			return 0; /* ready */
+	}
+	msg[n] = 0;
+	int st;
+	waitpid(pid, &st, 0);
+	if (n)
+		fprintf(stderr, "sandfs mount: %s\n", msg);
+	else
+		fprintf(stderr, "sandfs mount: the daemon died before the mount "
+				"was ready (see its log)\n");
+	return 1;
+}
+
+/* Detach from the terminal once mounted. */
+static void detach(void)
+{
+	setsid();
+	int fd = open("/dev/null", O_RDWR);
+	if (fd >= 0) {
+		dup2(fd, 0);
+		dup2(fd, 1);
+		dup2(fd, 2);
+		if (fd > 2)
+			close(fd);
+	}
+	if (chdir("/") != 0)
+		LOG(WARN, "chdir /: %s", strerror(errno));
+}
+
+int sfs_cmd_mount(int argc, char **argv)
+{
+	struct node_opts o;
+	struct sfs_cli cli;
+	memset(&cli, 0, sizeof(cli));
+	if (sfs_parse_node_opts(argc, argv, &o, &cli) != 0)
+		return 2;
+	if (cli.n_rest != 1) {
+		fprintf(stderr, "sandfs mount: want exactly one MOUNTPOINT (see "
+				"sandfs --help)\n");
+		return 2;
+	}
+	struct mount_opts mo;
+	if (parse_mount_opts(cli.mount_opts, &mo) != 0) {
+		free(mo.copy);
+		return 2;
+	}
+	char prefix[32];
+	snprintf(prefix, sizeof(prefix), "node %llu", (unsigned long long)o.id);
+	log_set_prefix(prefix);
+	signal(SIGPIPE, SIG_IGN);
+
+	char mp[PATH_MAX], err[3 * PATH_MAX] = "";
+	if (check_mountpoint(cli.rest[0], mp, err, sizeof(err)) != 0) {
+		fprintf(stderr, "sandfs mount: %s\n", err);
+		free(mo.copy);
+		return 1;
+	}
+
+	int daemon = !cli.foreground;
+	int pipefd[2] = {-1, -1};
+	if (daemon) {
+		if (pipe(pipefd) != 0) {
+			perror("sandfs mount: pipe");
+			free(mo.copy);
+			return 1;
+		}
+		fflush(NULL);
+		pid_t pid = fork();
+		if (pid < 0) {
+			perror("sandfs mount: fork");
+			free(mo.copy);
+			return 1;
+		}
+		if (pid > 0) {
+			close(pipefd[1]);
+			int rc = wait_child(pid, pipefd[0]);
+			close(pipefd[0]);
+			free(mo.copy);
+			return rc;
+		}
+		close(pipefd[0]);
+	}
+
+	struct mounted m;
+	memset(&m, 0, sizeof(m));
+	int rc = bring_up(&o, &mo, mp, &m, daemon, err, sizeof(err));
+	if (rc < 0) {
+		if (!err[0])
+			snprintf(err, sizeof(err), "%s", strerror(-rc));
+		LOG(ERROR, "mount failed: %s", err);
+		if (!daemon)
+			fprintf(stderr, "sandfs mount: %s\n", err);
+		notify_parent(pipefd[1], err);
+		teardown(&m);
+		free(mo.copy);
+		return 1;
+	}
+	LOG(INFO, "mounted at %s (data in %s)", mp, o.data_dir);
+	if (daemon) {
+		detach();
+		notify_parent(pipefd[1], NULL);
+	}
+	struct fuse_loop_config lc = {.clone_fd = 0, .max_idle_threads = 16};
+	rc = fuse_session_loop_mt(m.se, &lc);
+	LOG(INFO, "unmounting %s (%s)", mp,
+	    rc == 0 ? "unmounted" : rc > 0 ? "signal" : strerror(-rc));
+	teardown(&m);
+	free(mo.copy);
+	return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,416 @@
+/*
+ * sfs_file.c — FUSE handlers for open files and directories: open (with a
+ * ReadIndex barrier for close-to-open), read/write/flush/fsync/release
+ * through data.h, readdir(plus) from itab's stable cookies, fallocate and
+ * SEEK_DATA/SEEK_HOLE.
+ *
+ * readdir offsets: "." is offset 1, ".." offset 2, every other entry is
+ * its itab cookie (>= ITAB_COOKIE_FIRST). The offset handed to the kernel
+ * with an entry is that entry's own cookie, so a continuation at offset
+ * o starts at cookie o + 1; cookies never change while an entry lives,
+ * so concurrent creates and removes never repeat or skip a survivor.
+ */
+#include "fs/sfs_internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "transport/log.h"
+
+static struct sfs *get_fs(fuse_req_t req)
+{
+	return fuse_req_userdata(req);
+}
+
+static struct sfs_fh *get_fh(struct fuse_file_info *fi)
+{
+	return (struct sfs_fh *)(uintptr_t)fi->fh;
+}
+
+/* ---- files ---------------------------------------------------------------------- */
+
+void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	/* Close-to-open: catch up with the cluster, and let the kernel drop
+	 * attributes (i_size) other nodes' changes made stale before the
+	 * first read of this open. */
+	if (sfs_read_barrier(fs) == 0)
+		fsm_inval_settle(fs->fsm, SFS_SETTLE_MS);
+	struct itab_attr a;
+	int rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == 0 && S_ISDIR(a.mode))
+		rc = -EISDIR;
+	if (rc == 0 && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY &&
+	    S_ISREG(a.mode)) {
+		/* atomic O_TRUNC: the kernel leaves the truncation to us. */
+		if (fs->data)
+			rc = data_flush_ino(fs->data, ino);
+		if (rc == 0 && a.size) {
+			struct itab_op op = {.code = ITAB_OP_SETATTR, .ino = ino,
+					     .valid = ITAB_SET_SIZE, .size = 0};
+			sfs_stamp(req, &op);
+			rc = fsm_propose_sync(fs->fsm, &op, NULL);
+		}
+	}
+	struct sfs_fh *fh = rc == 0 ? sfs_fh_new(ino) : NULL;
+	if (rc == 0 && !fh)
+		rc = -ENOMEM;
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	sfs_fh_data(fs, fh); /* open the data handle now, on this worker */
+	fi->fh = (uint64_t)(uintptr_t)fh;
+	fi->keep_cache = 0; /* pages of an earlier open may be stale */
+	sfs_ref(fs, ino, 0, 1);
+	if (fuse_reply_open(req, fi) != 0) {
+		if (fh->df)
+			data_file_release(fs->data, fh->df);
+		sfs_fh_free(fh);
+		if (sfs_ref(fs, ino, 0, -1) == 0)
+			sfs_release_orphan(fs, ino);
+	}
+}
+
+void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	      struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	struct data_file *df = sfs_fh_data(fs, get_fh(fi));
+	if (!df) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	char *buf = malloc(size ? size : 1);
+	if (!buf) {
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	ssize_t n = data_read(fs->data, df, ino, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+	free(buf);
+}
+
+void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+	       off_t off, struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	struct data_file *df = sfs_fh_data(fs, get_fh(fi));
+	if (!df) {
+		fuse_reply_err(req, EIO);
+		return;
+	}
+	ssize_t n = data_write(fs->data, df, buf, size, off);
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else
+		fuse_reply_write(req, (size_t)n);
+}
+
+/* flush runs at every close(2) of a descriptor: its errors reach the
+ * caller of close, so buffered data is committed here. */
+void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	struct sfs_fh *fh = get_fh(fi);
+	pthread_mutex_lock(&fh->mu);
+	struct data_file *df = fh->df;
+	pthread_mutex_unlock(&fh->mu);
+	int rc = df ? data_flush(fs->data, df) : 0;
+	fuse_reply_err(req, -rc);
+}
+
+void sfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	struct sfs_fh *fh = get_fh(fi);
+	if (fh->df) {
+		int rc = data_file_release(fs->data, fh->df);
+		if (rc)
+			LOG(WARN, "inode %llu: data lost at release: %s",
+			    (unsigned long long)ino, strerror(-rc));
+	}
+	sfs_fh_free(fh);
+	if (sfs_ref(fs, ino, 0, -1) == 0)
+		sfs_release_orphan(fs, ino);
+	fuse_reply_err(req, 0);
+}
+
+/* Data and the WRITE entry are on a majority once data_flush returns;
+ * metadata changes were committed before their reply. */
+void sfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+	       struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	struct sfs_fh *fh = get_fh(fi);
+	pthread_mutex_lock(&fh->mu);
+	struct data_file *df = fh->df;
+	pthread_mutex_unlock(&fh->mu);
+	int rc = df ? data_flush(fs->data, df) : 0;
+	fuse_reply_err(req, -rc);
+}
+
+void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
+		   off_t len, struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	if (off < 0 || len <= 0) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	if (mode & ~FALLOC_FL_KEEP_SIZE) {
+		/* Hole punching and the rest are not supported. */
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	struct itab_attr a;
+	int rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == 0 && !S_ISREG(a.mode))
+		rc = -ENODEV;
+	if (rc == 0 && (uint64_t)off + (uint64_t)len > (uint64_t)INT64_MAX)
+		rc = -EFBIG;
+	if (rc || (mode & FALLOC_FL_KEEP_SIZE)) {
+		/* Blocks are not reserved: KEEP_SIZE has nothing to do. */
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	uint64_t end = (uint64_t)off + (uint64_t)len;
+	if (fs->data && (rc = data_flush_ino(fs->data, ino)) == 0)
+		rc = itab_getattr(fs->itab, ino, &a);
+	if (rc || end <= a.size) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	struct itab_op op = {.code = ITAB_OP_SETATTR, .ino = ino,
+			     .valid = ITAB_SET_SIZE, .size = end};
+	sfs_stamp(req, &op);
+	sfs_propose_err(fs, req, &op);
+}
+
+struct seek_scan {
+	uint64_t want;  /* SEEK_DATA: first index >= this with an extent */
+	uint64_t found; /* UINT64_MAX: none */
+	uint32_t bs;
+	uint64_t hole;  /* SEEK_HOLE: byte offset where data stops */
+};
+
+static int seek_data_cb(void *ctx, uint64_t index, const uint8_t *hash,
+			uint32_t len)
+{
+	struct seek_scan *s = ctx;
+	s->found = index;
+	return 1;
+}
+
+static int seek_hole_cb(void *ctx, uint64_t index, const uint8_t *hash,
+			uint32_t len)
+{
+	struct seek_scan *s = ctx;
+	if (index != s->want)
+		return 1; /* a missing block: the hole starts at want */
+	s->want = index + 1;
+	s->hole = index * s->bs + len;
+	return len < s->bs; /* a short block ends in zeros */
+}
+
+void sfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+	       struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	if (whence != SEEK_DATA && whence != SEEK_HOLE) {
+		fuse_reply_err(req, EINVAL);
+		return;
+	}
+	int rc = fs->data ? data_flush_ino(fs->data, ino) : 0;
+	struct itab_attr a;
+	if (rc == 0)
+		rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == 0 && (off < 0 || (uint64_t)off >= a.size))
+		rc = -ENXIO;
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	uint32_t bs = itab_block_size(fs->itab);
+	uint64_t first = (uint64_t)off / bs;
+	struct seek_scan s = {.want = first, .found = UINT64_MAX, .bs = bs,
+			      .hole = first * bs};
+	uint64_t pos;
+	if (whence == SEEK_DATA) {
+		rc = itab_extents(fs->itab, ino, first, UINT64_MAX - first,
+				  seek_data_cb, &s);
+		pos = s.found == UINT64_MAX ? a.size : s.found * bs;
+		if (pos < (uint64_t)off)
+			pos = (uint64_t)off;
+		if (rc == 0 && pos >= a.size)
+			rc = -ENXIO;
+	} else {
+		rc = itab_extents(fs->itab, ino, first, UINT64_MAX - first,
+				  seek_hole_cb, &s);
+		pos = s.hole < (uint64_t)off ? (uint64_t)off : s.hole;
+		if (pos > a.size)
+			pos = a.size;
+	}
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_lseek(req, (off_t)pos);
+}
+
+/* ---- directories ------------------------------------------------------------------ */
+
+void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct sfs *fs = get_fs(req);
+	sfs_read_barrier(fs);
+	struct itab_attr a;
+	int rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == 0 && !S_ISDIR(a.mode))
+		rc = -ENOTDIR;
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	fi->fh = 0;
+	fi->keep_cache = 0;
+	fi->cache_readdir = 0;
+	fuse_reply_open(req, fi);
+}
+
+/* Entries gathered from itab before any is formatted (itab's callback
+ * runs under its read lock, where no other itab call may be made). */
+struct dent {
+	uint64_t ino, cookie;
+	uint32_t type;
+	uint16_t name_len;
+	char name[ITAB_NAME_MAX + 1];
+};
+
+struct dent_list {
+	struct dent *d;
+	size_t n, cap;
+};
+
+static int collect_cb(void *ctx, const char *name, size_t name_len, uint64_t ino,
+		      uint32_t type, uint64_t cookie)
+{
+	struct dent_list *l = ctx;
+	if (name_len > ITAB_NAME_MAX)
+		return 0; /* cannot be: itab refuses such names */
+	struct dent *d = &l->d[l->n++];
+	d->ino = ino;
+	d->cookie = cookie;
+	d->type = type;
+	d->name_len = (uint16_t)name_len;
+	memcpy(d->name, name, name_len);
+	d->name[name_len] = 0;
+	return l->n == l->cap;
+}
+
+static void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       bool plus)
+{
+	struct sfs *fs = get_fs(req);
+	struct itab_attr dir;
+	int rc = itab_getattr(fs->itab, ino, &dir);
+	if (rc == 0 && !S_ISDIR(dir.mode))
+		rc = -ENOTDIR;
+	if (rc) {
+		fuse_reply_err(req, -rc);
+		return;
+	}
+	/* Smallest plain entry is 24 bytes, a plus entry about 150. */
+	struct dent_list l = {.cap = size / (plus ? 128 : 24) + 2};
+	l.d = malloc(l.cap * sizeof(*l.d));
+	char *buf = malloc(size ? size : 1);
+	if (!l.d || !buf) {
+		free(l.d);
+		free(buf);
+		fuse_reply_err(req, ENOMEM);
+		return;
+	}
+	if (off < 1) {
+		l.d[l.n++] = (struct dent){.ino = ino, .cookie = 1, .type = S_IFDIR,
+					   .name_len = 1, .name = "."};
+	}
+	if (off < 2) {
+		l.d[l.n++] = (struct dent){.ino = dir.parent ? dir.parent : ino,
+					   .cookie = 2, .type = S_IFDIR,
+					   .name_len = 2, .name = ".."};
+	}
+	uint64_t start = off < ITAB_COOKIE_FIRST ? ITAB_COOKIE_FIRST : (uint64_t)off + 1;
+	if (l.n < l.cap)
+		rc = itab_readdir(fs->itab, ino, start, collect_cb, &l);
+	size_t used = 0;
+	for (size_t i = 0; rc == 0 && i < l.n; i++) {
+		struct dent *d = &l.d[i];
+		bool dots = d->cookie < ITAB_COOKIE_FIRST;
+		size_t n;
+		if (!plus) {
+			struct stat st;
+			memset(&st, 0, sizeof(st));
+			st.st_ino = d->ino;
+			st.st_mode = d->type;
+			n = fuse_add_direntry(req, buf + used, size - used, d->name,
+					      &st, (off_t)d->cookie);
+			if (n > size - used)
+				break;
+		} else {
+			struct fuse_entry_param e;
+			struct itab_attr a;
+			if (dots) {
+				memset(&e, 0, sizeof(e));
+				e.attr.st_ino = d->ino;
+				e.attr.st_mode = d->type;
+			} else if (itab_getattr(fs->itab, d->ino, &a) == 0) {
+				sfs_fill_entry(fs, &a, &e);
+			} else {
+				continue; /* removed meanwhile */
+			}
+			n = fuse_add_direntry_plus(req, buf + used, size - used,
+						   d->name, &e, (off_t)d->cookie);
+			if (n > size - used)
+				break;
+			if (!dots)
+				sfs_ref(fs, d->ino, 1, 0);
+		}
+		used += n;
+	}
+	if (rc)
+		fuse_reply_err(req, -rc);
+	else
+		fuse_reply_buf(req, buf, used);
+	free(buf);
+	free(l.d);
+}
+
+void sfs_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		 struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, false);
+}
+
+void sfs_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		     struct fuse_file_info *fi)
+{
+	do_readdir(req, ino, size, off, true);
+}
+
+void sfs_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}
+
+/* Directory changes are committed on a majority before their reply. */
+void sfs_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+		  struct fuse_file_info *fi)
+{
+	fuse_reply_err(req, 0);
+}

@@ -1,0 +1,183 @@
+#!/usr/bin/env bash
+# propose_bench.sh — proposal throughput and latency of a 3-node sandfs
+# cluster on loopback, next to a 3-member etcd cluster measured in the same
+# run on the same disk (the reference).
+#
+#   sandfs: `sandfs bench-propose` on the leader: closed loop inside the
+#           node, latency from propose to the local apply.
+#   etcd:   closed-loop puts to the leader, one connection per client:
+#           etcd_put (C, HTTP/1.1 keep-alive to the JSON gateway, always)
+#           and etcd_put_go (Go clientv3 over gRPC, when it can be built:
+#           needs golang-go and golang-etcd-server-dev).
+# Both with 1 and 64 concurrent proposers/clients and 128-byte payloads.
+#
+# Env: BENCH_N1 (3000), BENCH_N64 (30000), BENCH_SIZE (128).
+# Prints a table and the targets (1-proposer p50 < 1 ms; 64-proposer ops/s
+# >= etcd's). Timing is reported, not asserted: the script fails only when
+# a cluster does not come up or a run has failed proposals.
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=tests/e2e/lib.sh
+. "$here/../e2e/lib.sh"
+
+N1=${BENCH_N1:-3000}
+N64=${BENCH_N64:-30000}
+SIZE=${BENCH_SIZE:-128}
+WARM=1000
+declare -A R=() # "system,conc" -> bench line
+
+field() { # field NAME LINE
+	local re="(^| )$1=([^ ]+)"
+	[[ $2 =~ $re ]] && echo "${BASH_REMATCH[2]}"
+}
+
+# Records a bench line under KEY; fails the run if it has failures.
+record() {
+	local key=$1 line=$2
+	echo "  $key: $line"
+	if [[ $line != ok* || $(field failed "$line") != 0 ]]; then
+		e2e_fail "$key run without failed proposals"
+	fi
+	R[$key]=$line
+}
+
+# ---- sandfs --------------------------------------------------------------------
+e2e_cluster_init 3
+for i in 1 2 3; do e2e_start "$i"; done
+if ! e2e_wait_leader 20 1 2 3; then
+	e2e_fail "sandfs cluster elects a leader ($E2E_WHY)"
+	e2e_summary
+	exit 1
+fi
+L=$E2E_LEADER
+d=$(e2e_data "$L")
+e2e_log "sandfs: 3 nodes ($E2E_PEERS), leader node $L; warm-up $WARM"
+"$SANDFS" bench-propose --data "$d" "$WARM" 8 "$SIZE" >/dev/null
+record "sandfs,1" "$("$SANDFS" bench-propose --data "$d" "$N1" 1 "$SIZE" 2>&1)"
+record "sandfs,64" "$("$SANDFS" bench-propose --data "$d" "$N64" 64 "$SIZE" 2>&1)"
+for i in 1 2 3; do kill -TERM "${E2E_PID[$i]}" 2>/dev/null; done
+for i in 1 2 3; do e2e_stop "$i"; done
+
+# ---- etcd ------------------------------------------------------------------------------
+ETCD=${ETCD:-$(command -v etcd || true)}
+if [[ -z $ETCD ]]; then
+	echo "etcd not installed (apt-get install etcd-server): no reference run"
+else
+	put_c="$E2E_BIN/etcd_put"
+	if [[ ! -x $put_c ]]; then
+		put_c="$E2E_TMP/etcd_put"
+		cc -O2 -std=c11 -D_GNU_SOURCE -o "$put_c" "$here/etcd_put.c" -lpthread || put_c=""
+	fi
+	put_go=""
+	if command -v go >/dev/null && [[ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3 ]]; then
+		mkdir -p "$E2E_TMP/gocache"
+		if GOPATH=/usr/share/gocode GO111MODULE=off GOCACHE=${GOCACHE:-$HOME/.cache/go-build} \
+			go build -o "$E2E_TMP/etcd_put_go" "$here/etcd_put_go/main.go" 2>"$E2E_TMP/gobuild.log"; then
+			put_go="$E2E_TMP/etcd_put_go"
+		else
+			echo "note: Go etcd client did not build (see below); gRPC row skipped"
+			head -n 5 "$E2E_TMP/gobuild.log"
+		fi
+	fi
+
+	cluster="" eps=()
+	declare -A CPORT=() PPORT=()
+	for i in 1 2 3; do
+		pp=$(e2e_free_port 127.0.0.1)
+		CPORT[$i]=$(e2e_free_port 127.0.0.1)
+		cluster+="${cluster:+,}e$i=http://127.0.0.1:$pp"
+		PPORT[$i]=$pp
+		eps+=("127.0.0.1:${CPORT[$i]}")
+	done
+	etcd_pids=()
+	for i in 1 2 3; do
+		e2e_bg "$ETCD" --name "e$i" --data-dir "$E2E_TMP/etcd$i" \
+			--listen-client-urls "http://127.0.0.1:${CPORT[$i]}" \
+			--advertise-client-urls "http://127.0.0.1:${CPORT[$i]}" \
+			--listen-peer-urls "http://127.0.0.1:${PPORT[$i]}" \
+			--initial-advertise-peer-urls "http://127.0.0.1:${PPORT[$i]}" \
+			--initial-cluster "$cluster" --initial-cluster-token "sandfs-bench-$$" \
+			--initial-cluster-state new --logger=zap --log-level=warn \
+			>"$E2E_TMP/etcd$i.log" 2>&1
+		etcd_pids+=("$E2E_LAST_BG")
+	done
+	# The leader's client endpoint, once all three agree on one.
+	leader_ep=""
+	for _ in $(seq 100); do
+		leader_ep=$(ETCDCTL_API=3 timeout 5 etcdctl --endpoints="$(
+			IFS=,
+			echo "${eps[*]}"
+		)" endpoint status -w json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    st = json.load(sys.stdin)
+except Exception:
+    sys.exit(0)
+if len(st) == 3 and len({s["Status"]["leader"] for s in st}) == 1:
+    for s in st:
+        if s["Status"]["header"]["member_id"] == s["Status"]["leader"] != 0:
+            print(s["Endpoint"])')
+		[[ -n $leader_ep ]] && break
+		sleep 0.2
+	done
+	if [[ -z $leader_ep ]]; then
+		e2e_fail "etcd cluster elects a leader"
+	else
+		e2e_log "etcd $("$ETCD" --version | head -n 1 | awk '{print $3}'): 3 members, leader at $leader_ep"
+		host=${leader_ep%:*} port=${leader_ep##*:}
+		if [[ -n $put_go ]]; then
+			"$put_go" "$leader_ep" "$WARM" 8 "$SIZE" >/dev/null
+			record "etcd-grpc,1" "$("$put_go" "$leader_ep" "$N1" 1 "$SIZE" 2>&1)"
+			record "etcd-grpc,64" "$("$put_go" "$leader_ep" "$N64" 64 "$SIZE" 2>&1)"
+		fi
+		if [[ -n $put_c ]]; then
+			"$put_c" "$host" "$port" "$WARM" 8 "$SIZE" >/dev/null
+			record "etcd-http,1" "$("$put_c" "$host" "$port" "$N1" 1 "$SIZE" 2>&1)"
+			record "etcd-http,64" "$("$put_c" "$host" "$port" "$N64" 64 "$SIZE" 2>&1)"
+		fi
+	fi
+	# Stop the members together (a leader alone waits for its peers).
+	for p in "${etcd_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${etcd_pids[@]}"; do e2e_reap "$p"; done
+fi
+
+# ---- table ---------------------------------------------------------------------------------
+echo
+printf '%-28s %6s %10s %10s %10s\n' system clients ops/s p50_us p99_us
+for key in sandfs,1 sandfs,64 etcd-grpc,1 etcd-grpc,64 etcd-http,1 etcd-http,64; do
+	[[ -n ${R[$key]:-} ]] || continue
+	line=${R[$key]}
+	case ${key%,*} in
+	sandfs) name="sandfs (in-node proposals)" ;;
+	etcd-grpc) name="etcd put (Go client, gRPC)" ;;
+	etcd-http) name="etcd put (C, JSON gateway)" ;;
+	esac
+	printf '%-28s %6s %10s %10s %10s\n' "$name" "${key#*,}" "$(field ops_per_s "$line")" \
+		"$(field p50_us "$line")" "$(field p99_us "$line")"
+done
+echo
+# Targets: 1-proposer p50 < 1 ms; 64-proposer ops/s >= etcd's (the best
+# etcd client measured).
+if [[ -n ${R[sandfs,1]:-} ]]; then
+	p50=$(field p50_us "${R[sandfs,1]}")
+	if python3 -c "import sys; sys.exit(0 if float('$p50') < 1000 else 1)"; then
+		echo "target met:    sandfs 1-proposer p50 ${p50} us < 1000 us"
+	else
+		echo "target MISSED: sandfs 1-proposer p50 ${p50} us >= 1000 us"
+	fi
+fi
+ref="" refname=""
+for key in etcd-grpc,64 etcd-http,64; do
+	[[ -n ${R[$key]:-} ]] || continue
+	v=$(field ops_per_s "${R[$key]}")
+	if [[ -z $ref ]] || ((v > ref)); then ref=$v refname=${key%,*}; fi
+done
+if [[ -n ${R[sandfs,64]:-} && -n $ref ]]; then
+	ops=$(field ops_per_s "${R[sandfs,64]}")
+	if ((ops >= ref)); then
+		echo "target met:    sandfs 64-proposer $ops ops/s >= etcd ($refname) $ref ops/s"
+	else
+		echo "target MISSED: sandfs 64-proposer $ops ops/s < etcd ($refname) $ref ops/s"
+	fi
+fi
+e2e_summary

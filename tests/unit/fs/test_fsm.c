@@ -1,0 +1,342 @@
+/*
+ * Unit tests of fs/fsm.c, the itab -> replicator adapter, over a real
+ * itab. The replicator, the data path and the invalidation queue are
+ * replaced by stubs in this file: repl_propose() applies the entry at
+ * once through the fsm's own repl_sm (as the replicator would after
+ * commit, with origin = this node) and completes it with the result
+ * bytes; inval_*() record what was queued.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "consensus/repl.h"
+#include "fs/data.h"
+#include "fs/fsm.h"
+#include "fs/inval.h"
+#include "itab_test_util.h"
+
+#define SELF 1
+#define OTHER 2
+
+/* ---- stubs ------------------------------------------------------------------ */
+
+struct repl {
+	struct repl_sm sm;
+	uint64_t index;
+	uint64_t seq;
+	int fail; /* complete proposals with this status instead */
+};
+
+int repl_propose(struct repl *r, const void *data, uint32_t len,
+		 repl_done_fn done, void *ctx)
+{
+	uint8_t res[256];
+	size_t reslen = 0;
+	if (r->fail) {
+		done(ctx, r->fail, NULL, 0);
+		return 0;
+	}
+	int rc = r->sm.apply(r->sm.ctx, ++r->index, SELF, ++r->seq, 0, data, len,
+			     res, sizeof(res), &reslen);
+	if (rc)
+		return rc;
+	done(ctx, 0, res, reslen);
+	return 0;
+}
+
+int repl_read_index(struct repl *r, repl_done_fn done, void *ctx)
+{
+	done(ctx, 0, NULL, 0);
+	return 0;
+}
+
+static int n_data_applied;
+void data_applied(struct data *d, const struct itab_op *op,
+		  const struct itab_result *res)
+{
+	n_data_applied++;
+}
+
+struct rec {
+	int entries, inodes;
+	uint64_t parent;
+	char name[256];
+	uint64_t ino;
+	int data;
+};
+static struct rec rec;
+
+void inval_entry(struct inval *iv, uint64_t parent, const char *name,
+		 size_t name_len)
+{
+	rec.entries++;
+	rec.parent = parent;
+	memcpy(rec.name, name, name_len);
+	rec.name[name_len] = 0;
+}
+
+void inval_inode(struct inval *iv, uint64_t ino, int data)
+{
+	rec.inodes++;
+	rec.ino = ino;
+	rec.data = data;
+}
+
+int inval_settle(struct inval *iv, uint32_t timeout_ms)
+{
+	return 0;
+}
+
+/* ---- fixture ------------------------------------------------------------------ */
+
+struct tfx {
+	struct fx fx;
+	struct fsm *f;
+	struct repl r;
+};
+
+static int setup(void **state)
+{
+	struct tfx *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -1;
+	assert_int_equal(fx_open(&t->fx), 0);
+	assert_int_equal(fsm_new(t->fx.t, SELF, &t->f), 0);
+	t->r.sm = fsm_sm(t->f);
+	fsm_set_repl(t->f, &t->r);
+	fsm_set_data(t->f, (struct data *)&rec); /* any non-NULL */
+	memset(&rec, 0, sizeof(rec));
+	n_data_applied = 0;
+	*state = t;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct tfx *t = *state;
+	fsm_free(t->f);
+	fx_close(&t->fx);
+	free(t);
+	return 0;
+}
+
+static struct itab_op op_create(uint64_t parent, const char *name)
+{
+	struct itab_op op = {.code = ITAB_OP_CREATE, .parent = parent,
+			     .name = name, .name_len = strlen(name),
+			     .mode = S_IFREG | 0644, .uid = 7, .gid = 8,
+			     .now_ns = 1000};
+	return op;
+}
+
+static struct itab_op op_mkdir(uint64_t parent, const char *name)
+{
+	struct itab_op op = {.code = ITAB_OP_MKDIR, .parent = parent,
+			     .name = name, .name_len = strlen(name),
+			     .mode = S_IFDIR | 0755, .now_ns = 1000};
+	return op;
+}
+
+/* Apply op as an entry proposed by `origin` with `seq`, directly. */
+static void apply_as(struct tfx *t, const struct itab_op *op, uint64_t origin,
+		     uint64_t seq, uint8_t *res, size_t *reslen)
+{
+	uint8_t buf[4096];
+	long n = itab_op_encode(op, buf, sizeof(buf));
+	assert_true(n > 0);
+	assert_int_equal(t->r.sm.apply(t->r.sm.ctx, ++t->r.index, origin, seq, 0,
+				       buf, (uint32_t)n, res, 256, reslen),
+			 0);
+}
+
+/* ---- tests ----------------------------------------------------------------------- */
+
+static void test_propose_sync_returns_new_inode_and_attrs(void **state)
+{
+	struct tfx *t = *state;
+	struct itab_op op = op_create(ITAB_ROOT_INO, "a");
+	struct fsm_result r;
+	assert_int_equal(fsm_propose_sync(t->f, &op, &r), 0);
+	assert_int_equal(r.err, 0);
+	assert_true(r.ino > ITAB_ROOT_INO);
+	assert_int_equal(r.attr.ino, r.ino);
+	assert_int_equal(r.attr.mode, S_IFREG | 0644);
+	assert_int_equal(r.attr.uid, 7);
+	assert_int_equal(r.attr.gid, 8);
+	assert_int_equal(r.attr.nlink, 1);
+	uint64_t ino;
+	assert_int_equal(itab_lookup(t->fx.t, ITAB_ROOT_INO, "a", 1, &ino, NULL), 0);
+	assert_int_equal(ino, r.ino);
+	assert_int_equal(n_data_applied, 1);
+}
+
+static void test_op_errno_reaches_the_proposer(void **state)
+{
+	struct tfx *t = *state;
+	struct itab_op op = op_mkdir(ITAB_ROOT_INO, "d");
+	assert_int_equal(fsm_propose_sync(t->f, &op, NULL), 0);
+	assert_int_equal(fsm_propose_sync(t->f, &op, NULL), -EEXIST);
+	struct itab_op rm = {.code = ITAB_OP_UNLINK, .parent = ITAB_ROOT_INO,
+			     .name = "nope", .name_len = 4};
+	assert_int_equal(fsm_propose_sync(t->f, &rm, NULL), -ENOENT);
+}
+
+static void test_replicator_failure_becomes_eio(void **state)
+{
+	struct tfx *t = *state;
+	struct itab_op op = op_create(ITAB_ROOT_INO, "x");
+	t->r.fail = -ESHUTDOWN;
+	assert_int_equal(fsm_propose_sync(t->f, &op, NULL), -EIO);
+	t->r.fail = -ETIMEDOUT;
+	assert_int_equal(fsm_propose_sync(t->f, &op, NULL), -EIO);
+}
+
+static void test_envelope_origin_seq_dedupes_a_retry(void **state)
+{
+	struct tfx *t = *state;
+	struct itab_op op = op_create(ITAB_ROOT_INO, "dup");
+	uint8_t res1[256], res2[256];
+	size_t l1, l2;
+	/* The op itself carries no origin: the envelope's must be used. */
+	apply_as(t, &op, OTHER, 5, res1, &l1);
+	apply_as(t, &op, OTHER, 5, res2, &l2);
+	assert_int_equal(l1, l2);
+	assert_memory_equal(res1, res2, l1); /* first result, not -EEXIST */
+	struct itab_statfs st;
+	assert_int_equal(itab_statfs(t->fx.t, &st), 0);
+	assert_int_equal(st.inodes, 2); /* root + one file */
+	/* A different seq is a new request: now the name exists. */
+	op.name = "dup";
+	uint8_t res3[256];
+	size_t l3;
+	apply_as(t, &op, OTHER, 6, res3, &l3);
+	assert_memory_not_equal(res1, res3, l1);
+}
+
+static void test_empty_entry_advances_applied_index(void **state)
+{
+	struct tfx *t = *state;
+	uint8_t res[256];
+	size_t reslen;
+	assert_int_equal(t->r.sm.apply(t->r.sm.ctx, 3, 0, 0, 0, (const uint8_t *)"",
+				       0, res, sizeof(res), &reslen),
+			 0);
+	assert_int_equal(t->r.sm.applied(t->r.sm.ctx), 3);
+	uint64_t idx;
+	assert_int_equal(t->r.sm.sync(t->r.sm.ctx, &idx), 0);
+	assert_int_equal(idx, 3);
+}
+
+static void test_malformed_entry_is_a_noop_that_advances(void **state)
+{
+	struct tfx *t = *state;
+	uint8_t junk[5] = {0xff, 1, 2, 3, 4}, res[256];
+	size_t reslen;
+	assert_int_equal(t->r.sm.apply(t->r.sm.ctx, 9, OTHER, 1, 0, junk,
+				       sizeof(junk), res, sizeof(res), &reslen),
+			 0);
+	assert_int_equal(t->r.sm.applied(t->r.sm.ctx), 9);
+	struct itab_statfs st;
+	assert_int_equal(itab_statfs(t->fx.t, &st), 0);
+	assert_int_equal(st.inodes, 1);
+}
+
+static void test_remote_ops_queue_invalidations_local_ops_do_not(void **state)
+{
+	struct tfx *t = *state;
+	uint8_t res[256];
+	size_t reslen;
+	fsm_set_inval(t->f, (struct inval *)&rec); /* any non-NULL */
+	struct itab_op op = op_create(ITAB_ROOT_INO, "mine");
+	apply_as(t, &op, SELF, 1, res, &reslen);
+	assert_int_equal(rec.entries + rec.inodes, 0);
+
+	op = op_create(ITAB_ROOT_INO, "theirs");
+	apply_as(t, &op, OTHER, 1, res, &reslen);
+	assert_int_equal(rec.entries, 1);
+	assert_int_equal(rec.parent, ITAB_ROOT_INO);
+	assert_string_equal(rec.name, "theirs");
+	assert_int_equal(rec.inodes, 1); /* the parent's attributes */
+	assert_int_equal(rec.ino, ITAB_ROOT_INO);
+
+	uint64_t ino;
+	assert_int_equal(itab_lookup(t->fx.t, ITAB_ROOT_INO, "theirs", 6, &ino, NULL), 0);
+	memset(&rec, 0, sizeof(rec));
+	struct itab_op sa = {.code = ITAB_OP_SETATTR, .ino = ino,
+			     .valid = ITAB_SET_SIZE, .size = 0, .now_ns = 5};
+	apply_as(t, &sa, OTHER, 2, res, &reslen);
+	assert_int_equal(rec.inodes, 1);
+	assert_int_equal(rec.ino, ino);
+	assert_int_equal(rec.data, 1); /* size change: pages too */
+
+	/* A failed remote op changed nothing: nothing to invalidate. */
+	memset(&rec, 0, sizeof(rec));
+	op = op_create(ITAB_ROOT_INO, "theirs");
+	apply_as(t, &op, OTHER, 3, res, &reslen);
+	assert_int_equal(rec.entries + rec.inodes, 0);
+
+	/* Detached: nothing is queued any more. */
+	fsm_set_inval(t->f, NULL);
+	op = op_create(ITAB_ROOT_INO, "later");
+	apply_as(t, &op, OTHER, 4, res, &reslen);
+	assert_int_equal(rec.entries + rec.inodes, 0);
+}
+
+static void test_snapshot_restores_into_another_table(void **state)
+{
+	struct tfx *t = *state;
+	struct itab_op op = op_mkdir(ITAB_ROOT_INO, "snapdir");
+	assert_int_equal(fsm_propose_sync(t->f, &op, NULL), 0);
+	uint64_t idx, len;
+	uint8_t *data;
+	assert_int_equal(t->r.sm.snapshot(t->r.sm.ctx, &idx, &data, &len), 0);
+	assert_int_equal(idx, t->r.index);
+
+	struct itab *other;
+	assert_int_equal(fx_open_other(&t->fx, "other", &other), 0);
+	struct fsm *f2;
+	assert_int_equal(fsm_new(other, SELF, &f2), 0);
+	struct repl_sm sm2 = fsm_sm(f2);
+	assert_int_equal(sm2.restore(sm2.ctx, idx, data, len), 0);
+	free(data);
+	assert_int_equal(sm2.applied(sm2.ctx), idx);
+	uint64_t ino;
+	struct itab_attr a;
+	assert_int_equal(itab_lookup(other, ITAB_ROOT_INO, "snapdir", 7, &ino, &a), 0);
+	assert_true(S_ISDIR(a.mode));
+	fsm_free(f2);
+	itab_close(other);
+}
+
+static void test_propose_before_repl_is_enotconn(void **state)
+{
+	struct tfx *t = *state;
+	fsm_set_repl(t->f, NULL);
+	struct itab_op op = op_create(ITAB_ROOT_INO, "z");
+	assert_int_equal(fsm_propose_sync(t->f, &op, NULL), -ENOTCONN);
+	assert_int_equal(fsm_read_index_sync(t->f, 100), -ENOTCONN);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_propose_sync_returns_new_inode_and_attrs, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_op_errno_reaches_the_proposer, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_replicator_failure_becomes_eio, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_envelope_origin_seq_dedupes_a_retry, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_empty_entry_advances_applied_index, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_malformed_entry_is_a_noop_that_advances, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_remote_ops_queue_invalidations_local_ops_do_not, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_snapshot_restores_into_another_table, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_propose_before_repl_is_enotconn, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,719 @@
+/*
+ * test_link.c — nng links on loopback: frames flow both ways with the
+ * sender's id, requests get replies or fail in time, a dead peer neither
+ * blocks the caller nor delays a live peer, queues stay bounded, and bad
+ * frames are counted and dropped. Ports are picked at run time (port 0).
+ * Assertions are on counts and order, never on elapsed time; waits only
+ * have generous upper bounds so a stuck link fails instead of hanging.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <nng/nng.h>
+#include <nng/protocol/pipeline0/push.h>
+
+#include "transport/link.h"
+#include "transport/log.h"
+
+#define CLUSTER 0xc1c1c1c1ull
+#define WAIT_MS 10000
+#define MAXREC 4096
+
+/* What one node received. */
+struct rx {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	struct link *self; /* set after link_start; used to answer */
+	bool echo;         /* answer REQUESTs with their own body */
+	int n;
+	uint8_t type[MAXREC];
+	uint64_t from[MAXREC];
+	uint32_t seq[MAXREC];
+};
+
+static void rx_init(struct rx *r)
+{
+	memset(r, 0, sizeof *r);
+	pthread_mutex_init(&r->mu, NULL);
+	pthread_cond_init(&r->cv, NULL);
+}
+
+static void rx_destroy(struct rx *r)
+{
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->cv);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
+{
+	struct rx *r = ctx;
+	assert_int_equal(from, f->from);
+	pthread_mutex_lock(&r->mu);
+	if (r->n < MAXREC) {
+		r->type[r->n] = f->type;
+		r->from[r->n] = from;
+		r->seq[r->n] = f->body_len >= 4 ? get32(f->body) : 0xffffffffu;
+		r->n++;
+	}
+	pthread_cond_broadcast(&r->cv);
+	struct link *self = r->self;
+	bool echo = r->echo;
+	pthread_mutex_unlock(&r->mu);
+	if (f->type == WIRE_REQUEST && echo)
+		link_reply(self, from, f->req_id, f->kind, f->body,
+			   f->body_len);
+}
+
+/* Wait until r has at least n frames (or WAIT_MS passed); returns count. */
+static int rx_wait(struct rx *r, int n)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&r->mu);
+	while (r->n < n) {
+		if (pthread_cond_timedwait(&r->cv, &r->mu, &ts) == ETIMEDOUT)
+			break;
+	}
+	int got = r->n;
+	pthread_mutex_unlock(&r->mu);
+	return got;
+}
+
+static int rx_count(struct rx *r)
+{
+	pthread_mutex_lock(&r->mu);
+	int n = r->n;
+	pthread_mutex_unlock(&r->mu);
+	return n;
+}
+
+struct opts {
+	const char *secret;
+	size_t queue_max;
+	uint32_t grace_ms;
+	const char *addr;
+};
+
+/* Start node `id` listening on a free loopback port. */
+static struct link *start(uint64_t id, struct rx *r, const struct opts *o,
+			  char *addr, size_t cap)
+{
+	struct link_cfg cfg = {
+		.self_id = id,
+		.listen_addr = o && o->addr ? o->addr : "tcp://127.0.0.1:0",
+		.cluster_id = CLUSTER,
+		.queue_max = o ? o->queue_max : 0,
+		.reconnect_min_ms = 20,
+		.reconnect_max_ms = 200,
+		.connect_grace_ms = o ? o->grace_ms : 0,
+		.on_frame = on_frame,
+		.ctx = r,
+	};
+	if (o && o->secret) {
+		cfg.secret = (const uint8_t *)o->secret;
+		cfg.secret_len = strlen(o->secret);
+	}
+	struct link *l = NULL;
+	char err[256];
+	int rc = link_start(&cfg, &l, err, sizeof err);
+	if (rc)
+		fail_msg("link_start: %d %s", rc, err);
+	pthread_mutex_lock(&r->mu);
+	r->self = l;
+	pthread_mutex_unlock(&r->mu);
+	if (addr)
+		assert_int_equal(link_listen_addr(l, addr, cap), 0);
+	return l;
+}
+
+/* An address nobody listens on: bind port 0, note it, close. */
+static void dead_addr(char *buf, size_t cap)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa = { .sin_family = AF_INET };
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+	socklen_t sl = sizeof sa;
+	assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &sl), 0);
+	close(fd);
+	snprintf(buf, cap, "tcp://127.0.0.1:%u", ntohs(sa.sin_port));
+}
+
+static int send_seq(struct link *l, uint64_t to, uint32_t seq)
+{
+	uint8_t b[16] = { 0 };
+	put32(b, seq);
+	return link_send(l, to, WIRE_RAFT, 0, b, sizeof b);
+}
+
+static void two_links_exchange_frames_in_order_with_sender_id(void **state)
+{
+	(void)state;
+	struct rx ra, rb;
+	char aa[128], ab[128];
+	rx_init(&ra);
+	rx_init(&rb);
+	struct link *a = start(1, &ra, NULL, aa, sizeof aa);
+	struct link *b = start(2, &rb, NULL, ab, sizeof ab);
+	assert_int_equal(link_add_peer(a, 2, ab), 0);
+	assert_int_equal(link_add_peer(b, 1, aa), 0);
+	for (uint32_t i = 0; i < 100; i++) {
+		assert_int_equal(send_seq(a, 2, i), 0);
+		assert_int_equal(send_seq(b, 1, 1000 + i), 0);
+	}
+	assert_int_equal(rx_wait(&rb, 100), 100);
+	assert_int_equal(rx_wait(&ra, 100), 100);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(rb.from[i], 1);
+		assert_int_equal(rb.type[i], WIRE_RAFT);
+		assert_int_equal(rb.seq[i], (uint32_t)i);
+		assert_int_equal(ra.from[i], 2);
+		assert_int_equal(ra.seq[i], 1000u + (uint32_t)i);
+	}
+	struct link_peer_stats st;
+	assert_int_equal(link_stats(a, 2, &st), 0);
+	assert_int_equal(st.sent, 100);
+	assert_int_equal(st.dropped, 0);
+	assert_true(st.connected);
+	struct link_rx_stats rs;
+	link_rx_stats(b, &rs);
+	assert_int_equal(rs.received, 100);
+	assert_int_equal(rs.rejected, 0);
+	/* kind-carrying types go through request/reply only */
+	assert_int_equal(link_send(a, 2, WIRE_REQUEST, 1, "x", 1), -EINVAL);
+	assert_int_equal(link_send(a, 77, WIRE_RAFT, 0, "x", 1), -ENOENT);
+	link_stop(a);
+	link_stop(b);
+	rx_destroy(&ra);
+	rx_destroy(&rb);
+}
+
+static void three_links_all_to_all_deliver_every_frame(void **state)
+{
+	(void)state;
+	struct rx r[3];
+	struct link *l[3];
+	char addr[3][128];
+	for (int i = 0; i < 3; i++) {
+		rx_init(&r[i]);
+		l[i] = start((uint64_t)i + 1, &r[i], NULL, addr[i], 128);
+	}
+	for (int i = 0; i < 3; i++)
+		for (int j = 0; j < 3; j++)
+			if (i != j)
+				assert_int_equal(
+					link_add_peer(l[i], (uint64_t)j + 1,
+						      addr[j]),
+					0);
+	for (uint32_t k = 0; k < 20; k++)
+		for (int i = 0; i < 3; i++)
+			for (int j = 0; j < 3; j++)
+				if (i != j)
+					assert_int_equal(
+						send_seq(l[i], (uint64_t)j + 1,
+							 k),
+						0);
+	for (int i = 0; i < 3; i++) {
+		assert_int_equal(rx_wait(&r[i], 40), 40);
+		int per[4] = { 0 };
+		uint32_t last[4] = { 0 };
+		for (int k = 0; k < 40; k++) {
+			uint64_t f = r[i].from[k];
+			assert_true(f >= 1 && f <= 3 && f != (uint64_t)i + 1);
+			/* per-sender order is kept */
+			if (per[f])
+				assert_true(r[i].seq[k] == last[f] + 1);
+			last[f] = r[i].seq[k];
+			per[f]++;
+		}
+		for (uint64_t f = 1; f <= 3; f++)
+			assert_int_equal(per[f], f == (uint64_t)i + 1 ? 0 : 20);
+	}
+	for (int i = 0; i < 3; i++) {
+		link_stop(l[i]);
+		rx_destroy(&r[i]);
+	}
+}
+
+/* Request callbacks record here. */
+struct calls {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int n;
+	int status[256];
+	char body[256][32];
+};
+
+static void calls_init(struct calls *c)
+{
+	memset(c, 0, sizeof *c);
+	pthread_mutex_init(&c->mu, NULL);
+	pthread_cond_init(&c->cv, NULL);
+}
+
+static void on_reply(void *ctx, int status, const uint8_t *reply, size_t len)
+{
+	struct calls *c = ctx;
+	pthread_mutex_lock(&c->mu);
+	if (c->n < 256) {
+		c->status[c->n] = status;
+		if (status == 0) {
+			assert_true(len < 32);
+			memcpy(c->body[c->n], reply, len);
+			c->body[c->n][len] = '\0';
+		} else {
+			assert_null(reply);
+			assert_int_equal(len, 0);
+		}
+	}
+	c->n++;
+	pthread_cond_broadcast(&c->cv);
+	pthread_mutex_unlock(&c->mu);
+}
+
+static int calls_wait(struct calls *c, int n, int ms)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += ms / 1000;
+	ts.tv_nsec += (ms % 1000) * 1000000L;
+	if (ts.tv_nsec >= 1000000000L) {
+		ts.tv_sec++;
+		ts.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&c->mu);
+	while (c->n < n)
+		if (pthread_cond_timedwait(&c->cv, &c->mu, &ts) == ETIMEDOUT)
+			break;
+	int got = c->n;
+	pthread_mutex_unlock(&c->mu);
+	return got;
+}
+
+static void requests_get_their_own_replies(void **state)
+{
+	(void)state;
+	struct rx ra, rb;
+	char aa[128], ab[128];
+	rx_init(&ra);
+	rx_init(&rb);
+	rb.echo = true;
+	struct link *a = start(1, &ra, NULL, aa, sizeof aa);
+	struct link *b = start(2, &rb, NULL, ab, sizeof ab);
+	assert_int_equal(link_add_peer(a, 2, ab), 0);
+	assert_int_equal(link_add_peer(b, 1, aa), 0);
+
+	struct calls c[50];
+	for (int i = 0; i < 50; i++) {
+		char msg[32];
+		calls_init(&c[i]);
+		int n = snprintf(msg, sizeof msg, "ping %d", i);
+		assert_int_equal(link_request(a, 2, WIRE_KIND_STATUS, msg,
+					      (size_t)n, WAIT_MS, on_reply,
+					      &c[i]),
+				 0);
+	}
+	for (int i = 0; i < 50; i++) {
+		char want[32];
+		snprintf(want, sizeof want, "ping %d", i);
+		assert_int_equal(calls_wait(&c[i], 1, WAIT_MS), 1);
+		assert_int_equal(c[i].status[0], 0);
+		assert_string_equal(c[i].body[0], want);
+	}
+	/* B saw 50 REQUESTs from 1; A got no REPLY in on_frame */
+	assert_int_equal(rx_count(&rb), 50);
+	assert_int_equal(rb.type[0], WIRE_REQUEST);
+	assert_int_equal(rx_count(&ra), 0);
+	/* exactly once: nothing more arrives for any request */
+	usleep(100 * 1000);
+	for (int i = 0; i < 50; i++)
+		assert_int_equal(c[i].n, 1);
+
+	/* an unknown peer fails at once and the callback never runs */
+	struct calls u;
+	calls_init(&u);
+	assert_int_equal(link_request(a, 99, WIRE_KIND_STATUS, "x", 1, 100,
+				      on_reply, &u),
+			 -ENOENT);
+	assert_int_equal(link_request(a, 2, 0, "x", 1, 100, on_reply, &u),
+			 -EINVAL);
+	link_stop(a);
+	link_stop(b);
+	assert_int_equal(u.n, 0);
+	rx_destroy(&ra);
+	rx_destroy(&rb);
+}
+
+static void request_to_dead_peer_times_out_exactly_once(void **state)
+{
+	(void)state;
+	struct rx ra;
+	char dead[128];
+	rx_init(&ra);
+	struct opts o = { .grace_ms = 60000 };
+	struct link *a = start(1, &ra, &o, NULL, 0);
+	dead_addr(dead, sizeof dead);
+	assert_int_equal(link_add_peer(a, 9, dead), 0);
+	struct calls c;
+	calls_init(&c);
+	assert_int_equal(link_request(a, 9, WIRE_KIND_BLOCK_GET, "h", 1, 200,
+				      on_reply, &c),
+			 0);
+	assert_int_equal(calls_wait(&c, 1, WAIT_MS), 1);
+	assert_int_equal(c.status[0], -ETIMEDOUT);
+	usleep(100 * 1000);
+	assert_int_equal(c.n, 1);
+	link_stop(a);
+	assert_int_equal(c.n, 1);
+	rx_destroy(&ra);
+}
+
+static void request_to_unreachable_peer_is_refused_after_grace(void **state)
+{
+	(void)state;
+	struct rx ra;
+	char dead[128];
+	rx_init(&ra);
+	struct opts o = { .grace_ms = 100 };
+	struct link *a = start(1, &ra, &o, NULL, 0);
+	dead_addr(dead, sizeof dead);
+	assert_int_equal(link_add_peer(a, 9, dead), 0);
+	struct calls c;
+	calls_init(&c);
+	assert_int_equal(link_request(a, 9, WIRE_KIND_BLOCK_PUT, "h", 1, 60000,
+				      on_reply, &c),
+			 0);
+	assert_int_equal(calls_wait(&c, 1, WAIT_MS), 1);
+	assert_int_equal(c.status[0], -ECONNREFUSED);
+	link_stop(a);
+	assert_int_equal(c.n, 1);
+	rx_destroy(&ra);
+}
+
+static void removing_a_peer_fails_its_pending_requests(void **state)
+{
+	(void)state;
+	struct rx ra;
+	char dead[128];
+	rx_init(&ra);
+	struct opts o = { .grace_ms = 60000 };
+	struct link *a = start(1, &ra, &o, NULL, 0);
+	dead_addr(dead, sizeof dead);
+	assert_int_equal(link_add_peer(a, 9, dead), 0);
+	struct calls c;
+	calls_init(&c);
+	assert_int_equal(link_request(a, 9, WIRE_KIND_PROPOSE, "p", 1, 60000,
+				      on_reply, &c),
+			 0);
+	assert_int_equal(link_remove_peer(a, 9), 0);
+	assert_int_equal(link_remove_peer(a, 9), -ENOENT);
+	assert_int_equal(calls_wait(&c, 1, WAIT_MS), 1);
+	assert_int_equal(c.status[0], -ECONNREFUSED);
+	link_stop(a);
+	rx_destroy(&ra);
+}
+
+static void stop_cancels_pending_requests_exactly_once(void **state)
+{
+	(void)state;
+	struct rx ra;
+	char dead[128];
+	rx_init(&ra);
+	struct opts o = { .grace_ms = 60000 };
+	struct link *a = start(1, &ra, &o, NULL, 0);
+	dead_addr(dead, sizeof dead);
+	assert_int_equal(link_add_peer(a, 9, dead), 0);
+	struct calls c;
+	calls_init(&c);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(link_request(a, 9, WIRE_KIND_STATUS, NULL, 0,
+					      60000, on_reply, &c),
+				 0);
+	link_stop(a);
+	assert_int_equal(c.n, 3);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(c.status[i], -ECANCELED);
+	rx_destroy(&ra);
+}
+
+/* 1000 frames to a dead peer, then 10 to a live one: every live frame
+ * arrives, in order, while the dead peer's frames are still undelivered
+ * (queued or dropped) — the dead peer held up nobody. */
+static void dead_peer_does_not_delay_a_live_peer(void **state)
+{
+	(void)state;
+	struct rx ra, rb;
+	char ab[128], dead[128];
+	rx_init(&ra);
+	rx_init(&rb);
+	struct link *a = start(1, &ra, NULL, NULL, 0);
+	struct link *b = start(2, &rb, NULL, ab, sizeof ab);
+	dead_addr(dead, sizeof dead);
+	assert_int_equal(link_add_peer(a, 9, dead), 0);
+	assert_int_equal(link_add_peer(a, 2, ab), 0);
+	int queued = 0, dropped = 0;
+	for (uint32_t i = 0; i < 1000; i++) {
+		int rc = send_seq(a, 9, i);
+		assert_true(rc == 0 || rc == -EAGAIN);
+		rc == 0 ? queued++ : dropped++;
+	}
+	for (uint32_t i = 0; i < 10; i++)
+		assert_int_equal(send_seq(a, 2, i), 0);
+	assert_int_equal(rx_wait(&rb, 10), 10);
+	for (int i = 0; i < 10; i++)
+		assert_int_equal(rb.seq[i], (uint32_t)i);
+
+	struct link_peer_stats sd, sb;
+	assert_int_equal(link_stats(a, 9, &sd), 0);
+	assert_int_equal(link_stats(a, 2, &sb), 0);
+	assert_false(sd.connected);
+	assert_int_equal(sd.sent, (uint64_t)queued);
+	assert_int_equal(sd.dropped, (uint64_t)dropped);
+	assert_int_equal(sd.sent + sd.dropped, 1000);
+	assert_true(sb.connected);
+	assert_int_equal(sb.sent, 10);
+	assert_int_equal(sb.dropped, 0);
+	link_stop(a);
+	link_stop(b);
+	rx_destroy(&ra);
+	rx_destroy(&rb);
+}
+
+/* queue_max 16 and a peer that is down: 16 frames queue, the rest are
+ * dropped; when the peer comes up it gets exactly the queued 16. */
+static void queue_bound_is_respected_and_queue_drains_on_connect(void **state)
+{
+	(void)state;
+	struct rx ra, rc_;
+	char dead[128];
+	rx_init(&ra);
+	rx_init(&rc_);
+	struct opts o = { .queue_max = 16 };
+	struct link *a = start(1, &ra, &o, NULL, 0);
+	dead_addr(dead, sizeof dead);
+	assert_int_equal(link_add_peer(a, 9, dead), 0);
+	for (uint32_t i = 0; i < 100; i++) {
+		int rc = send_seq(a, 9, i);
+		assert_int_equal(rc, i < 16 ? 0 : -EAGAIN);
+	}
+	struct link_peer_stats st;
+	assert_int_equal(link_stats(a, 9, &st), 0);
+	assert_int_equal(st.sent, 16);
+	assert_int_equal(st.dropped, 84);
+
+	struct opts oc = { .addr = dead };
+	struct link *c = start(9, &rc_, &oc, NULL, 0);
+	assert_int_equal(rx_wait(&rc_, 16), 16);
+	for (int i = 0; i < 16; i++) {
+		assert_int_equal(rc_.from[i], 1);
+		assert_int_equal(rc_.seq[i], (uint32_t)i);
+	}
+	/* a frame sent now follows the drained queue */
+	assert_int_equal(send_seq(a, 9, 500), 0);
+	assert_int_equal(rx_wait(&rc_, 17), 17);
+	assert_int_equal(rc_.seq[16], 500);
+	link_stop(a);
+	link_stop(c);
+	rx_destroy(&ra);
+	rx_destroy(&rc_);
+}
+
+/* Send raw bytes to a link's listener through a plain nng PUSH socket. */
+static void raw_send(nng_socket s, const void *buf, size_t len)
+{
+	assert_int_equal(nng_send(s, (void *)buf, len, 0), 0);
+}
+
+static void malformed_frames_are_counted_and_dropped(void **state)
+{
+	(void)state;
+	struct rx ra;
+	char aa[128];
+	rx_init(&ra);
+	struct link *a = start(1, &ra, NULL, aa, sizeof aa);
+	nng_socket s;
+	assert_int_equal(nng_push0_open(&s), 0);
+	assert_int_equal(nng_dial(s, aa, NULL, 0), 0);
+
+	uint8_t junk[100];
+	for (size_t i = 0; i < sizeof junk; i++)
+		junk[i] = (uint8_t)(i * 7);
+	raw_send(s, junk, 1);
+	raw_send(s, junk, sizeof junk);
+
+	struct wire_cfg other = { .cluster_id = CLUSTER + 1 };
+	struct wire_cfg ours = { .cluster_id = CLUSTER };
+	struct wire_frame f = { .type = WIRE_RAFT, .from = 5,
+				.body = (const uint8_t *)"\0\0\0\7abcd",
+				.body_len = 8 };
+	uint8_t *buf;
+	size_t len;
+	assert_int_equal(wire_encode_alloc(&other, &f, &buf, &len), 0);
+	raw_send(s, buf, len); /* wrong cluster */
+	free(buf);
+	assert_int_equal(wire_encode_alloc(&ours, &f, &buf, &len), 0);
+	buf[len - 1] ^= 1;
+	raw_send(s, buf, len); /* bad checksum */
+	buf[len - 1] ^= 1;
+	raw_send(s, buf, len); /* good: arrives after all the bad ones */
+	free(buf);
+
+	assert_int_equal(rx_wait(&ra, 1), 1);
+	assert_int_equal(ra.from[0], 5);
+	assert_int_equal(ra.seq[0], 7);
+	struct link_rx_stats rs;
+	link_rx_stats(a, &rs);
+	assert_int_equal(rs.rejected, 4);
+	assert_int_equal(rs.received, 1);
+	nng_close(s);
+	link_stop(a);
+	rx_destroy(&ra);
+}
+
+static void peers_with_different_secrets_cannot_talk(void **state)
+{
+	(void)state;
+	struct rx ra, rb, rc_;
+	char ab[128];
+	rx_init(&ra);
+	rx_init(&rb);
+	rx_init(&rc_);
+	struct opts oa = { .secret = "alpha" }, ob = { .secret = "bravo" };
+	struct link *a = start(1, &ra, &oa, NULL, 0);
+	struct link *b = start(2, &rb, &ob, ab, sizeof ab);
+	struct link *c = start(3, &rc_, &ob, NULL, 0); /* right secret */
+	assert_int_equal(link_add_peer(a, 2, ab), 0);
+	assert_int_equal(link_add_peer(c, 2, ab), 0);
+	assert_int_equal(send_seq(a, 2, 1), 0); /* forged: wrong secret */
+	/* wait for the forged frame to be seen and refused */
+	struct link_rx_stats rs;
+	for (int i = 0; i < WAIT_MS / 10; i++) {
+		link_rx_stats(b, &rs);
+		if (rs.rejected)
+			break;
+		usleep(10 * 1000);
+	}
+	assert_int_equal(rs.rejected, 1);
+	assert_int_equal(send_seq(c, 2, 2), 0);
+	assert_int_equal(rx_wait(&rb, 1), 1);
+	assert_int_equal(rb.from[0], 3);
+	assert_int_equal(rb.seq[0], 2);
+	link_rx_stats(b, &rs);
+	assert_int_equal(rs.received, 1);
+	link_stop(a);
+	link_stop(b);
+	link_stop(c);
+	rx_destroy(&ra);
+	rx_destroy(&rb);
+	rx_destroy(&rc_);
+}
+
+static void listening_on_a_used_port_fails_with_a_reason(void **state)
+{
+	(void)state;
+	struct rx ra, rb;
+	char aa[128], err[256];
+	rx_init(&ra);
+	rx_init(&rb);
+	struct link *a = start(1, &ra, NULL, aa, sizeof aa);
+	struct link_cfg cfg = { .self_id = 2, .listen_addr = aa,
+				.cluster_id = CLUSTER, .on_frame = on_frame,
+				.ctx = &rb };
+	struct link *b = NULL;
+	assert_int_equal(link_start(&cfg, &b, err, sizeof err), -EADDRINUSE);
+	assert_null(b);
+	assert_non_null(strstr(err, "cannot listen on"));
+	assert_non_null(strstr(err, aa));
+	cfg.self_id = 0;
+	assert_int_equal(link_start(&cfg, &b, err, sizeof err), -EINVAL);
+	link_stop(a);
+	rx_destroy(&ra);
+	rx_destroy(&rb);
+}
+
+static void adding_a_peer_twice_is_a_noop_and_a_new_address_replaces(
+	void **state)
+{
+	(void)state;
+	struct rx ra, rb, rc_;
+	char ab[128], ac[128];
+	rx_init(&ra);
+	rx_init(&rb);
+	rx_init(&rc_);
+	struct link *a = start(1, &ra, NULL, NULL, 0);
+	struct link *b = start(2, &rb, NULL, ab, sizeof ab);
+	struct link *c = start(3, &rc_, NULL, ac, sizeof ac);
+	assert_int_equal(link_add_peer(a, 2, ab), 0);
+	assert_int_equal(send_seq(a, 2, 1), 0);
+	assert_int_equal(link_add_peer(a, 2, ab), 0);
+	struct link_peer_stats st;
+	assert_int_equal(link_stats(a, 2, &st), 0);
+	assert_int_equal(st.sent, 1); /* same peer, same counters */
+	assert_int_equal(rx_wait(&rb, 1), 1);
+	/* node 2 "moves" to c's address */
+	assert_int_equal(link_add_peer(a, 2, ac), 0);
+	assert_int_equal(send_seq(a, 2, 2), 0);
+	assert_int_equal(rx_wait(&rc_, 1), 1);
+	assert_int_equal(rc_.seq[0], 2);
+	assert_int_equal(rx_count(&rb), 1);
+	assert_int_equal(link_add_peer(a, 0, ab), -EINVAL);
+	assert_int_equal(link_add_peer(a, 4, "nonsense://"), -EINVAL);
+	link_stop(a);
+	link_stop(b);
+	link_stop(c);
+	rx_destroy(&ra);
+	rx_destroy(&rb);
+	rx_destroy(&rc_);
+}
+
+int main(void)
+{
+	if (!getenv("SANDFS_LOG")) /* expected warnings are noise here */
+		log_set_level(LOG_LVL_ERROR);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(two_links_exchange_frames_in_order_with_sender_id),
+		cmocka_unit_test(three_links_all_to_all_deliver_every_frame),
+		cmocka_unit_test(requests_get_their_own_replies),
+		cmocka_unit_test(request_to_dead_peer_times_out_exactly_once),
+		cmocka_unit_test(request_to_unreachable_peer_is_refused_after_grace),
+		cmocka_unit_test(removing_a_peer_fails_its_pending_requests),
+		cmocka_unit_test(stop_cancels_pending_requests_exactly_once),
+		cmocka_unit_test(dead_peer_does_not_delay_a_live_peer),
+		cmocka_unit_test(queue_bound_is_respected_and_queue_drains_on_connect),
+		cmocka_unit_test(malformed_frames_are_counted_and_dropped),
+		cmocka_unit_test(peers_with_different_secrets_cannot_talk),
+		cmocka_unit_test(listening_on_a_used_port_fails_with_a_reason),
+		cmocka_unit_test(adding_a_peer_twice_is_a_noop_and_a_new_address_replaces),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
