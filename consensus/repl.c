@@ -41,6 +41,8 @@
 #define FWD_TIMEOUT_MS 1000
 #define RES_MAX 256
 #define FWD_BATCH_BYTES (1u << 20)
+#define REQ_WORKERS 4       /* threads serving block requests */
+#define REQ_QUEUE_MAX 4096
 
 enum item_kind {
 	IT_RAFT,        /* raft message frame from a peer */
@@ -48,6 +50,7 @@ enum item_kind {
 	IT_READ,        /* local read barrier */
 	IT_FWD_PROPOSE, /* a follower forwarded a proposal to us */
 	IT_FWD_REPLY,   /* the leader answered our forward */
+	IT_REQUEST,     /* other request kinds, for the request workers */
 };
 
 struct item {
@@ -93,6 +96,13 @@ struct repl {
 
 	pthread_mutex_t mu;  /* guards in, stop, status */
 	pthread_rwlock_t req_lock; /* guards req_fn, req_ctx */
+	pthread_mutex_t wmu;       /* guards wq, wq_tail, wq_len, wstop */
+	pthread_cond_t wcv;
+	struct item *wq, *wq_tail; /* requests for the workers */
+	size_t wq_len;
+	int wstop;
+	pthread_t workers[REQ_WORKERS];
+	int n_workers;
 	pthread_cond_t cv;
 	struct item *in, *in_tail;
 	int stop;
@@ -884,6 +894,8 @@ static void handle(struct repl *r, struct item *it)
 	case IT_FWD_REPLY:
 		fwd_reply(r, it);
 		break;
+	case IT_REQUEST: /* never queued here */
+		break;
 	}
 	free(it);
 }
@@ -989,13 +1001,29 @@ static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 			link_reply(r->link, from, f->req_id, WIRE_KIND_STATUS,
 				   buf, n);
 	} else {
-		/* Held across the call, so that once repl_set_request_handler()
-		 * returns, the old handler is not running and never will. */
-		pthread_rwlock_rdlock(&r->req_lock);
-		if (r->req_fn)
-			r->req_fn(r->req_ctx, from, f->req_id, f->kind, f->body,
-				  f->body_len);
-		pthread_rwlock_unlock(&r->req_lock);
+		/* Block transfer and the like do disk I/O: hand them to the
+		 * request workers so this (the only receive) thread keeps
+		 * delivering Raft traffic. */
+		it = item_new(IT_REQUEST, f->body, f->body_len);
+		if (!it)
+			return;
+		it->from = from;
+		it->req_id = f->req_id;
+		it->status = f->kind; /* the request kind */
+		pthread_mutex_lock(&r->wmu);
+		if (r->wq_len >= REQ_QUEUE_MAX) {
+			pthread_mutex_unlock(&r->wmu);
+			free(it); /* the peer times out and retries */
+			return;
+		}
+		if (r->wq_tail)
+			r->wq_tail->next = it;
+		else
+			r->wq = it;
+		r->wq_tail = it;
+		r->wq_len++;
+		pthread_cond_signal(&r->wcv);
+		pthread_mutex_unlock(&r->wmu);
 	}
 }
 
@@ -1013,6 +1041,36 @@ static void on_reply(void *ctx, int status, const uint8_t *reply, size_t len)
 	it->fwd = f;
 	it->status = status;
 	enqueue(r, it);
+}
+
+/* A request worker: runs the installed request handler for queued
+ * requests. The handler lock is held across the call, so that once
+ * repl_set_request_handler() returns, the old handler is not running and
+ * never will be. */
+static void *req_worker(void *arg)
+{
+	struct repl *r = arg;
+	for (;;) {
+		pthread_mutex_lock(&r->wmu);
+		while (!r->wq && !r->wstop)
+			pthread_cond_wait(&r->wcv, &r->wmu);
+		struct item *it = r->wq;
+		if (!it) {
+			pthread_mutex_unlock(&r->wmu);
+			return NULL;
+		}
+		r->wq = it->next;
+		if (!r->wq)
+			r->wq_tail = NULL;
+		r->wq_len--;
+		pthread_mutex_unlock(&r->wmu);
+		pthread_rwlock_rdlock(&r->req_lock);
+		if (r->req_fn)
+			r->req_fn(r->req_ctx, it->from, it->req_id,
+				  (uint16_t)it->status, it->data, it->len);
+		pthread_rwlock_unlock(&r->req_lock);
+		free(it);
+	}
 }
 
 /* ---- public API ---------------------------------------------------------------- */
@@ -1075,6 +1133,26 @@ static void trace(void *ctx, const struct raft_event *ev)
 		  (unsigned long long)ev->term, (unsigned long long)ev->peer,
 		  (unsigned long long)ev->index, ev->detail ? ev->detail : "");
 	(void)ctx;
+}
+
+/* Stop the request workers (after the links: nothing is queued any
+ * more) and drop what they did not serve; the peers time out. */
+static void stop_workers(struct repl *r)
+{
+	pthread_mutex_lock(&r->wmu);
+	r->wstop = 1;
+	pthread_cond_broadcast(&r->wcv);
+	pthread_mutex_unlock(&r->wmu);
+	for (int i = 0; i < r->n_workers; i++)
+		pthread_join(r->workers[i], NULL);
+	r->n_workers = 0;
+	while (r->wq) {
+		struct item *n = r->wq->next;
+		free(r->wq);
+		r->wq = n;
+	}
+	r->wq_tail = NULL;
+	r->wq_len = 0;
 }
 
 /* Restart the core from the log store, or bootstrap a new cluster. */
@@ -1199,6 +1277,8 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 	pthread_mutex_init(&r->mu, NULL);
 	pthread_cond_init(&r->cv, NULL);
 	pthread_rwlock_init(&r->req_lock, NULL);
+	pthread_mutex_init(&r->wmu, NULL);
+	pthread_cond_init(&r->wcv, NULL);
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	/* Sequence numbers only grow, also across restarts of this node. */
@@ -1260,6 +1340,10 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 			link_add_peer(r->link, cfg->peers[i].id,
 				      cfg->peers[i].addr);
 	publish_status(r);
+	for (; r->n_workers < REQ_WORKERS; r->n_workers++)
+		if (pthread_create(&r->workers[r->n_workers], NULL, req_worker,
+				   r) != 0)
+			break;
 	if (pthread_create(&r->thread, NULL, loop, r) != 0) {
 		snprintf(err, errcap, "cannot start the replicator thread");
 		ret = -EAGAIN;
@@ -1270,6 +1354,7 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 fail:
 	if (r->link)
 		link_stop(r->link);
+	stop_workers(r);
 	if (r->log)
 		rlog_close(r->log);
 	raft_free(r->raft);
@@ -1288,6 +1373,7 @@ void repl_stop(struct repl *r)
 	pthread_mutex_unlock(&r->mu);
 	pthread_join(r->thread, NULL);
 	link_stop(r->link); /* no more callbacks after this */
+	stop_workers(r);
 	struct item *it = r->in;
 	while (it) {
 		struct item *n = it->next;
@@ -1313,5 +1399,7 @@ void repl_stop(struct repl *r)
 	pthread_cond_destroy(&r->cv);
 	pthread_mutex_destroy(&r->mu);
 	pthread_rwlock_destroy(&r->req_lock);
+	pthread_cond_destroy(&r->wcv);
+	pthread_mutex_destroy(&r->wmu);
 	free(r);
 }

@@ -440,10 +440,11 @@ int link_request(struct link *l, uint64_t to, uint16_t kind,
 	}
 	r->next = l->pending;
 	l->pending = r;
+	uint64_t req_id = r->req_id; /* r may be completed and freed as soon
+					as the lock is released */
 	pthread_cond_signal(&l->req_cv);
 	pthread_mutex_unlock(&l->req_mu);
 
-	uint64_t req_id = r->req_id; /* r may be completed any time now */
 	struct wire_frame f = { .type = WIRE_REQUEST, .req_id = req_id,
 				.kind = kind, .body = payload,
 				.body_len = len };

@@ -61,14 +61,46 @@ static const uint32_t crc32c_table[256] = {
 	0xbe2da0a5u, 0x4c4623a6u, 0x5f16d052u, 0xad7d5351u,
 };
 
-/* CRC32C, byte at a time; crc starts at 0 and chains across calls. */
-uint32_t wire_crc32c(uint32_t crc, const void *data, size_t len)
+/* CRC32C, byte at a time (the portable path). */
+static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t len)
 {
-	const uint8_t *p = data;
-	crc = ~crc;
 	while (len--)
 		crc = crc32c_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
-	return ~crc;
+	return crc;
+}
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+/* CRC32C with the SSE4.2 crc32 instruction, 8 bytes at a time: every
+ * frame is checksummed twice (send and receive), and byte-at-a-time cost
+ * half the CPU of replicating file blocks. */
+__attribute__((target("sse4.2"))) static uint32_t
+crc32c_hw(uint32_t crc, const uint8_t *p, size_t len)
+{
+	uint64_t c = crc;
+	while (len >= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		c = _mm_crc32_u64(c, v);
+		p += 8;
+		len -= 8;
+	}
+	crc = (uint32_t)c;
+	while (len--)
+		crc = _mm_crc32_u8(crc, *p++);
+	return crc;
+}
+#endif
+
+/* CRC32C; crc starts at 0 and chains across calls. */
+uint32_t wire_crc32c(uint32_t crc, const void *data, size_t len)
+{
+	crc = ~crc;
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("sse4.2"))
+		return ~crc32c_hw(crc, data, len);
+#endif
+	return ~crc32c_sw(crc, data, len);
 }
 
 static void be16(uint8_t *p, uint16_t v)
