@@ -43,6 +43,7 @@
 #define FWD_BATCH_BYTES (1u << 20)
 #define REQ_WORKERS 4       /* threads serving block requests */
 #define REQ_QUEUE_MAX 4096
+#define REQ_QUEUE_BYTES (64u << 20)
 
 enum item_kind {
 	IT_RAFT,        /* raft message frame from a peer */
@@ -99,7 +100,7 @@ struct repl {
 	pthread_mutex_t wmu;       /* guards wq, wq_tail, wq_len, wstop */
 	pthread_cond_t wcv;
 	struct item *wq, *wq_tail; /* requests for the workers */
-	size_t wq_len;
+	size_t wq_len, wq_bytes;
 	int wstop;
 	pthread_t workers[REQ_WORKERS];
 	int n_workers;
@@ -766,11 +767,12 @@ static void maybe_compact(struct repl *r)
 	if (applied < r->last_compact + r->cfg.compact_every)
 		return;
 	uint64_t durable = 0;
-	if (r->cfg.sm.sync(r->cfg.sm.ctx, &durable) != 0)
+	if (r->cfg.sm.sync(r->cfg.sm.ctx, &durable) != 0 ||
+	    raft_compact(r->raft, durable) != 0) {
+		r->last_compact = applied; /* try again compact_every later */
 		return;
+	}
 	r->durable_applied = durable;
-	if (raft_compact(r->raft, durable) != 0)
-		return;
 	struct raft_snapshot_meta m;
 	raft_snapshot_meta(r->raft, &m);
 	uint8_t conf[RAFT_MAX_NODES * (11 + RAFT_ADDR_MAX) + 4];
@@ -907,8 +909,8 @@ static void *loop(void *arg)
 	for (;;) {
 		pthread_mutex_lock(&r->mu);
 		while (!r->in && !r->stop && now_ms() < next) {
-			struct timespec ts;
-			clock_gettime(CLOCK_REALTIME, &ts);
+			struct timespec ts; /* cv runs on CLOCK_MONOTONIC */
+			clock_gettime(CLOCK_MONOTONIC, &ts);
 			uint64_t wait = next - now_ms();
 			if (wait > r->cfg.tick_ms)
 				wait = r->cfg.tick_ms;
@@ -940,6 +942,19 @@ static void *loop(void *arg)
 			batch = n;
 		}
 		uint64_t now = now_ms();
+		uint64_t lag = now >= next ? now - next : 0;
+		if (lag >= (uint64_t)r->cfg.tick_ms * r->cfg.heartbeat_ticks) {
+			/* The loop stalled (slow disk, a blocking callback).
+			 * Ticks are the core's logical clock: firing the whole
+			 * backlog at once, with no peer message in between,
+			 * would fail check-quorum and start elections. Fire one
+			 * tick; proposal deadlines keep real time. */
+			uint64_t missed = lag / r->cfg.tick_ms;
+			LOG(WARN, "replicator loop stalled for %llu ms",
+			    (unsigned long long)lag);
+			r->now_tick += missed;
+			next += missed * r->cfg.tick_ms;
+		}
 		while (now >= next) {
 			raft_tick(r->raft);
 			r->now_tick++;
@@ -1011,9 +1026,19 @@ static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 		it->req_id = f->req_id;
 		it->status = f->kind; /* the request kind */
 		pthread_mutex_lock(&r->wmu);
-		if (r->wq_len >= REQ_QUEUE_MAX) {
+		if (r->wq_len >= REQ_QUEUE_MAX ||
+		    r->wq_bytes + f->body_len > REQ_QUEUE_BYTES) {
 			pthread_mutex_unlock(&r->wmu);
-			free(it); /* the peer times out and retries */
+			free(it);
+			/* Busy: say so at once (i32 -EAGAIN) rather than let
+			 * the peer time out. */
+			uint8_t b[4];
+			uint32_t e = (uint32_t)(int32_t)-EAGAIN;
+			b[0] = (uint8_t)(e >> 24);
+			b[1] = (uint8_t)(e >> 16);
+			b[2] = (uint8_t)(e >> 8);
+			b[3] = (uint8_t)e;
+			link_reply(r->link, from, f->req_id, f->kind, b, 4);
 			return;
 		}
 		if (r->wq_tail)
@@ -1022,6 +1047,7 @@ static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 			r->wq = it;
 		r->wq_tail = it;
 		r->wq_len++;
+		r->wq_bytes += it->len;
 		pthread_cond_signal(&r->wcv);
 		pthread_mutex_unlock(&r->wmu);
 	}
@@ -1063,6 +1089,7 @@ static void *req_worker(void *arg)
 		if (!r->wq)
 			r->wq_tail = NULL;
 		r->wq_len--;
+		r->wq_bytes -= it->len;
 		pthread_mutex_unlock(&r->wmu);
 		pthread_rwlock_rdlock(&r->req_lock);
 		if (r->req_fn)
@@ -1152,7 +1179,7 @@ static void stop_workers(struct repl *r)
 		r->wq = n;
 	}
 	r->wq_tail = NULL;
-	r->wq_len = 0;
+	r->wq_len = r->wq_bytes = 0;
 }
 
 /* Restart the core from the log store, or bootstrap a new cluster. */
@@ -1275,8 +1302,20 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 		r->cfg.compact_every = 10000;
 	r->data_dir = strdup(cfg->data_dir);
 	pthread_mutex_init(&r->mu, NULL);
-	pthread_cond_init(&r->cv, NULL);
-	pthread_rwlock_init(&r->req_lock, NULL);
+	/* A wall-clock step must not stretch the loop's timed wait. */
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&r->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	/* Writer-preferring, so that removing the handler at unmount does
+	 * not wait behind a steady stream of block requests. */
+	pthread_rwlockattr_t la;
+	pthread_rwlockattr_init(&la);
+	pthread_rwlockattr_setkind_np(&la,
+				      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&r->req_lock, &la);
+	pthread_rwlockattr_destroy(&la);
 	pthread_mutex_init(&r->wmu, NULL);
 	pthread_cond_init(&r->wcv, NULL);
 	struct timespec ts;

@@ -111,12 +111,13 @@ static int64_t now_ns(clockid_t c)
 
 static int64_t mono_ms(void) { return now_ns(CLOCK_MONOTONIC) / 1000000; }
 
-/* Absolute CLOCK_REALTIME deadline ms from now, for pthread_cond_timedwait
- * (condvars below use the default clock). */
+/* Absolute CLOCK_MONOTONIC deadline ms from now, for pthread_cond_timedwait
+ * on condvars made by cond_init_mono() (a wall-clock step must not stretch
+ * or cut a wait). */
 static struct timespec deadline_in(uint32_t ms)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(CLOCK_MONOTONIC, &ts);
 	ts.tv_sec += ms / 1000;
 	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
 	if (ts.tv_nsec >= 1000000000L) {
@@ -129,9 +130,19 @@ static struct timespec deadline_in(uint32_t ms)
 static bool ts_passed(const struct timespec *dl)
 {
 	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
+	clock_gettime(CLOCK_MONOTONIC, &now);
 	return now.tv_sec > dl->tv_sec ||
 	       (now.tv_sec == dl->tv_sec && now.tv_nsec >= dl->tv_nsec);
+}
+
+/* A condvar whose timed waits use CLOCK_MONOTONIC (see deadline_in). */
+static void cond_init_mono(pthread_cond_t *cv)
+{
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(cv, &ca);
+	pthread_condattr_destroy(&ca);
 }
 
 static void put_be32(uint8_t *p, uint32_t v)
@@ -222,6 +233,9 @@ struct data {
 	bool stop;
 	unsigned handlers;        /* request handlers running */
 	pthread_t worker;
+	atomic_bool quit;         /* data_stop began: long loops give up */
+	atomic_size_t n_dirty;    /* handles with unflushed bytes (hot-path
+				     shortcut of data_dirty_size) */
 
 	pthread_mutex_t cache_mu; /* guards cache, cache_clock */
 	struct cslot cache[CACHE_SLOTS];
@@ -412,7 +426,7 @@ static int sreq_call(struct data *d, uint64_t to, uint16_t kind,
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_init(&s->mu, NULL);
-	pthread_cond_init(&s->cv, NULL);
+	cond_init_mono(&s->cv);
 	s->refs = 2;
 	int rc = link_request(d->link, to, kind, payload, plen, timeout_ms,
 			      sreq_cb, s);
@@ -422,12 +436,19 @@ static int sreq_call(struct data *d, uint64_t to, uint16_t kind,
 		return rc;
 	}
 	/* The link always calls back (timeout, cancel); the extra second is
-	 * a guard against waiting forever. */
+	 * a guard against waiting forever. data_stop() need not wait for the
+	 * reply: look at d->quit every 200 ms (the callback still owns its
+	 * reference). */
 	struct timespec dl = deadline_in(timeout_ms + 1000);
 	pthread_mutex_lock(&s->mu);
-	while (!s->done && !ts_passed(&dl))
-		pthread_cond_timedwait(&s->cv, &s->mu, &dl);
-	rc = s->done ? s->status : -ETIMEDOUT;
+	while (!s->done && !ts_passed(&dl) && !atomic_load(&d->quit)) {
+		struct timespec w = deadline_in(200);
+		if (w.tv_sec > dl.tv_sec ||
+		    (w.tv_sec == dl.tv_sec && w.tv_nsec > dl.tv_nsec))
+			w = dl;
+		pthread_cond_timedwait(&s->cv, &s->mu, &w);
+	}
+	rc = s->done ? s->status : atomic_load(&d->quit) ? -ECANCELED : -ETIMEDOUT;
 	if (rc == 0) {
 		*reply = s->reply;
 		*len = s->len;
@@ -449,7 +470,7 @@ static int fetch_block(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
 	peers_get(d, &ps);
 	char hx[17];
 	hex8(hash, hx);
-	for (size_t i = 0; i < ps.n_others; i++) {
+	for (size_t i = 0; i < ps.n_others && !atomic_load(&d->quit); i++) {
 		uint8_t *rep = NULL;
 		size_t rlen = 0;
 		int rc = sreq_call(d, ps.others[i], WIRE_KIND_BLOCK_GET, hash,
@@ -654,14 +675,16 @@ static size_t dblock_pos(const struct data_file *f, uint64_t index)
 	return lo;
 }
 
-static void dblocks_free(struct data_file *f)
+/* Drop f's dirty blocks (f->mu held, or f unreachable). */
+static void dblocks_free(struct data *d, struct data_file *f)
 {
 	for (size_t i = 0; i < f->n; i++)
 		free(f->blocks[i].buf);
 	free(f->blocks);
 	f->blocks = NULL;
 	f->n = f->cap = 0;
-	atomic_store(&f->dirty_end, 0);
+	if (atomic_exchange(&f->dirty_end, 0) != 0)
+		atomic_fetch_sub(&d->n_dirty, 1);
 }
 
 /* ---- the majority push ------------------------------------------------------ */
@@ -773,7 +796,7 @@ static struct push *push_new(const struct peerset *ps, size_t nblocks)
 		return NULL;
 	}
 	pthread_mutex_init(&p->mu, NULL);
-	pthread_cond_init(&p->cv, NULL);
+	cond_init_mono(&p->cv);
 	p->refs = 1;
 	p->nblocks = nblocks;
 	p->need = ps->need;
@@ -891,8 +914,10 @@ static int flush_locked(struct data *d, struct data_file *f)
 		/* The file is gone (freed while open): nothing to write to. */
 		LOG(DEBUG, "ino %llu: dropping dirty data: %s",
 		    (unsigned long long)f->ino, strerror(-rc));
-		dblocks_free(f);
-		return rc;
+		dblocks_free(d, f);
+		/* Freed by another node (or an orphan release) while open
+		 * here: say "stale handle", not "no such file", to close(2). */
+		return rc == -ENOENT ? -ESTALE : rc;
 	}
 	size_t n = f->n;
 	struct itab_extent *ext = calloc(n, sizeof *ext);
@@ -959,13 +984,15 @@ static int flush_locked(struct data *d, struct data_file *f)
 		op.extents = ext;
 		op.n_extents = n;
 		rc = d->cfg.propose(d->cfg.propose_ctx, &op, NULL);
+		if (rc == -ENOENT)
+			rc = -ESTALE; /* the inode went away meanwhile */
 		if (rc < 0)
 			LOG(WARN, "ino %llu: WRITE of %zu blocks failed: %s",
 			    (unsigned long long)f->ino, n, strerror(-rc));
 	}
 	free(ext);
 	if (rc == 0)
-		dblocks_free(f);
+		dblocks_free(d, f);
 	return rc;
 }
 
@@ -991,11 +1018,11 @@ struct data_file *data_file_open(struct data *d, uint64_t ino)
 }
 
 /* Drop a reference (d->mu held by caller); frees at the last one. */
-static void file_unref_locked(struct data_file *f)
+static void file_unref_locked(struct data *d, struct data_file *f)
 {
 	if (--f->refs > 0)
 		return;
-	dblocks_free(f);
+	dblocks_free(d, f);
 	pthread_mutex_destroy(&f->mu);
 	free(f);
 }
@@ -1017,11 +1044,11 @@ int data_file_release(struct data *d, struct data_file *f)
 
 	pthread_mutex_lock(&f->mu);
 	int rc = flush_locked(d, f);
-	dblocks_free(f); /* the handle is gone: unflushable data is lost */
+	dblocks_free(d, f); /* the handle is gone: unflushable data is lost */
 	pthread_mutex_unlock(&f->mu);
 
 	pthread_mutex_lock(&d->mu);
-	file_unref_locked(f);
+	file_unref_locked(d, f);
 	pthread_mutex_unlock(&d->mu);
 	return rc;
 }
@@ -1067,7 +1094,7 @@ int data_flush_ino(struct data *d, uint64_t ino)
 	}
 	pthread_mutex_lock(&d->mu);
 	for (size_t i = 0; i < n; i++)
-		file_unref_locked(list[i]);
+		file_unref_locked(d, list[i]);
 	pthread_mutex_unlock(&d->mu);
 	free(list);
 	return rc;
@@ -1076,6 +1103,11 @@ int data_flush_ino(struct data *d, uint64_t ino)
 /* See data.h. */
 uint64_t data_dirty_size(struct data *d, uint64_t ino)
 {
+	/* Hot path (every getattr, lookup and readdirplus entry): no handle
+	 * holds unflushed bytes, so no need for the lock and the list walk. A
+	 * write racing with this is as if the getattr came first. */
+	if (atomic_load(&d->n_dirty) == 0)
+		return 0;
 	uint64_t end = 0;
 	pthread_mutex_lock(&d->mu);
 	for (struct data_file *f = d->files; f; f = f->next) {
@@ -1171,8 +1203,11 @@ ssize_t data_write(struct data *d, struct data_file *f, const char *buf,
 	}
 	if (done > 0) {
 		uint64_t end = (uint64_t)off + done;
-		if (end > atomic_load(&f->dirty_end))
+		uint64_t old = atomic_load(&f->dirty_end);
+		if (end > old)
 			atomic_store(&f->dirty_end, end);
+		if (old == 0)
+			atomic_fetch_add(&d->n_dirty, 1);
 	}
 	pthread_mutex_unlock(&f->mu);
 	if (done > 0)
@@ -1272,19 +1307,11 @@ static void reply_status(struct data *d, uint64_t to, uint64_t req_id,
 	link_reply(d->link, to, req_id, kind, b, sizeof b);
 }
 
-/* See data.h. */
-void data_handle_request(void *ctx, uint64_t from, uint64_t req_id,
-			 uint16_t kind, const uint8_t *p, size_t len)
+/* Answer one BLOCK_* request (block-store I/O; never waits on the
+ * network). Every input is checked: a peer's garbage gets an error reply. */
+static void serve_one(struct data *d, uint64_t from, uint64_t req_id,
+		      uint16_t kind, const uint8_t *p, size_t len)
 {
-	struct data *d = ctx;
-	pthread_mutex_lock(&d->mu);
-	if (d->stop || !d->link) {
-		pthread_mutex_unlock(&d->mu);
-		return;
-	}
-	d->handlers++;
-	pthread_mutex_unlock(&d->mu);
-
 	if (kind == WIRE_KIND_BLOCK_PUT) {
 		int rc = -EINVAL;
 		if (len >= ITAB_HASH_LEN && len - ITAB_HASH_LEN <= d->bsize) {
@@ -1336,6 +1363,22 @@ void data_handle_request(void *ctx, uint64_t from, uint64_t req_id,
 	} else {
 		reply_status(d, from, req_id, kind, -EOPNOTSUPP);
 	}
+}
+
+/* See data.h. */
+void data_handle_request(void *ctx, uint64_t from, uint64_t req_id,
+			 uint16_t kind, const uint8_t *p, size_t len)
+{
+	struct data *d = ctx;
+	pthread_mutex_lock(&d->mu);
+	if (d->stop || !d->link) {
+		pthread_mutex_unlock(&d->mu);
+		return;
+	}
+	d->handlers++;
+	pthread_mutex_unlock(&d->mu);
+
+	serve_one(d, from, req_id, kind, p, len);
 
 	pthread_mutex_lock(&d->mu);
 	d->handlers--;
@@ -1458,7 +1501,7 @@ int data_gc(struct data *d, uint64_t *deleted)
 	struct gc_walk w = {.d = d};
 	uint64_t n = 0;
 	int rc = blk_list(d->bs, gc_collect, &w);
-	for (size_t i = 0; i < w.n; i++) {
+	for (size_t i = 0; i < w.n && !atomic_load(&d->quit); i++) {
 		int64_t age = block_age_ms(d, w.cand[i]);
 		if (age < 0 || age < (int64_t)d->cfg.gc_grace_ms)
 			continue;
@@ -1503,7 +1546,7 @@ static void *worker_main(void *arg)
 		d->busy = true;
 		pthread_mutex_unlock(&d->mu);
 
-		for (size_t i = 0; i < qn; i++) {
+		for (size_t i = 0; i < qn && !atomic_load(&d->quit); i++) {
 			if (q[i].what == WQ_DELETE) {
 				maybe_delete(d, q[i].hash);
 				continue;
@@ -1527,7 +1570,8 @@ static void *worker_main(void *arg)
 		if (now >= next_retry) {
 			size_t keep = 0;
 			for (size_t i = 0; i < nretry; i++)
-				if (tmp && ensure_block(d, retry[i].hash, tmp) != 0)
+				if (atomic_load(&d->quit) ||
+				    (tmp && ensure_block(d, retry[i].hash, tmp) != 0))
 					retry[keep++] = retry[i];
 			if (keep)
 				LOG(INFO, "%zu blocks still missing here; "
@@ -1536,7 +1580,7 @@ static void *worker_main(void *arg)
 			nretry = keep;
 			next_retry = mono_ms() + FETCH_RETRY_MS;
 		}
-		if (now >= next_gc) {
+		if (now >= next_gc && !atomic_load(&d->quit)) {
 			data_gc(d, NULL);
 			recent_prune(d, false);
 			next_gc = mono_ms() + d->cfg.gc_interval_ms;
@@ -1612,9 +1656,11 @@ int data_start(const struct data_cfg *cfg, struct data **out, char *err,
 			rc = -ENOMEM;
 	}
 	pthread_mutex_init(&d->mu, NULL);
-	pthread_cond_init(&d->cv, NULL);
+	cond_init_mono(&d->cv);
 	pthread_mutex_init(&d->cache_mu, NULL);
 	pthread_mutex_init(&d->recent_mu, NULL);
+	atomic_init(&d->quit, false);
+	atomic_init(&d->n_dirty, 0);
 	if (rc == 0) {
 		rc = -pthread_create(&d->worker, NULL, worker_main, d);
 		if (rc < 0)
@@ -1646,6 +1692,7 @@ void data_stop(struct data *d)
 		return;
 	if (d->cfg.repl)
 		repl_set_request_handler(d->cfg.repl, NULL, NULL);
+	atomic_store(&d->quit, true);
 	pthread_mutex_lock(&d->mu);
 	d->stop = true;
 	pthread_cond_broadcast(&d->cv);
@@ -1656,7 +1703,7 @@ void data_stop(struct data *d)
 	while (d->files) {
 		struct data_file *f = d->files;
 		d->files = f->next;
-		dblocks_free(f);
+		dblocks_free(d, f);
 		pthread_mutex_destroy(&f->mu);
 		free(f);
 	}

@@ -77,10 +77,13 @@ struct data_cfg {
  * the replicator's links, starts the fetch/GC thread). */
 int data_start(const struct data_cfg *cfg, struct data **out, char *err,
 	       size_t errcap);
-/* Unregister the request handler, stop the thread, free everything (open
- * handles are dropped without flushing). Call after the FUSE session and
- * after repl_stop(): the replicator may call data_applied() and its link
- * threads the request handler until then. */
+/* Unregister the request handler, stop the threads, free everything (open
+ * handles are dropped without flushing). Order: after the FUSE session
+ * loop ended and every frontend completion that may call
+ * data_dirty_size() ran (sfs_drain), after fsm_set_data(NULL) (no
+ * data_applied() in progress or to come), but BEFORE repl_stop(): the
+ * threads use the replicator's status and links until they are joined
+ * here. Returns within about a second even when peers do not answer. */
 void data_stop(struct data *d);
 
 /* Open handle state for ino (one per FUSE file handle). */
@@ -118,7 +121,11 @@ int data_statfs(struct data *d, uint64_t *total, uint64_t *avail);
 /* BLOCK_PUT / BLOCK_GET / BLOCK_HAS request handler (a repl_request_fn;
  * ctx is the struct data). data_start() registers it with the replicator;
  * call it yourself only when running without one (cfg.repl == NULL).
- * Runs on a link thread; does block-store I/O, never waits on the network.
+ * Runs on one of the replicator's request workers (never on the link's
+ * receive thread, which delivers the Raft traffic), or on the caller's
+ * thread without a replicator; does block-store I/O, never waits on the
+ * network. Malformed requests get an error reply (-EINVAL, -EBADMSG for
+ * content not matching its hash, -EOPNOTSUPP for unknown kinds).
  * Bodies (integers big-endian; status is 0 or a negative errno):
  *   PUT  request: hash[32] data      reply: i32 status
  *   GET  request: hash[32]           reply: i32 status [data if 0]

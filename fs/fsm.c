@@ -403,6 +403,13 @@ int fsm_inval_settle(struct fsm *f, uint32_t timeout_ms)
 	return inval_settle(iv, timeout_ms);
 }
 
+void fsm_inval_inode(struct fsm *f, uint64_t ino)
+{
+	pthread_mutex_lock(&f->mu);
+	inval_inode(f->inval, ino, 0);
+	pthread_mutex_unlock(&f->mu);
+}
+
 struct itab *fsm_itab(struct fsm *f)
 {
 	return f->itab;

@@ -64,6 +64,14 @@ void fsm_set_inval(struct fsm *f, struct inval *iv);
  * have been sent; see inval_settle(). 0 without an inval. */
 int fsm_inval_settle(struct fsm *f, uint32_t timeout_ms);
 
+/* Queue an invalidation of ino's cached attributes (not its pages) for
+ * the kernel of this node; never blocks. For open(): a lookup that read
+ * the inode before another node's WRITE was applied here may have handed
+ * the kernel the old size AFTER that WRITE's invalidation found nothing
+ * to invalidate (the inode was not cached yet). Nothing without an
+ * inval. */
+void fsm_inval_inode(struct fsm *f, uint64_t ino);
+
 /* The inode table (borrowed). */
 struct itab *fsm_itab(struct fsm *f);
 

@@ -28,11 +28,12 @@ struct inval {
 	pthread_t thread;
 	pthread_mutex_t mu;
 	pthread_cond_t cv;              /* new items or stop */
-	pthread_cond_t drained;         /* done advanced */
+	pthread_cond_t drained;         /* done advanced, or the thread ended */
 	struct inval_item *head, *tail; /* guarded by mu */
 	uint64_t pushed, done;          /* guarded by mu: items queued / finished */
 	size_t n;                       /* guarded by mu */
 	bool stop;                      /* guarded by mu */
+	bool exited;                    /* guarded by mu: the thread ended */
 	uint64_t dropped, sent;         /* guarded by mu */
 };
 
@@ -74,6 +75,8 @@ static void *inval_main(void *arg)
 		iv->done++;
 		pthread_cond_broadcast(&iv->drained);
 	}
+	iv->exited = true;
+	pthread_cond_broadcast(&iv->drained);
 	pthread_mutex_unlock(&iv->mu);
 	return NULL;
 }
@@ -101,6 +104,31 @@ int inval_start(struct fuse_session *se, struct inval **out)
 	}
 	*out = iv;
 	return 0;
+}
+
+int inval_quiesce(struct inval *iv, uint32_t timeout_ms)
+{
+	if (!iv)
+		return 0;
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
+	int rc = 0;
+	pthread_mutex_lock(&iv->mu);
+	iv->stop = true;
+	pthread_cond_signal(&iv->cv);
+	while (!iv->exited && rc == 0)
+		if (pthread_cond_timedwait(&iv->drained, &iv->mu, &dl) == ETIMEDOUT)
+			rc = -ETIMEDOUT;
+	if (iv->exited)
+		rc = 0;
+	pthread_mutex_unlock(&iv->mu);
+	return rc;
 }
 
 void inval_stop(struct inval *iv)

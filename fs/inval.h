@@ -32,6 +32,14 @@ int inval_start(struct fuse_session *se, struct inval **out);
  * free. NULL is ignored. */
 void inval_stop(struct inval *iv);
 
+/* Ask the thread to stop and wait at most timeout_ms for it: 0 when it
+ * has ended (inval_stop() then returns at once), -ETIMEDOUT when a notify
+ * call is still blocked in the kernel. That happens when the session loop
+ * ended (SIGTERM) while a request that holds a lock the invalidation
+ * needs (a lookup holds its directory) is still unanswered in the kernel:
+ * only aborting the FUSE connection releases it. NULL: 0. */
+int inval_quiesce(struct inval *iv, uint32_t timeout_ms);
+
 /* Queue: forget the dentry parent/name (name copied, name_len <= 255). */
 void inval_entry(struct inval *iv, uint64_t parent, const char *name,
 		 size_t name_len);

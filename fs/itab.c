@@ -266,7 +266,18 @@ int itab_open(const char *path, const struct itab_config *cfg, struct itab **out
 	if (!t)
 		return -ENOMEM;
 	int rc = -EIO;
-	pthread_rwlock_init(&t->lock, NULL);
+	/* Writer-preferring: glibc's default rwlock prefers readers, so a
+	 * steady stream of overlapping reads (FUSE workers doing stat, lookup,
+	 * readdir) could keep the apply thread -- the replicator, which also
+	 * sends the heartbeats -- out of itab_apply() indefinitely. With this
+	 * kind a read lock is never taken twice by one thread (a reader that
+	 * blocks behind a waiting writer while holding the lock deadlocks):
+	 * read callbacks must not call back into itab (see itab.h). */
+	pthread_rwlockattr_t la;
+	pthread_rwlockattr_init(&la);
+	pthread_rwlockattr_setkind_np(&la, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&t->lock, &la);
+	pthread_rwlockattr_destroy(&la);
 	t->opts = leveldb_options_create();
 	t->cache = leveldb_cache_create_lru(8u << 20);
 	t->filter = leveldb_filterpolicy_create_bloom(10);

@@ -59,7 +59,9 @@
  * (the apply thread). The read functions may run on any number of other
  * threads at the same time: a read-write lock makes each apply's batch and
  * in-memory counters visible at once, so a reader never sees half an op.
- * Read callbacks run under the read lock and must not call itab_apply().
+ * Read callbacks run under the read lock and must not call any itab
+ * function (the lock prefers the writer: a nested read lock would wait
+ * behind a waiting apply that waits for the outer one).
  */
 #ifndef SANDFS_FS_ITAB_H
 #define SANDFS_FS_ITAB_H

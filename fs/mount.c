@@ -24,6 +24,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,8 @@
 #include "transport/log.h"
 
 #define READY_TIMEOUT_MS 60000
+#define DRAIN_SLACK_MS 10000 /* proposal timeout + this bounds sfs_drain */
+#define INVAL_QUIESCE_MS 3000 /* then the FUSE connection is aborted */
 
 struct mount_opts {
 	char fuse_opts[2048]; /* passed to fuse_session_new */
@@ -169,22 +172,114 @@ struct mounted {
 	struct inval *inval;
 	int signals;
 	int mounted;
+	uint32_t drain_ms; /* sfs_drain bound: proposal timeout + slack */
+	char mp[PATH_MAX]; /* absolute mount point */
 	FILE *log;
 	char data_abs[PATH_MAX]; /* absolute data directory */
 };
 
-/* Stop in reverse order of start. The FUSE loop has ended, so no handler
- * runs; proposals still in flight complete (with -ESHUTDOWN at worst)
- * inside node_stop while the session can still take their replies. */
+/* Undo the octal escapes (\040 ...) of a /proc/self/mountinfo field. */
+static void unescape_field(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r; r++) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' &&
+		    r[2] <= '7' && r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') << 6 | (r[2] - '0') << 3 | (r[3] - '0'));
+			r += 3;
+		} else {
+			*w++ = *r;
+		}
+	}
+	*w = 0;
+}
+
+/* Abort the FUSE connection mounted at mp through the fusectl file
+ * system (root only): every request still waiting in the kernel fails,
+ * so the locks they hold are released. Best effort; the mount point is
+ * never stat'ed (nobody answers requests any more). */
+static void abort_fuse_connection(const char *mp)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "r");
+	if (!f)
+		return;
+	char line[3 * PATH_MAX];
+	unsigned maj = 0, min = 0;
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f)) {
+		char *save = NULL, *tok, *dev = NULL, *point = NULL;
+		int i = 0;
+		for (tok = strtok_r(line, " ", &save); tok && i < 5;
+		     tok = strtok_r(NULL, " ", &save), i++) {
+			if (i == 2)
+				dev = tok;
+			else if (i == 4)
+				point = tok;
+		}
+		if (!dev || !point)
+			continue;
+		unescape_field(point);
+		if (strcmp(point, mp) == 0 && sscanf(dev, "%u:%u", &maj, &min) == 2)
+			found = true;
+	}
+	fclose(f);
+	if (!found)
+		return;
+	char path[96];
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%u/abort",
+		 maj << 20 | min);
+	int fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0) {
+		LOG(WARN, "cannot abort the FUSE connection (%s: %s); the "
+			  "invalidation thread may stay blocked", path,
+		    strerror(errno));
+		return;
+	}
+	if (write(fd, "1", 1) != 1)
+		LOG(WARN, "aborting the FUSE connection: %s", strerror(errno));
+	else
+		LOG(WARN, "aborted the FUSE connection of %s to release a "
+			  "blocked kernel invalidation", mp);
+	close(fd);
+}
+
+/* Stop in reverse order of start. The FUSE loop has ended (its workers
+ * are joined), so no handler runs. Then:
+ *  - the invalidation thread (nothing queues any more);
+ *  - the frontend's proposals in flight complete while the replicator
+ *    still runs (their completions read the data path's dirty sizes and
+ *    reply through the session); the replicator fails any of them after
+ *    its proposal timeout, so this ends;
+ *  - the data path: detached from the apply first, stopped before the
+ *    node because its threads use the replicator's links and status;
+ *  - the node: whatever is still pending completes with -ESHUTDOWN; no
+ *    proposal can be made any more (fsm has no replicator);
+ *  - the session, which took the last replies. */
 static void teardown(struct mounted *m)
 {
 	if (m->fsm)
 		fsm_set_inval(m->fsm, NULL);
+	/* After a signal the kernel may still hold unanswered requests; an
+	 * invalidation waiting for a lock one of them holds never returns
+	 * on its own. */
+	if (inval_quiesce(m->inval, INVAL_QUIESCE_MS) != 0)
+		abort_fuse_connection(m->mp);
 	inval_stop(m->inval);
+	bool data_safe = true;
+	if (m->sfs && m->node && sfs_drain(m->sfs, m->drain_ms) != 0) {
+		/* Cannot happen while the replicator runs (it fails every
+		 * proposal at its deadline); never free under a completion. */
+		LOG(ERROR, "frontend proposals still pending after %u ms; "
+			   "leaving the data path allocated",
+		    (unsigned)m->drain_ms);
+		data_safe = false;
+	}
 	if (m->fsm)
 		fsm_set_data(m->fsm, NULL);
-	if (m->data)
+	if (m->data && data_safe)
 		data_stop(m->data);
+	if (m->fsm)
+		fsm_set_repl(m->fsm, NULL);
 	if (m->node)
 		node_stop(m->node);
 	if (m->se) {
@@ -255,6 +350,8 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 	o->fs_sm = &sm;
 	if (mo->timeout_ms)
 		o->propose_timeout_ms = mo->timeout_ms;
+	m->drain_ms = (o->propose_timeout_ms ? o->propose_timeout_ms : 10000) +
+		      DRAIN_SLACK_MS;
 	rc = node_start(o, &m->node, err, errcap);
 	if (rc < 0)
 		return rc;
@@ -306,6 +403,7 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		return -EIO;
 	}
 	m->mounted = 1;
+	snprintf(m->mp, sizeof(m->mp), "%s", mp);
 	rc = inval_start(m->se, &m->inval);
 	if (rc < 0) {
 		snprintf(err, errcap, "cannot start the invalidation thread: %s",

@@ -252,6 +252,7 @@ struct sfs_call {
 	char name[ITAB_NAME_MAX + 1];
 };
 
+/* A new call; counted until call_free() so sfs_drain() can wait. */
 static struct sfs_call *call_new(struct sfs *fs, fuse_req_t req,
 				 enum call_kind kind)
 {
@@ -260,8 +261,45 @@ static struct sfs_call *call_new(struct sfs *fs, fuse_req_t req,
 		c->fs = fs;
 		c->req = req;
 		c->kind = kind;
+		pthread_mutex_lock(&fs->calls_mu);
+		fs->calls++;
+		pthread_mutex_unlock(&fs->calls_mu);
 	}
 	return c;
+}
+
+/* Free c (and a handle it still owns); the last one wakes sfs_drain(). */
+static void call_free(struct sfs_call *c)
+{
+	struct sfs *fs = c->fs;
+	sfs_fh_free(c->fh);
+	free(c);
+	pthread_mutex_lock(&fs->calls_mu);
+	if (--fs->calls == 0)
+		pthread_cond_broadcast(&fs->calls_cv);
+	pthread_mutex_unlock(&fs->calls_mu);
+}
+
+int sfs_drain(struct sfs *fs, uint32_t timeout_ms)
+{
+	struct timespec dl;
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
+	int rc = 0;
+	pthread_mutex_lock(&fs->calls_mu);
+	while (fs->calls > 0 && rc == 0)
+		if (pthread_cond_timedwait(&fs->calls_cv, &fs->calls_mu, &dl) ==
+		    ETIMEDOUT)
+			rc = -ETIMEDOUT;
+	if (fs->calls == 0)
+		rc = 0;
+	pthread_mutex_unlock(&fs->calls_mu);
+	return rc;
 }
 
 static void call_done(void *ctx, const struct fsm_result *res);
@@ -272,8 +310,7 @@ static void propose(struct sfs_call *c, const struct itab_op *op)
 	int rc = fsm_propose_async(c->fs->fsm, op, call_done, c);
 	if (rc) {
 		fuse_reply_err(c->req, rc == -ENOTCONN ? EIO : -rc);
-		sfs_fh_free(c->fh);
-		free(c);
+		call_free(c);
 	}
 }
 
@@ -394,8 +431,7 @@ static void call_done(void *ctx, const struct fsm_result *res)
 			finish_create(c, &res->attr);
 		break;
 	}
-	sfs_fh_free(c->fh);
-	free(c);
+	call_free(c);
 }
 
 /* ---- lookup and counts --------------------------------------------------------------- */
@@ -675,7 +711,8 @@ static void sfs_create_op(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (c)
 		c->fh = sfs_fh_new(0);
 	if (!c || !c->fh) {
-		free(c);
+		if (c)
+			call_free(c);
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
@@ -879,6 +916,12 @@ int sfs_new(const struct sfs_cfg *cfg, struct sfs **out)
 	fs->self_id = cfg->self_id;
 	fs->timeout = cfg->timeout_s > 0 ? cfg->timeout_s : 1.0;
 	pthread_mutex_init(&fs->mu, NULL);
+	pthread_mutex_init(&fs->calls_mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs->calls_cv, &ca);
+	pthread_condattr_destroy(&ca);
 	*out = fs;
 	return 0;
 }
@@ -895,5 +938,7 @@ void sfs_free(struct sfs *fs)
 		}
 	}
 	pthread_mutex_destroy(&fs->mu);
+	pthread_mutex_destroy(&fs->calls_mu);
+	pthread_cond_destroy(&fs->calls_cv);
 	free(fs);
 }

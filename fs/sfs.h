@@ -42,6 +42,13 @@ struct sfs;
 int sfs_new(const struct sfs_cfg *cfg, struct sfs **out);
 void sfs_free(struct sfs *fs);
 
+/* After the session loop ended: wait (at most timeout_ms) until every
+ * proposal a handler made has completed. Their completions run on the
+ * replicator thread and use the data path (sizes of unflushed data) and
+ * the session, so stop the data path only after this returned 0. 0 or
+ * -ETIMEDOUT. */
+int sfs_drain(struct sfs *fs, uint32_t timeout_ms);
+
 /* The operations table; pass the sfs as userdata to fuse_session_new. */
 const struct fuse_lowlevel_ops *sfs_ops(void);
 

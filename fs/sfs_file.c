@@ -30,6 +30,14 @@ static struct sfs_fh *get_fh(struct fuse_file_info *fi)
 	return (struct sfs_fh *)(uintptr_t)fi->fh;
 }
 
+/* The errno for the kernel from a data-path result on an open file: the
+ * inode having gone (freed by another node while open here) is a stale
+ * handle, not "no such file" from read/write/close/fsync. */
+static int file_errno(long rc)
+{
+	return rc == -ENOENT ? ESTALE : (int)-rc;
+}
+
 /* ---- files ---------------------------------------------------------------------- */
 
 void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -37,9 +45,13 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct sfs *fs = get_fs(req);
 	/* Close-to-open: catch up with the cluster, and let the kernel drop
 	 * attributes (i_size) other nodes' changes made stale before the
-	 * first read of this open. */
-	if (sfs_read_barrier(fs) == 0)
+	 * first read of this open. The inode's own attributes are dropped
+	 * too: a lookup racing with another node's WRITE may have cached the
+	 * old size after that WRITE's invalidation (see fsm_inval_inode). */
+	if (sfs_read_barrier(fs) == 0) {
+		fsm_inval_inode(fs->fsm, ino);
 		fsm_inval_settle(fs->fsm, SFS_SETTLE_MS);
+	}
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
 	if (rc == 0 && S_ISDIR(a.mode))
@@ -92,7 +104,7 @@ void sfs_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	ssize_t n = data_read(fs->data, df, ino, buf, size, off);
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		fuse_reply_err(req, file_errno(n));
 	else
 		fuse_reply_buf(req, buf, (size_t)n);
 	free(buf);
@@ -109,7 +121,7 @@ void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 	}
 	ssize_t n = data_write(fs->data, df, buf, size, off);
 	if (n < 0)
-		fuse_reply_err(req, (int)-n);
+		fuse_reply_err(req, file_errno(n));
 	else
 		fuse_reply_write(req, (size_t)n);
 }
@@ -124,7 +136,7 @@ void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct data_file *df = fh->df;
 	pthread_mutex_unlock(&fh->mu);
 	int rc = df ? data_flush(fs->data, df) : 0;
-	fuse_reply_err(req, -rc);
+	fuse_reply_err(req, file_errno(rc));
 }
 
 void sfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -154,7 +166,7 @@ void sfs_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	struct data_file *df = fh->df;
 	pthread_mutex_unlock(&fh->mu);
 	int rc = df ? data_flush(fs->data, df) : 0;
-	fuse_reply_err(req, -rc);
+	fuse_reply_err(req, file_errno(rc));
 }
 
 void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,

@@ -37,6 +37,10 @@ struct sfs {
 	pthread_mutex_t mu;                   /* guards tab */
 	struct sfs_icount *tab[SFS_BUCKETS];  /* guarded by mu */
 	_Atomic int64_t barrier_down_until;   /* atomic: CLOCK_MONOTONIC ns */
+	pthread_mutex_t calls_mu;             /* guards calls */
+	pthread_cond_t calls_cv;              /* calls reached 0 */
+	uint64_t calls;                       /* sfs_call alive (proposals whose
+						 completion will still run) */
 };
 
 /* One open file (fi->fh). The data handle is opened lazily on a FUSE

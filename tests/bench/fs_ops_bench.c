@@ -7,8 +7,11 @@
  * of its own. The phases run one after the other, all workers at once, and
  * the parent times each phase from "go" until every worker reported done:
  *
- *   create   open(O_CREAT|O_EXCL|O_WRONLY) + close of an empty file
- *   stat     stat() of each file
+ *   create      open(O_CREAT|O_EXCL|O_WRONLY) + close of an empty file
+ *   stat_first  stat() of each file, right after the creates
+ *   stat        stat() again at once: the kernel's attribute cache is warm
+ *   stat_cold   stat() after a pause of COLD_PAUSE_MS: the cache expired,
+ *               every stat reaches the filesystem
  *   rename   rename() of each file to a new name in the same directory
  *   unlink   unlink() of each file
  *   small    create a file, write 4 KiB, fsync, close (FILES/4 files)
@@ -37,9 +40,23 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { PH_CREATE, PH_STAT, PH_RENAME, PH_UNLINK, PH_SMALL, PH_N };
-static const char *const phase_name[PH_N] = {"create", "stat", "rename",
-					     "unlink", "small4k_fsync"};
+enum {
+	PH_CREATE,
+	PH_STAT_FIRST,
+	PH_STAT,
+	PH_STAT_COLD,
+	PH_RENAME,
+	PH_UNLINK,
+	PH_SMALL,
+	PH_N
+};
+static const char *const phase_name[PH_N] = {
+	"create", "stat_first", "stat", "stat_cold", "rename", "unlink",
+	"small4k_fsync"};
+
+/* The parent waits this long before stat_cold, so that the kernel's
+ * attribute cache (1 s by default, for sandfs and bindfs alike) expired. */
+#define COLD_PAUSE_MS 1500
 
 /* Monotonic time in nanoseconds. */
 static long long now_ns(void)
@@ -74,7 +91,9 @@ static int do_op(int ph, const char *dir, int i, const char *buf)
 		if (fd < 0 || close(fd) != 0)
 			rc = -errno;
 		break;
+	case PH_STAT_FIRST:
 	case PH_STAT:
+	case PH_STAT_COLD:
 		snprintf(a, sizeof(a), "%s/f%d", dir, i);
 		if (stat(a, &st) != 0)
 			rc = -errno;
@@ -223,6 +242,11 @@ int main(int argc, char **argv)
 	int failed = 0;
 	for (int ph = 0; ph < PH_N && !failed; ph++) {
 		int n = phase_ops(ph, files);
+		if (ph == PH_STAT_COLD) {
+			struct timespec ts = {COLD_PAUSE_MS / 1000,
+					      (COLD_PAUSE_MS % 1000) * 1000000L};
+			nanosleep(&ts, NULL);
+		}
 		long long t0 = now_ns();
 		for (int k = 0; k < procs; k++)
 			if (write(go[k][1], ".", 1) != 1)

@@ -37,11 +37,13 @@ record() {
 	echo "  $key: $line"
 	if [[ $line != ok* || $(field failed "$line") != 0 ]]; then
 		e2e_fail "$key run without failed proposals"
+	else
+		E2E_PASSED=$((E2E_PASSED + 1))
 	fi
 	R[$key]=$line
 }
 
-# ---- sandfs --------------------------------------------------------------------
+# ---- sandfs cluster -------------------------------------------------------------
 e2e_cluster_init 3
 for i in 1 2 3; do e2e_start "$i"; done
 if ! e2e_wait_leader 20 1 2 3; then
@@ -51,15 +53,11 @@ if ! e2e_wait_leader 20 1 2 3; then
 fi
 L=$E2E_LEADER
 d=$(e2e_data "$L")
-e2e_log "sandfs: 3 nodes ($E2E_PEERS), leader node $L; warm-up $WARM"
-"$SANDFS" bench-propose --data "$d" "$WARM" 8 "$SIZE" >/dev/null
-record "sandfs,1" "$("$SANDFS" bench-propose --data "$d" "$N1" 1 "$SIZE" 2>&1)"
-record "sandfs,64" "$("$SANDFS" bench-propose --data "$d" "$N64" 64 "$SIZE" 2>&1)"
-for i in 1 2 3; do kill -TERM "${E2E_PID[$i]}" 2>/dev/null; done
-for i in 1 2 3; do e2e_stop "$i"; done
+e2e_log "sandfs: 3 nodes ($E2E_PEERS), leader node $L"
 
-# ---- etcd ------------------------------------------------------------------------------
+# ---- etcd cluster ------------------------------------------------------------------
 ETCD=${ETCD:-$(command -v etcd || true)}
+put_c="" put_go="" leader_ep="" etcd_pids=()
 if [[ -z $ETCD ]]; then
 	echo "etcd not installed (apt-get install etcd-server): no reference run"
 else
@@ -68,14 +66,12 @@ else
 		put_c="$E2E_TMP/etcd_put"
 		cc -O2 -std=c11 -D_GNU_SOURCE -o "$put_c" "$here/etcd_put.c" -lpthread || put_c=""
 	fi
-	put_go=""
 	if command -v go >/dev/null && [[ -d /usr/share/gocode/src/go.etcd.io/etcd/clientv3 ]]; then
-		mkdir -p "$E2E_TMP/gocache"
 		if GOPATH=/usr/share/gocode GO111MODULE=off GOCACHE=${GOCACHE:-$HOME/.cache/go-build} \
 			go build -o "$E2E_TMP/etcd_put_go" "$here/etcd_put_go/main.go" 2>"$E2E_TMP/gobuild.log"; then
 			put_go="$E2E_TMP/etcd_put_go"
 		else
-			echo "note: Go etcd client did not build (see below); gRPC row skipped"
+			echo "note: Go etcd client did not build (see below); gRPC rows skipped"
 			head -n 5 "$E2E_TMP/gobuild.log"
 		fi
 	fi
@@ -83,13 +79,11 @@ else
 	cluster="" eps=()
 	declare -A CPORT=() PPORT=()
 	for i in 1 2 3; do
-		pp=$(e2e_free_port 127.0.0.1)
+		PPORT[$i]=$(e2e_free_port 127.0.0.1)
 		CPORT[$i]=$(e2e_free_port 127.0.0.1)
-		cluster+="${cluster:+,}e$i=http://127.0.0.1:$pp"
-		PPORT[$i]=$pp
+		cluster+="${cluster:+,}e$i=http://127.0.0.1:${PPORT[$i]}"
 		eps+=("127.0.0.1:${CPORT[$i]}")
 	done
-	etcd_pids=()
 	for i in 1 2 3; do
 		e2e_bg "$ETCD" --name "e$i" --data-dir "$E2E_TMP/etcd$i" \
 			--listen-client-urls "http://127.0.0.1:${CPORT[$i]}" \
@@ -102,7 +96,6 @@ else
 		etcd_pids+=("$E2E_LAST_BG")
 	done
 	# The leader's client endpoint, once all three agree on one.
-	leader_ep=""
 	for _ in $(seq 100); do
 		leader_ep=$(ETCDCTL_API=3 timeout 5 etcdctl --endpoints="$(
 			IFS=,
@@ -124,22 +117,42 @@ if len(st) == 3 and len({s["Status"]["leader"] for s in st}) == 1:
 		e2e_fail "etcd cluster elects a leader"
 	else
 		e2e_log "etcd $("$ETCD" --version | head -n 1 | awk '{print $3}'): 3 members, leader at $leader_ep"
-		host=${leader_ep%:*} port=${leader_ep##*:}
-		if [[ -n $put_go ]]; then
-			"$put_go" "$leader_ep" "$WARM" 8 "$SIZE" >/dev/null
-			record "etcd-grpc,1" "$("$put_go" "$leader_ep" "$N1" 1 "$SIZE" 2>&1)"
-			record "etcd-grpc,64" "$("$put_go" "$leader_ep" "$N64" 64 "$SIZE" 2>&1)"
-		fi
-		if [[ -n $put_c ]]; then
-			"$put_c" "$host" "$port" "$WARM" 8 "$SIZE" >/dev/null
-			record "etcd-http,1" "$("$put_c" "$host" "$port" "$N1" 1 "$SIZE" 2>&1)"
-			record "etcd-http,64" "$("$put_c" "$host" "$port" "$N64" 64 "$SIZE" 2>&1)"
-		fi
 	fi
-	# Stop the members together (a leader alone waits for its peers).
-	for p in "${etcd_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${etcd_pids[@]}"; do e2e_reap "$p"; done
 fi
+host=${leader_ep%:*} port=${leader_ep##*:}
+
+# One run of SYSTEM with COUNT operations and CONC proposers/clients.
+run() {
+	local sys=$1 count=$2 conc=$3
+	case $sys in
+	sandfs) "$SANDFS" bench-propose --data "$d" "$count" "$conc" "$SIZE" 2>&1 ;;
+	etcd-grpc) "$put_go" "$leader_ep" "$count" "$conc" "$SIZE" 2>&1 ;;
+	etcd-http) "$put_c" "$host" "$port" "$count" "$conc" "$SIZE" 2>&1 ;;
+	esac
+}
+
+# ---- runs: both clusters are up; the systems take turns, so background
+# load on the machine hits them alike ------------------------------------------------
+systems=(sandfs)
+if [[ -n $leader_ep ]]; then
+	[[ -n $put_go ]] && systems+=(etcd-grpc)
+	[[ -n $put_c ]] && systems+=(etcd-http)
+fi
+e2e_log "warm-up ($WARM operations, 8 concurrent, each system)"
+for sys in "${systems[@]}"; do run "$sys" "$WARM" 8 >/dev/null; done
+for conc in 1 64; do
+	n=$N1
+	[[ $conc == 64 ]] && n=$N64
+	for sys in "${systems[@]}"; do
+		record "$sys,$conc" "$(run "$sys" "$n" "$conc")"
+	done
+done
+
+# ---- stop everything (etcd members together: a leader alone waits) -------------
+for i in 1 2 3; do kill -TERM "${E2E_PID[$i]}" 2>/dev/null; done
+for p in "${etcd_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+for i in 1 2 3; do e2e_stop "$i"; done
+for p in "${etcd_pids[@]}"; do e2e_reap "$p"; done
 
 # ---- table ---------------------------------------------------------------------------------
 echo
@@ -180,4 +193,5 @@ if [[ -n ${R[sandfs,64]:-} && -n $ref ]]; then
 		echo "target MISSED: sandfs 64-proposer $ops ops/s < etcd ($refname) $ref ops/s"
 	fi
 fi
-e2e_summary
+echo "runs: $E2E_PASSED complete, $E2E_FAILED with failures or missing"
+[[ $E2E_FAILED -eq 0 ]]

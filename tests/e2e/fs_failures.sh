@@ -13,6 +13,9 @@
 #    (--timeout-ms 3000); reads (ls, cat, stat) keep working there; the
 #    majority keeps working. After healing it catches up and takes writes
 #    again.
+# 3. The leader is cut off: a mutation on it fails with EIO, the other two
+#    elect a new leader and go on; after healing the old leader's
+#    uncommitted entry is gone and it catches up.
 #
 # Needs root (nftables, cgroup v2) for part 2; without it part 2 is
 # reported as a failure, not skipped silently.
@@ -23,7 +26,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=tests/e2e/fs_lib.sh
 . "$here/fs_lib.sh"
 
-OPS="python3 $here/fs_ops.py"
+OPS=(python3 "$here/fs_ops.py")
 TIMEOUT_MS=3000
 
 converged() { # IDS...
@@ -128,7 +131,7 @@ fs_check "nft rules cut node $I off" fs_isolate "$I"
 timed_op() { # OP ARGS... -> "ERRNO MS"
 	local t0 r
 	t0=$(fs_now_ms)
-	r=$(timeout 60 $OPS "$@")
+	r=$(timeout 60 "${OPS[@]}" "$@")
 	echo "$r $(($(fs_now_ms) - t0))"
 }
 eio_check() { # NAME OP ARGS...
@@ -196,6 +199,27 @@ fs_check "after healing, writes on the formerly isolated node work and reach nod
 	mkdir '$MI/part/after' && echo ok >'$MI/part/after/f' &&
 	for k in \$(seq 100); do grep -qsx ok '$MO/part/after/f' && exit 0; sleep 0.1; done; exit 1"
 fs_check "the whole tree is identical on all nodes after healing" bash -c "
+	diff -r --no-dereference '$(fs_mnt 1)' '$(fs_mnt 2)' && diff -r --no-dereference '$(fs_mnt 1)' '$(fs_mnt 3)'"
+
+# ---- 3. the leader cut off from the majority ---------------------------------
+
+fs_wait_leader 20 1 2 3
+L=$FS_LEADER
+A=$((L % 3 + 1)) B=$(((L + 1) % 3 + 1))
+ML=$(fs_mnt "$L") MA=$(fs_mnt "$A")
+fs_log "isolating the leader $L; nodes $A and $B are the majority"
+fs_check "nft rules cut leader $L off" fs_isolate "$L"
+I=$L # for eio_check's messages
+eio_check "mkdir on the cut-off leader:" mkdir "$ML/part/ghost"
+fs_check "nodes $A and $B elect a new leader among themselves" fs_wait_leader 20 "$A" "$B"
+fs_log "new leader: $FS_LEADER"
+fs_check "the new majority takes writes" bash -c "mkdir '$MA/part/newterm' && echo x >'$MA/part/newterm/f'"
+fs_heal
+fs_check "after healing, all 3 nodes converge" converged 1 2 3
+fs_check "the old leader's uncommitted mkdir is discarded everywhere" bash -c "
+	[[ ! -e '$(fs_mnt 1)/part/ghost' && ! -e '$(fs_mnt 2)/part/ghost' && ! -e '$(fs_mnt 3)/part/ghost' ]]"
+fs_check "the old leader sees the new term's writes" grep -qsx x "$ML/part/newterm/f"
+fs_check "the whole tree is identical on all nodes" bash -c "
 	diff -r --no-dereference '$(fs_mnt 1)' '$(fs_mnt 2)' && diff -r --no-dereference '$(fs_mnt 1)' '$(fs_mnt 3)'"
 
 for i in 1 2 3; do

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2016 # checks in '...' run later, with {} replaced
 # fs_shell.sh — ordinary shell tools on a 3-node sandfs cluster.
 #
 # Three nodes on loopback, each with a real FUSE mount. Everything is done
@@ -9,8 +10,9 @@
 # can meet are checked (ENAMETOOLONG, ENOTEMPTY, never EXDEV inside the
 # mount).
 #
-# The copied tree is /usr/include/linux + /usr/include/x86_64-linux-gnu
-# (about 9 MB, 1200 entries); FS_TREE=full copies all of /usr/include.
+# The copied tree is all of /usr/include (on the Debian 12 dev machine:
+# 120 MB, 9200 entries, ~50 s to copy); FS_TREE=small copies only
+# /usr/include/linux + /usr/include/x86_64-linux-gnu (6 MB, 1200 entries).
 #
 #   SANDFS_BIN=build/bin bash tests/e2e/fs_shell.sh
 set -uo pipefail
@@ -80,7 +82,7 @@ deep=a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/0/1/2/3/4/5/6/7/8/9
 fs_check "mkdir -p of a 36-level tree is seen on every node" do_all "mkdir -p '$M1/deep/$deep' && echo bottom >'$M1/deep/$deep/f'" \
 	grep -qx bottom "{}/deep/$deep/f"
 
-if [[ ${FS_TREE:-} == full ]]; then
+if [[ ${FS_TREE:-full} == full ]]; then
 	tree_desc="/usr/include"
 	cp_tree() { cp -r /usr/include "$1/inc"; }
 	tree_src=(/usr/include)
@@ -98,16 +100,9 @@ if cp_tree "$M1"; then
 else
 	fs_fail "cp -r of $tree_desc into node 1"
 fi
-# reference: the same layout locally
-if [[ ${FS_TREE:-} == full ]]; then ref=/usr/include; else
-	mkdir -p "$SRC/inc"
-	ln -s /usr/include/linux "$SRC/inc/linux"
-	ln -s /usr/include/x86_64-linux-gnu "$SRC/inc/x86_64-linux-gnu"
-	ref=$SRC/inc
-fi
 diff_tree() { # mount: the copied tree equals the source
 	local m=$1 d
-	if [[ ${FS_TREE:-} == full ]]; then
+	if [[ ${FS_TREE:-full} == full ]]; then
 		diff -r --no-dereference /usr/include "$m/inc"
 	else
 		for d in linux x86_64-linux-gnu; do
@@ -235,6 +230,7 @@ for k in 1 2 3 4 5; do
 	t0=$(fs_now_ms)
 	for i in 2 3; do
 		m=$(fs_mnt "$i")
+		# shellcheck disable=SC2010 # readdir through ls is the point
 		while ! { ls "$m" | grep -qx "$f" && stat "$m/$f" >/dev/null 2>&1; }; do
 			(($(fs_now_ms) - t0 < 5000)) || { lag_ok=0; break; }
 			sleep 0.005

@@ -61,6 +61,14 @@ declare -A E2E_PID=()   # node id -> pid of its running `sandfs serve`
 declare -A E2E_ADDR=()  # node id -> host:port
 E2E_ROOT=0
 [[ $(id -u) -eq 0 ]] && E2E_ROOT=1
+# Nodes run under their own uids when we are root and that uid can run the
+# binary (not the case when the tree lives under a private home directory).
+E2E_SETUID=0
+if [[ $E2E_ROOT == 1 ]] && command -v setpriv >/dev/null &&
+	setpriv --reuid=$((E2E_UID_BASE + 1)) --regid=$((E2E_UID_BASE + 1)) --clear-groups -- \
+		test -x "$SANDFS" 2>/dev/null; then
+	E2E_SETUID=1
+fi
 
 # ---- reporting ------------------------------------------------------------
 
@@ -173,7 +181,7 @@ e2e_cluster_init() {
 		E2E_ADDR[$i]="$host:$port"
 		E2E_PEERS+="${E2E_PEERS:+,}$i=$host:$port"
 		mkdir -p "$E2E_TMP/n$i"
-		if [[ $E2E_ROOT == 1 ]]; then
+		if [[ $E2E_SETUID == 1 ]]; then
 			chown "$((E2E_UID_BASE + i)):$((E2E_UID_BASE + i))" "$E2E_TMP/n$i"
 		fi
 	done
@@ -184,7 +192,7 @@ e2e_data() { echo "$E2E_TMP/n$1"; }
 # Start node I in the background (a child of this shell).
 e2e_start() {
 	local i=$1 pre=()
-	if [[ $E2E_ROOT == 1 ]]; then
+	if [[ $E2E_SETUID == 1 ]]; then
 		pre=(setpriv --reuid="$((E2E_UID_BASE + i))" --regid="$((E2E_UID_BASE + i))" --clear-groups --)
 	fi
 	echo "==== start $(date +%T.%3N)" >>"$E2E_TMP/n$i.log"
@@ -333,7 +341,7 @@ e2e_wait_converged() {
 # every packet sent by a socket of its uid. Needs root.
 e2e_nft_isolate() {
 	local i=$1
-	[[ $E2E_ROOT == 1 ]] || return 1
+	[[ $E2E_ROOT == 1 && $E2E_SETUID == 1 ]] || return 1
 	if [[ -z $E2E_NFT_TABLE ]]; then
 		E2E_NFT_TABLE="sandfs_test_$$"
 		nft add table inet "$E2E_NFT_TABLE" || { E2E_NFT_TABLE=""; return 1; }

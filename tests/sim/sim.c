@@ -283,6 +283,7 @@ struct sim {
 	bool blocked[SIM_MAX_IDS + 1][SIM_MAX_IDS + 1];
 	struct ev *heap;
 	size_t nh, caph;
+	uint64_t msgs_inflight, bytes_inflight; /* on the fake wire */
 	uint64_t evseq;
 	struct map leaders; /* (term, 0) -> leader id */
 	struct map votes;   /* (term, voter) -> candidate */
@@ -548,6 +549,7 @@ static void conf_apply(struct raft_conf *c, uint8_t op, raft_id id,
 
 /* Snapshot data: "SIMSNAP1", index, then per entry term, type, phash. */
 #define SNAP_HDR 16
+
 #define SNAP_ENT 17
 
 static void put64(uint8_t *p, uint64_t v)
@@ -749,6 +751,16 @@ static void disk_free(struct disk *d)
 
 /* ---- messages and the event heap ---------------------------------------- */
 
+/* Bytes of a message and what it carries. */
+static uint64_t msg_size(const struct raft_msg *m)
+{
+	uint64_t sz = sizeof *m + m->n_entries * sizeof(struct raft_entry) +
+		      m->len;
+	for (uint32_t i = 0; i < m->n_entries; i++)
+		sz += m->entries[i].len;
+	return sz;
+}
+
 /* Deep copy of m in one allocation (entries and data follow the struct). */
 static struct raft_msg *msg_clone(const struct raft_msg *m)
 {
@@ -882,7 +894,20 @@ static void send_owned(struct sim *s, struct node *n, struct raft_msg *c)
 		heap_push(s, (struct ev){.t = s->now + d,
 					 .kind = EV_MSG,
 					 .msg = m});
+		s->msgs_inflight++;
+		s->bytes_inflight += msg_size(m);
 	}
+	/* A core must not flood a network: in-flight traffic is bounded by
+	 * its flow control (max_inflight_msgs/bytes per follower). */
+	if (s->msgs_inflight > SIM_STORM_MSGS ||
+	    s->bytes_inflight > SIM_STORM_BYTES)
+		sim_failf(s,
+			  "message storm: %llu messages / %llu bytes in "
+			  "flight (last: n%llu %s to n%llu)",
+			  (unsigned long long)s->msgs_inflight,
+			  (unsigned long long)s->bytes_inflight,
+			  (unsigned long long)c->from,
+			  raft_msg_name(c->type), (unsigned long long)c->to);
 }
 
 /* ---- node lifecycle -------------------------------------------------- */
@@ -1463,6 +1488,8 @@ static void persist_done(struct sim *s, struct node *n)
 
 static void deliver(struct sim *s, struct raft_msg *m)
 {
+	s->msgs_inflight--;
+	s->bytes_inflight -= msg_size(m);
 	struct node *n = node_of(s, m->to);
 	if (!n || n->state != SIM_RUNNING || m->from < 1 ||
 	    m->from > SIM_MAX_IDS || s->blocked[m->from][m->to] ||

@@ -27,6 +27,10 @@
 #define SIM_TICK 100      /* time units per raft_tick() */
 #define SIM_MAX_IDS 12    /* node ids 1..SIM_MAX_IDS (<= RAFT_MAX_NODES) */
 #define SIM_FAIL_MAX 4096 /* bytes kept of the failure text */
+/* Bounds on traffic in flight; beyond them a run fails ("message storm")
+ * instead of exhausting the machine's memory. */
+#define SIM_STORM_MSGS 200000
+#define SIM_STORM_BYTES (256ull << 20)
 
 enum sim_node_state {
 	SIM_ABSENT = 0,  /* never started */
