@@ -1153,12 +1153,18 @@ static void trace(void *ctx, const struct raft_event *ev)
 			      ev->type == RAFT_EV_DROP)
 				     ? LOG_LVL_DEBUG
 				     : LOG_LVL_INFO;
-	log_write(lvl, __FILE__, __LINE__,
-		  "raft %s: term %llu peer %llu index %llu: %s",
+	char peer[32] = "", idx[32] = "";
+	if (ev->peer)
+		snprintf(peer, sizeof(peer), " peer %llu",
+			 (unsigned long long)ev->peer);
+	if (ev->index)
+		snprintf(idx, sizeof(idx), " index %llu",
+			 (unsigned long long)ev->index);
+	log_write(lvl, __FILE__, __LINE__, "raft %s: term %llu%s%s: %s",
 		  ev->type < sizeof(names) / sizeof(names[0]) ? names[ev->type]
 							      : "?",
-		  (unsigned long long)ev->term, (unsigned long long)ev->peer,
-		  (unsigned long long)ev->index, ev->detail ? ev->detail : "");
+		  (unsigned long long)ev->term, peer, idx,
+		  ev->detail ? ev->detail : "");
 	(void)ctx;
 }
 
@@ -1342,9 +1348,8 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 	ret = rlog_open(path, &r->log, err, errcap);
 	if (ret < 0)
 		goto fail;
-	ret = restore_core(r, err, errcap);
-	if (ret < 0)
-		goto fail;
+	/* Listen first: a port in use is the likeliest start-up failure, and
+	 * nothing is logged or bootstrapped before it is known. */
 
 	const char *listen = NULL;
 	for (size_t i = 0; i < cfg->n_peers; i++)
@@ -1366,6 +1371,9 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 		.ctx = r,
 	};
 	ret = link_start(&lc, &r->link, err, errcap);
+	if (ret < 0)
+		goto fail;
+	ret = restore_core(r, err, errcap);
 	if (ret < 0)
 		goto fail;
 	struct raft_status st;

@@ -96,6 +96,7 @@
 #define FETCH_TIMEOUT_MS 5000u   /* one BLOCK_GET to one peer */
 #define FETCH_RETRY_MS 5000u     /* background fetches that failed */
 #define PUSH_WINDOW 8u           /* BLOCK_PUTs in flight per peer */
+#define PUSH_AGAIN_MS 50         /* resend delay after a busy (-EAGAIN) peer */
 #define CACHE_SLOTS 8u
 #define RECENT_BUCKETS 16384u
 #define HAS_MAX 4096u            /* hashes per BLOCK_HAS request */
@@ -694,6 +695,9 @@ struct push_peer {
 	size_t next;       /* next block to send */
 	unsigned inflight; /* requests sent, not answered */
 	bool dead;         /* connection failed: its remaining blocks fail */
+	uint32_t *again;   /* blocks to send again (peer was busy); nblocks */
+	size_t n_again;
+	int64_t again_at;  /* mono_ms() from which to resend them */
 };
 
 struct push {
@@ -722,6 +726,8 @@ static void push_unref_locked(struct push *p, bool *freed)
 
 static void push_free(struct push *p)
 {
+	for (size_t i = 0; i < p->npeers; i++)
+		free(p->peer[i].again);
 	pthread_mutex_destroy(&p->mu);
 	pthread_cond_destroy(&p->cv);
 	free(p->acks);
@@ -747,6 +753,9 @@ static void push_kill_peer(struct push *p, size_t i)
 	for (size_t b = pp->next; b < p->nblocks; b++)
 		p->fails[b]++;
 	pp->next = p->nblocks;
+	for (size_t k = 0; k < pp->n_again; k++)
+		p->fails[pp->again[k]]++;
+	pp->n_again = 0;
 }
 
 /* link_reply_fn for one BLOCK_PUT. */
@@ -762,6 +771,12 @@ static void push_cb(void *ctx, int status, const uint8_t *reply, size_t len)
 		st = len >= 4 ? (int32_t)get_be32(reply) : -EPROTO;
 	if (st == 0) {
 		p->acks[r->block]++;
+	} else if (status == 0 && st == -EAGAIN && !pp->dead) {
+		/* The peer's request queue is full: not a failure, send this
+		 * block to it again a little later (each block is at most once
+		 * in flight or in `again` per peer, so it fits). */
+		pp->again[pp->n_again++] = r->block;
+		pp->again_at = mono_ms() + PUSH_AGAIN_MS;
 	} else {
 		p->fails[r->block]++;
 		if (status == 0 && st == -ENOSPC)
@@ -801,8 +816,14 @@ static struct push *push_new(const struct peerset *ps, size_t nblocks)
 	p->nblocks = nblocks;
 	p->need = ps->need;
 	p->npeers = ps->n_voters;
-	for (size_t i = 0; i < ps->n_voters; i++)
+	for (size_t i = 0; i < ps->n_voters; i++) {
 		p->peer[i].id = ps->voters[i];
+		p->peer[i].again = calloc(nblocks, sizeof(uint32_t));
+		if (!p->peer[i].again) {
+			push_free(p);
+			return NULL;
+		}
+	}
 	return p;
 }
 
@@ -814,23 +835,29 @@ static void push_pump(struct data *d, struct push *p,
 {
 	for (size_t i = 0; i < p->npeers; i++) {
 		struct push_peer *pp = &p->peer[i];
-		while (!pp->dead && pp->next < p->ready &&
-		       pp->inflight < PUSH_WINDOW) {
-			size_t b = pp->next;
+		while (!pp->dead && pp->inflight < PUSH_WINDOW) {
+			/* Blocks the peer was too busy for come first, once
+			 * their delay passed; then the next new one. */
+			size_t b;
+			if (pp->n_again && mono_ms() >= pp->again_at)
+				b = pp->again[--pp->n_again];
+			else if (pp->next < p->ready)
+				b = pp->next++;
+			else
+				break;
 			/* Enough copies of this block already? Skip it. */
-			if (p->acks[b] >= p->need) {
-				pp->next++;
+			if (p->acks[b] >= p->need)
 				continue;
-			}
 			struct push_req *r = malloc(sizeof *r);
-			if (!r)
+			if (!r) {
+				pp->again[pp->n_again++] = (uint32_t)b;
 				return;
+			}
 			r->p = p;
 			r->block = (uint32_t)b;
 			r->peer = (uint32_t)i;
 			pp->inflight++;
 			p->refs++;
-			pp->next++;
 			pthread_mutex_unlock(&p->mu);
 			int rc = link_request(d->link, pp->id,
 					      WIRE_KIND_BLOCK_PUT, blocks[b].buf,
@@ -842,7 +869,7 @@ static void push_pump(struct data *d, struct push *p,
 				pp->inflight--;
 				p->refs--;
 				if (rc == -EAGAIN) { /* queue full: later */
-					pp->next--;
+					pp->again[pp->n_again++] = (uint32_t)b;
 					break;
 				}
 				p->fails[b]++;
@@ -1645,7 +1672,10 @@ int data_start(const struct data_cfg *cfg, struct data **out, char *err,
 		d->n_voters = cfg->n_voters;
 	}
 	d->cfg.voters = NULL;
-	int rc = blk_open(cfg->blocks_dir, 0, &d->bs, err, errcap);
+	/* Blocks are synced when stored (here and on the peers that answer a
+	 * BLOCK_PUT), so a flush/fsync that saw a majority of copies survives
+	 * a power loss of those machines, not just a process crash. */
+	int rc = blk_open(cfg->blocks_dir, BLK_SYNC, &d->bs, err, errcap);
 	if (rc < 0) {
 		free(d);
 		return rc;

@@ -82,8 +82,9 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 	const char *peers = NULL;
 	memset(o, 0, sizeof(*o));
 	optind = 1;
+	opterr = 0; /* we print one line of our own */
 	int c;
-	while ((c = getopt_long(argc, argv, "fo:h", longopts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, ":fo:h", longopts, NULL)) != -1) {
 		char *end = NULL;
 		switch (c) {
 		case 'i':
@@ -158,8 +159,17 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 		case 'h':
 			usage(stdout);
 			exit(0);
+		case ':':
+			fprintf(stderr,
+				"sandfs %s: option '%s' needs a value (see "
+				"sandfs --help)\n",
+				argv[0], argv[optind - 1]);
+			return -EINVAL;
 		default:
-			usage(stderr);
+			fprintf(stderr,
+				"sandfs %s: unknown option '%s' (see sandfs "
+				"--help)\n",
+				argv[0], argv[optind - 1]);
 			return -EINVAL;
 		}
 	}

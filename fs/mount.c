@@ -337,7 +337,8 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 	}
 
 	snprintf(path, sizeof(path), "%s/meta", data_abs);
-	struct itab_config icfg = {.cluster_id = cid};
+	struct itab_config icfg = {.cluster_id = cid,
+				   .block_size = DATA_BLOCK_SIZE};
 	rc = itab_open(path, &icfg, &m->itab);
 	if (rc < 0) {
 		snprintf(err, errcap, "cannot open the inode table %s: %s", path,
