@@ -86,6 +86,7 @@ struct raft_progress {
 	raft_index pending_snap; /* index of the snapshot being sent, 0: none */
 	uint64_t snap_off;       /* next chunk offset to send */
 	bool snap_wait;          /* a chunk is out; wait for an answer */
+	uint64_t snap_seq;       /* ctx of the chunk sent last */
 	/* REPLICATE: ring of in-flight APPENDs */
 	struct raft_inflight *infl;
 	uint32_t infl_head;

@@ -115,6 +115,7 @@ void raft_send_snapshot(struct raft *r, struct raft_progress *pr)
 	m->len = (uint32_t)n;
 	m->data = n ? r->snap_data + off : NULL;
 	m->done = off + n == r->snap_len;
+	m->ctx = ++pr->snap_seq;
 	pr->snap_wait = true;
 }
 
@@ -134,6 +135,7 @@ static void snapshot_resp(struct raft *r, const struct raft_msg *m)
 	o->index = r->rx_len;
 	o->hint_index = m->snap.index;
 	o->hint_term = m->snap.term;
+	o->ctx = m->ctx; /* names the chunk this answers */
 }
 
 /* The whole snapshot arrived: install it (see the top of the file). */
@@ -242,6 +244,15 @@ void raft_handle_snapshot_resp(struct raft *r, const struct raft_msg *m)
 		return;
 	if (m->hint_index && m->hint_index != pr->pending_snap)
 		return; /* about another snapshot */
+	/* One chunk in flight: only the answer to the chunk sent last moves
+	 * the transfer on. A duplicated or stale answer (or one to a chunk
+	 * that was resent since) is dropped, or every duplicate would become
+	 * one more chunk in flight, and duplicates of those more again. */
+	if (m->ctx != pr->snap_seq || !pr->snap_wait) {
+		raft_trace(r, RAFT_EV_DROP, m->from, m->index,
+			   "stale snapshot answer");
+		return;
+	}
 	pr->snap_off = m->index;
 	/* Every byte sent: wait for the APPEND_RESP of the install. */
 	pr->snap_wait = r->has_snap_data && m->index >= r->snap_len &&
