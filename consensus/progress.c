@@ -122,6 +122,7 @@ void raft_pr_become_probe(struct raft *r, struct raft_progress *pr)
 		pr->next = pr->match + 1;
 	}
 	pr->state = RAFT_PR_PROBE;
+	pr->epoch++; /* refusals of earlier appends are stale now */
 	pr->probe_sent = false;
 	pr->pending_snap = 0;
 	pr->snap_wait = false;

@@ -87,6 +87,7 @@ struct raft_progress {
 	uint64_t snap_off;       /* next chunk offset to send */
 	bool snap_wait;          /* a chunk is out; wait for an answer */
 	uint64_t snap_seq;       /* ctx of the chunk sent last */
+	uint64_t epoch;          /* bumped on each fall back to probe */
 	/* REPLICATE: ring of in-flight APPENDs */
 	struct raft_inflight *infl;
 	uint32_t infl_head;

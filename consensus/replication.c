@@ -65,6 +65,7 @@ void raft_send_append(struct raft *r, struct raft_progress *pr,
 		bytes += len;
 	}
 	struct raft_msg *m = raft_out_msg(r, false, RAFT_MSG_APPEND, pr->id);
+	m->offset = pr->epoch; /* echoed in the answer */
 	m->prev_index = prev;
 	m->prev_term = pt;
 	m->commit = r->commit;
@@ -96,6 +97,7 @@ void raft_send_heartbeat(struct raft *r, struct raft_progress *pr)
 		}
 	}
 	struct raft_msg *m = raft_out_msg(r, false, RAFT_MSG_APPEND, pr->id);
+	m->offset = pr->epoch; /* echoed in the answer */
 	m->prev_index = p;
 	m->prev_term = pt;
 	m->commit = r->commit < p ? r->commit : p;
@@ -281,6 +283,7 @@ void raft_handle_append(struct raft *r, const struct raft_msg *m)
 		o->reject = true;
 		o->index = m->prev_index;
 		o->ctx = m->ctx;
+		o->offset = m->offset;
 		return;
 	}
 	if (m->prev_index < r->commit) {
@@ -288,6 +291,7 @@ void raft_handle_append(struct raft *r, const struct raft_msg *m)
 		o = raft_out_msg(r, true, RAFT_MSG_APPEND_RESP, m->from);
 		o->index = r->commit;
 		o->ctx = m->ctx;
+		o->offset = m->offset;
 		return;
 	}
 	raft_term t;
@@ -301,6 +305,7 @@ void raft_handle_append(struct raft *r, const struct raft_msg *m)
 		o->hint_index = hi;
 		o->hint_term = ht;
 		o->ctx = m->ctx;
+		o->offset = m->offset;
 		return;
 	}
 	uint32_t i = 0;
@@ -337,6 +342,7 @@ void raft_handle_append(struct raft *r, const struct raft_msg *m)
 	o = raft_out_msg(r, true, RAFT_MSG_APPEND_RESP, m->from);
 	o->index = last_new;
 	o->ctx = m->ctx;
+	o->offset = m->offset;
 }
 
 /* Where to probe next after a rejection of prev index `rej` with hint
@@ -392,8 +398,26 @@ void raft_handle_append_resp(struct raft *r, const struct raft_msg *m)
 		}
 		if (pr->state == RAFT_PR_SNAPSHOT)
 			return;
+		/* Appends carry the follower's probe epoch (msg.offset),
+		 * which grows each time we fall back to probing. A refusal
+		 * of an append sent before that is stale: acting on it would
+		 * restart the window once per old message still in flight,
+		 * and under reordering and duplication each restart puts a
+		 * whole new window in flight — a message storm. */
+		if (m->offset != pr->epoch)
+			return;
 		if (pr->state == RAFT_PR_REPLICATE && m->index <= pr->match)
 			return; /* stale */
+		/* A "log too short" answer while pipelining, from a follower
+		 * that holds everything up to match: the appends before this
+		 * one are still on their way (reordered), not missing for
+		 * good. Falling back to probe here would resend the whole
+		 * window for every such answer, and every resent message can
+		 * earn another one: a storm under reordering. A real loss is
+		 * caught by the stall timer (no progress for two heartbeats). */
+		if (pr->state == RAFT_PR_REPLICATE && m->hint_term == 0 &&
+		    m->hint_index > pr->match)
+			return;
 		if (pr->state == RAFT_PR_PROBE && m->index != pr->next - 1)
 			return; /* stale */
 		raft_index nx = backoff(r, m->index, m->hint_index,

@@ -6,15 +6,27 @@
  *     nng_recvmsg, verifies each frame with wire_decode and dispatches it:
  *     REPLY frames complete a pending request, everything else goes to
  *     on_frame;
- *   - per peer one PUSH socket dialing the peer; nng's own send buffer
- *     (NNG_OPT_SENDBUF = queue_max) is the bounded queue, and sends use
- *     NNG_FLAG_NONBLOCK so a full queue drops instead of waiting;
+ *   - per peer two lanes (control, bulk; link_lane_for picks one), each a
+ *     PUSH socket of its own dialing the peer, so each lane has its own TCP
+ *     connection and the peer's PULL socket takes one frame from each
+ *     connection in turn. nng's send buffer is 0: the lane keeps its own
+ *     FIFO (a ring of nng_msg, bounded in frames and, for bulk, in bytes)
+ *     and hands one frame at a time to nng with an aio; the aio callback
+ *     hands over the next. A frame that does not fit is dropped at once,
+ *     so nothing ever waits. Counting bytes ourselves is what nng's
+ *     frame-counted buffer cannot do;
  *   - pending requests in a list; a timer thread fails those whose deadline
  *     passed (-ETIMEDOUT) or whose peer stayed unreachable (-ECONNREFUSED).
  *
- * Locks: `mu` guards the peer list; `req_mu` guards the pending list and
- * the stopping flag. Lock order: req_mu before mu. Callbacks are always
- * called with no lock held.
+ *   - optional TLS: one client and one server nng_tls_config, shared by
+ *     every dialer and the listener.
+ *
+ * Locks: `mu` guards the peer list; each lane's `mu` guards its queue and
+ * counters; `req_mu` guards the pending list and the stopping flag. Lock
+ * order: req_mu before mu before lane.mu. The lane aio callback takes only
+ * its lane.mu. A sender holds link.mu while it hands a frame to nng, so a
+ * peer cannot be retired (which needs link.mu to unlink it) under it.
+ * Callbacks are always called with no lock held.
  */
 #include "transport/link.h"
 
@@ -30,23 +42,45 @@
 #include <nng/nng.h>
 #include <nng/protocol/pipeline0/pull.h>
 #include <nng/protocol/pipeline0/push.h>
+#include <nng/supplemental/tls/tls.h>
 
 #include "transport/log.h"
 
 #define DEFAULT_QUEUE 1024
-#define MAX_QUEUE 8192 /* nng's limit for NNG_OPT_SENDBUF */
+#define MAX_QUEUE 8192 /* the limit nng had for NNG_OPT_SENDBUF; kept */
+#define TLS_FILE_MAX (1u << 20) /* a PEM file larger than this is refused */
 #define DEFAULT_TIMEOUT_MS 5000
 #define TIMER_POLL_MS 20
+
+struct peer;
+
+/* One lane to one peer: a PUSH socket and our own bounded FIFO. Frames in
+ * the lane = the one handed to nng (busy) + the ring. */
+struct lane {
+	struct peer *peer; /* back pointer (for logs) */
+	enum link_lane which;
+	nng_socket sock;
+	nng_aio *aio;                 /* hands one frame at a time to nng */
+	atomic_uint_least32_t pipe;   /* id of the connected pipe, 0 if none */
+	size_t max_frames, max_bytes; /* bounds, fixed at creation */
+
+	pthread_mutex_t mu; /* guards everything below */
+	nng_msg **ring;     /* max_frames slots; waiting frames, FIFO */
+	size_t head, n;     /* ring[head] is the oldest of n */
+	bool busy;          /* a frame is handed to nng (aio pending) */
+	size_t busy_bytes;  /* its size */
+	size_t bytes;       /* bytes of the ring + the busy frame */
+	bool dead;          /* retired: the callback hands over nothing */
+	uint64_t sent, dropped;
+};
 
 struct peer {
 	struct peer *next;
 	uint64_t id;
-	char *addr;
-	nng_socket sock;
-	atomic_uint_least32_t pipe; /* id of the connected pipe, 0 if none */
-	atomic_bool closing;        /* we are closing it: not a "loss" */
-	uint64_t sent;              /* guarded by link.mu */
-	uint64_t dropped;           /* guarded by link.mu */
+	char *addr;           /* as given to link_add_peer */
+	atomic_bool closing;  /* we are closing it: not a "loss" */
+	bool opened;          /* lanes initialised (for cleanup) */
+	struct lane lane[LINK_LANES];
 };
 
 struct pending {
@@ -67,9 +101,11 @@ struct link {
 	uint8_t *secret;
 	size_t queue_max;
 	uint32_t reconnect_min_ms, reconnect_max_ms, connect_grace_ms;
+	size_t bulk_queue_bytes;
 	link_frame_fn on_frame;
 	void *ctx;
 	char listen_addr[256];
+	nng_tls_config *tls_client, *tls_server; /* NULL: plain tcp */
 
 	nng_socket pull;
 	pthread_t rx_thread;
@@ -163,29 +199,231 @@ static uint64_t claimed_from(nng_msg *msg)
 	return v;
 }
 
-/* ---- peers ---------------------------------------------------------------- */
+/* ---- lanes ------------------------------------------------------------------ */
 
-/* nng pipe events on a peer socket: remember the live pipe. Touches only
- * the peer's atomic, which lives until link_stop. */
-static void peer_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+/* Which lane a frame takes. Control gets Raft and the small, latency-bound
+ * requests; everything else (block data, and kinds nobody assigned yet) is
+ * bulk, so an unknown large kind can never hold up a heartbeat. */
+enum link_lane link_lane_for(uint8_t type, uint16_t kind)
 {
-	struct peer *pr = arg;
+	if (type == WIRE_RAFT)
+		return LINK_LANE_CONTROL;
+	switch (kind) {
+	case WIRE_KIND_PROPOSE:
+	case WIRE_KIND_STATUS:
+	case WIRE_KIND_READ_INDEX:
+	case WIRE_KIND_CONF:
+	case WIRE_KIND_TRANSFER:
+		return LINK_LANE_CONTROL;
+	default:
+		return LINK_LANE_BULK;
+	}
+}
+
+static const char *lane_name(enum link_lane w)
+{
+	return w == LINK_LANE_CONTROL ? "control" : "bulk";
+}
+
+/* nng finished with the frame handed over (or failed it): account for it
+ * and hand over the next one. Runs on an nng thread; takes only ln->mu,
+ * and calls nng_send_aio after releasing it. */
+static void lane_sent_cb(void *arg)
+{
+	struct lane *ln = arg;
+	int rv = nng_aio_result(ln->aio);
+	nng_msg *m = nng_aio_get_msg(ln->aio); /* still ours on failure */
+	nng_aio_set_msg(ln->aio, NULL);
+	if (rv && m)
+		nng_msg_free(m);
+
+	pthread_mutex_lock(&ln->mu);
+	ln->bytes -= ln->busy_bytes;
+	ln->busy_bytes = 0;
+	ln->busy = false;
+	if (rv && rv != NNG_ECLOSED && rv != NNG_ECANCELED && !ln->dead)
+		LOG(WARN, "link: peer %llu (%s lane): send failed: %s",
+		    (unsigned long long)ln->peer->id, lane_name(ln->which),
+		    nng_strerror(rv));
+	nng_msg *next = NULL;
+	if (!ln->dead && rv != NNG_ECLOSED && ln->n) {
+		next = ln->ring[ln->head];
+		ln->ring[ln->head] = NULL;
+		ln->head = (ln->head + 1) % ln->max_frames;
+		ln->n--;
+		ln->busy = true;
+		ln->busy_bytes = nng_msg_len(next);
+	}
+	pthread_mutex_unlock(&ln->mu);
+	if (next) {
+		nng_aio_set_msg(ln->aio, next);
+		nng_send_aio(ln->sock, ln->aio);
+	}
+}
+
+/* nng pipe events on a lane socket: remember the live pipe. Touches only
+ * the lane's atomic, which lives until link_stop. */
+static void lane_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
+{
+	struct lane *ln = arg;
+	struct peer *pr = ln->peer;
 	uint32_t id = (uint32_t)nng_pipe_id(p);
 
 	if (ev == NNG_PIPE_EV_ADD_POST) {
-		atomic_store(&pr->pipe, id);
-		LOG(INFO, "link: connected to peer %llu at %s",
-		    (unsigned long long)pr->id, pr->addr);
+		atomic_store(&ln->pipe, id);
+		LOG(INFO, "link: connected to peer %llu at %s (%s lane)",
+		    (unsigned long long)pr->id, pr->addr, lane_name(ln->which));
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
 		uint_least32_t expect = id;
-		if (atomic_compare_exchange_strong(&pr->pipe, &expect, 0) &&
+		if (atomic_compare_exchange_strong(&ln->pipe, &expect, 0) &&
 		    !atomic_load(&pr->closing))
 			LOG(INFO,
-			    "link: lost connection to peer %llu at %s; "
-			    "reconnecting",
-			    (unsigned long long)pr->id, pr->addr);
+			    "link: lost connection to peer %llu at %s (%s "
+			    "lane); reconnecting",
+			    (unsigned long long)pr->id, pr->addr,
+			    lane_name(ln->which));
 	}
 }
+
+/* The URL we dial or listen on for addr: with TLS on, tcp:// (tcp4, tcp6)
+ * becomes tls+tcp://. Returns 0 or -ENAMETOOLONG. */
+static int lane_url(const struct link *l, const char *addr, char *buf,
+		    size_t cap)
+{
+	int n;
+	if (l->tls_client && strncmp(addr, "tcp", 3) == 0)
+		n = snprintf(buf, cap, "tls+%s", addr);
+	else
+		n = snprintf(buf, cap, "%s", addr);
+	return n < 0 || (size_t)n >= cap ? -ENAMETOOLONG : 0;
+}
+
+/* Create lane w of peer p: socket (unbuffered: our ring is the queue),
+ * aio, ring, and a non-blocking dial (a peer that is down now is retried
+ * with back-off). On failure everything of the lane is released. */
+static int lane_open(struct link *l, struct peer *p, enum link_lane w,
+		     const char *url)
+{
+	struct lane *ln = &p->lane[w];
+	ln->peer = p;
+	ln->which = w;
+	ln->max_frames = l->queue_max;
+	ln->max_bytes = w == LINK_LANE_BULK ? l->bulk_queue_bytes : SIZE_MAX;
+	atomic_init(&ln->pipe, 0);
+	ln->ring = calloc(ln->max_frames, sizeof(nng_msg *));
+	if (!ln->ring)
+		return -ENOMEM;
+	int rv = nng_aio_alloc(&ln->aio, lane_sent_cb, ln);
+	if (rv) {
+		free(ln->ring);
+		return nng_to_errno(rv);
+	}
+	rv = nng_push0_open(&ln->sock);
+	if (rv) {
+		nng_aio_free(ln->aio);
+		free(ln->ring);
+		return nng_to_errno(rv);
+	}
+	pthread_mutex_init(&ln->mu, NULL);
+	nng_socket_set_int(ln->sock, NNG_OPT_SENDBUF, 0);
+	nng_socket_set_ms(ln->sock, NNG_OPT_RECONNMINT,
+			  (nng_duration)l->reconnect_min_ms);
+	nng_socket_set_ms(ln->sock, NNG_OPT_RECONNMAXT,
+			  (nng_duration)l->reconnect_max_ms);
+	nng_pipe_notify(ln->sock, NNG_PIPE_EV_ADD_POST, lane_pipe_cb, ln);
+	nng_pipe_notify(ln->sock, NNG_PIPE_EV_REM_POST, lane_pipe_cb, ln);
+	nng_dialer d;
+	rv = nng_dialer_create(&d, ln->sock, url);
+	if (!rv && l->tls_client)
+		rv = nng_dialer_set_ptr(d, NNG_OPT_TLS_CONFIG, l->tls_client);
+	if (!rv)
+		rv = nng_dialer_start(d, NNG_FLAG_NONBLOCK);
+	if (rv) {
+		nng_close(ln->sock);
+		nng_aio_free(ln->aio);
+		pthread_mutex_destroy(&ln->mu);
+		free(ln->ring);
+		return nng_to_errno(rv);
+	}
+	return 0;
+}
+
+/* Close a lane (no lock held): no more hand-overs, close the socket, wait
+ * for the aio callback, free every frame still queued. */
+static void lane_close(struct lane *ln)
+{
+	pthread_mutex_lock(&ln->mu);
+	ln->dead = true;
+	pthread_mutex_unlock(&ln->mu);
+	nng_close(ln->sock);
+	nng_aio_stop(ln->aio);
+	/* A hand-over racing with the stop may have left its frame on the
+	 * aio without a callback: it is ours. */
+	nng_msg *m = nng_aio_get_msg(ln->aio);
+	if (m)
+		nng_msg_free(m);
+	nng_aio_free(ln->aio);
+	ln->aio = NULL;
+	pthread_mutex_lock(&ln->mu);
+	for (; ln->n; ln->n--) {
+		nng_msg_free(ln->ring[ln->head]);
+		ln->head = (ln->head + 1) % ln->max_frames;
+	}
+	free(ln->ring);
+	ln->ring = NULL;
+	ln->bytes = 0;
+	pthread_mutex_unlock(&ln->mu);
+	atomic_store(&ln->pipe, 0);
+}
+
+/* Put m (owned; freed on refusal) into lane ln. Caller holds link.mu,
+ * which keeps the lane alive. Returns 0 or -EAGAIN (lane full). */
+static int lane_push(struct lane *ln, nng_msg *m)
+{
+	size_t len = nng_msg_len(m);
+	bool handover = false;
+
+	pthread_mutex_lock(&ln->mu);
+	size_t frames = ln->n + (ln->busy ? 1 : 0);
+	bool fits = frames < ln->max_frames &&
+		    (frames == 0 || ln->bytes + len <= ln->max_bytes);
+	if (!fits || ln->dead) {
+		uint64_t d = ++ln->dropped;
+		size_t bytes = ln->bytes;
+		pthread_mutex_unlock(&ln->mu);
+		/* Log the first drop and then every 1024th. */
+		if ((d & 1023) == 1)
+			LOG(WARN,
+			    "link: peer %llu (%s, %s lane): send queue full "
+			    "(%zu frames, %zu bytes), dropping (%llu dropped "
+			    "so far)",
+			    (unsigned long long)ln->peer->id, ln->peer->addr,
+			    lane_name(ln->which), frames, bytes,
+			    (unsigned long long)d);
+		nng_msg_free(m);
+		return -EAGAIN;
+	}
+	ln->sent++;
+	ln->bytes += len;
+	if (!ln->busy) {
+		ln->busy = true;
+		ln->busy_bytes = len;
+		handover = true;
+	} else {
+		ln->ring[(ln->head + ln->n) % ln->max_frames] = m;
+		ln->n++;
+	}
+	pthread_mutex_unlock(&ln->mu);
+	if (handover) {
+		/* Outside ln->mu: the callback takes it. No callback can run
+		 * for this aio until the send is started here. */
+		nng_aio_set_msg(ln->aio, m);
+		nng_send_aio(ln->sock, ln->aio);
+	}
+	return 0;
+}
+
+/* ---- peers ---------------------------------------------------------------- */
 
 /* Find peer id in the list (mu held). */
 static struct peer *peer_find(struct link *l, uint64_t id)
@@ -210,34 +448,51 @@ static struct peer *peer_unlink(struct link *l, uint64_t id)
 	return NULL;
 }
 
-/* Open the PUSH socket for a peer and start dialing (non-blocking: a peer
- * that is down now is retried with back-off). */
+/* Open both lanes of a peer. */
 static int peer_open(struct link *l, struct peer *p)
 {
-	int rv = nng_push0_open(&p->sock);
-	if (rv)
-		return nng_to_errno(rv);
-	nng_socket_set_int(p->sock, NNG_OPT_SENDBUF, (int)l->queue_max);
-	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMINT,
-			  (nng_duration)l->reconnect_min_ms);
-	nng_socket_set_ms(p->sock, NNG_OPT_RECONNMAXT,
-			  (nng_duration)l->reconnect_max_ms);
-	nng_pipe_notify(p->sock, NNG_PIPE_EV_ADD_POST, peer_pipe_cb, p);
-	nng_pipe_notify(p->sock, NNG_PIPE_EV_REM_POST, peer_pipe_cb, p);
-	rv = nng_dial(p->sock, p->addr, NULL, NNG_FLAG_NONBLOCK);
-	if (rv) {
-		nng_close(p->sock);
-		return nng_to_errno(rv);
+	char url[300];
+	int rc = lane_url(l, p->addr, url, sizeof url);
+	if (rc)
+		return rc;
+	rc = lane_open(l, p, LINK_LANE_CONTROL, url);
+	if (rc)
+		return rc;
+	rc = lane_open(l, p, LINK_LANE_BULK, url);
+	if (rc) {
+		atomic_store(&p->closing, true);
+		lane_close(&p->lane[LINK_LANE_CONTROL]);
+		pthread_mutex_destroy(&p->lane[LINK_LANE_CONTROL].mu);
+		return rc;
 	}
+	p->opened = true;
 	return 0;
 }
 
-/* Close a removed peer's socket (no lock held) and park it for link_stop. */
-static void peer_retire(struct link *l, struct peer *p)
+/* Close a peer's lanes (no lock held; the peer is unlinked). */
+static void peer_close(struct peer *p)
 {
 	atomic_store(&p->closing, true);
-	nng_close(p->sock);
-	atomic_store(&p->pipe, 0);
+	if (p->opened)
+		for (int w = 0; w < LINK_LANES; w++)
+			lane_close(&p->lane[w]);
+}
+
+/* Free a closed peer. */
+static void peer_free(struct peer *p)
+{
+	if (p->opened)
+		for (int w = 0; w < LINK_LANES; w++)
+			pthread_mutex_destroy(&p->lane[w].mu);
+	free(p->addr);
+	free(p);
+}
+
+/* Close a removed peer (no lock held) and park it for link_stop: nng may
+ * still report pipe events for it. */
+static void peer_retire(struct link *l, struct peer *p)
+{
+	peer_close(p);
 	pthread_mutex_lock(&l->mu);
 	p->next = l->graveyard;
 	l->graveyard = p;
@@ -267,14 +522,12 @@ int link_add_peer(struct link *l, uint64_t id, const char *addr)
 		free(p);
 		return -ENOMEM;
 	}
-	atomic_init(&p->pipe, 0);
 	atomic_init(&p->closing, false);
 	int rc = peer_open(l, p);
 	if (rc) {
 		LOG(WARN, "link: cannot dial peer %llu at %s: %s",
 		    (unsigned long long)id, addr, strerror(-rc));
-		free(p->addr);
-		free(p);
+		peer_free(p);
 		return rc == -ENOMEM ? rc : -EINVAL;
 	}
 
@@ -311,22 +564,24 @@ int link_remove_peer(struct link *l, uint64_t id)
 	return 0;
 }
 
-/* Peer state for the timer: 0 unknown, 1 known but not connected,
- * 2 connected. */
-static int peer_state(struct link *l, uint64_t id)
+/* Peer state for the timer: 0 unknown, 1 known but the lane `kind`
+ * travels on is not connected, 2 connected. */
+static int peer_state(struct link *l, uint64_t id, uint16_t kind)
 {
 	int st = 0;
 	pthread_mutex_lock(&l->mu);
 	struct peer *p = peer_find(l, id);
-	if (p)
-		st = atomic_load(&p->pipe) ? 2 : 1;
+	if (p) {
+		enum link_lane w = link_lane_for(WIRE_REQUEST, kind);
+		st = atomic_load(&p->lane[w].pipe) ? 2 : 1;
+	}
 	pthread_mutex_unlock(&l->mu);
 	return st;
 }
 
 /* ---- sending ---------------------------------------------------------------- */
 
-/* Encode f (outside any lock) and hand it to the peer's queue without
+/* Encode f (outside any lock) and put it in its lane to the peer without
  * waiting. */
 static int send_frame(struct link *l, uint64_t to, struct wire_frame *f)
 {
@@ -352,25 +607,9 @@ static int send_frame(struct link *l, uint64_t to, struct wire_frame *f)
 		nng_msg_free(m);
 		return -ENOENT;
 	}
-	int rv = nng_sendmsg(p->sock, m, NNG_FLAG_NONBLOCK);
-	if (rv == 0) {
-		p->sent++;
-	} else {
-		p->dropped++;
-		/* Log the first drop and then every 1024th. */
-		if ((p->dropped & 1023) == 1)
-			LOG(WARN,
-			    "link: peer %llu (%s): send queue full, dropping "
-			    "(%llu dropped so far): %s",
-			    (unsigned long long)to, p->addr,
-			    (unsigned long long)p->dropped, nng_strerror(rv));
-	}
+	rc = lane_push(&p->lane[link_lane_for(f->type, f->kind)], m);
 	pthread_mutex_unlock(&l->mu);
-	if (rv) {
-		nng_msg_free(m);
-		return rv == NNG_EAGAIN ? -EAGAIN : nng_to_errno(rv);
-	}
-	return 0;
+	return rc;
 }
 
 /* Queue a kind-less frame to a peer. */
@@ -575,7 +814,7 @@ static void *timer_main(void *arg)
 			if (now >= r->deadline_ms) {
 				status = -ETIMEDOUT;
 			} else {
-				int st = peer_state(l, r->to);
+				int st = peer_state(l, r->to, r->kind);
 				if (st == 0 ||
 				    (st == 1 && now - r->issued_ms >=
 							l->connect_grace_ms))
@@ -629,22 +868,134 @@ static void link_free(struct link *l)
 	while (l->peers) {
 		struct peer *p = l->peers;
 		l->peers = p->next;
-		atomic_store(&p->closing, true);
-		nng_close(p->sock);
-		free(p->addr);
-		free(p);
+		peer_close(p);
+		peer_free(p);
 	}
 	while (l->graveyard) {
 		struct peer *p = l->graveyard;
 		l->graveyard = p->next;
-		free(p->addr);
-		free(p);
+		peer_free(p);
 	}
+	if (l->tls_client)
+		nng_tls_config_free(l->tls_client);
+	if (l->tls_server)
+		nng_tls_config_free(l->tls_server);
 	pthread_cond_destroy(&l->req_cv);
 	pthread_mutex_destroy(&l->req_mu);
 	pthread_mutex_destroy(&l->mu);
 	free(l->secret);
 	free(l);
+}
+
+/* Read a whole (PEM) file into a new NUL-terminated buffer (*out; caller
+ * frees). Returns 0 or a negative errno. */
+static int read_file(const char *path, char **out)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return -errno;
+	char *buf = malloc(TLS_FILE_MAX + 1);
+	if (!buf) {
+		fclose(f);
+		return -ENOMEM;
+	}
+	size_t n = fread(buf, 1, TLS_FILE_MAX + 1, f);
+	int bad = ferror(f);
+	fclose(f);
+	if (bad || n > TLS_FILE_MAX) {
+		free(buf);
+		return bad ? -EIO : -EFBIG;
+	}
+	buf[n] = '\0';
+	*out = buf;
+	return 0;
+}
+
+/* One TLS configuration (client or server side): our certificate and key,
+ * the cluster CA, and the peer's certificate required. Writes a reason into
+ * err on failure. */
+static int tls_config_make(const struct link_cfg *cfg, nng_tls_mode mode,
+			   const char *cert, const char *key,
+			   nng_tls_config **out, char *err, size_t errcap)
+{
+	nng_tls_config *tc;
+	int rv = nng_tls_config_alloc(&tc, mode);
+	if (rv) {
+		if (err)
+			snprintf(err, errcap,
+				 "link: TLS is not available in this nng "
+				 "library (%s); install an nng built with TLS "
+				 "(Debian's libnng1 uses mbedtls) or start "
+				 "without --tls-*",
+				 nng_strerror(rv));
+		return rv == NNG_ENOTSUP ? -ENOTSUP : nng_to_errno(rv);
+	}
+	const char *what = "certificate/key";
+	rv = nng_tls_config_own_cert(tc, cert, key, NULL);
+	if (!rv) {
+		what = "CA file";
+		rv = nng_tls_config_ca_file(tc, cfg->tls_ca);
+	}
+	if (!rv) {
+		what = "auth mode";
+		rv = nng_tls_config_auth_mode(tc, NNG_TLS_AUTH_MODE_REQUIRED);
+	}
+	if (rv) {
+		if (err)
+			snprintf(err, errcap,
+				 "link: TLS %s rejected (cert %s, key %s, CA "
+				 "%s): %s",
+				 what, cfg->tls_cert, cfg->tls_key, cfg->tls_ca,
+				 nng_strerror(rv));
+		nng_tls_config_free(tc);
+		return -EINVAL;
+	}
+	*out = tc;
+	return 0;
+}
+
+/* Set up TLS from cfg's three files, or nothing when none is given. */
+static int tls_setup(struct link *l, const struct link_cfg *cfg, char *err,
+		     size_t errcap)
+{
+	int given = !!cfg->tls_cert + !!cfg->tls_key + !!cfg->tls_ca;
+	if (given == 0)
+		return 0;
+	if (given != 3) {
+		if (err)
+			snprintf(err, errcap,
+				 "link: TLS needs a certificate, a key and a CA "
+				 "file together (--tls-cert, --tls-key, "
+				 "--tls-ca)");
+		return -EINVAL;
+	}
+	char *cert = NULL, *key = NULL;
+	int rc = read_file(cfg->tls_cert, &cert);
+	if (rc) {
+		if (err)
+			snprintf(err, errcap,
+				 "link: cannot read TLS certificate %s: %s",
+				 cfg->tls_cert, strerror(-rc));
+		return rc;
+	}
+	rc = read_file(cfg->tls_key, &key);
+	if (rc) {
+		if (err)
+			snprintf(err, errcap, "link: cannot read TLS key %s: %s",
+				 cfg->tls_key, strerror(-rc));
+		free(cert);
+		return rc;
+	}
+	rc = tls_config_make(cfg, NNG_TLS_MODE_CLIENT, cert, key,
+			     &l->tls_client, err, errcap);
+	if (!rc)
+		rc = tls_config_make(cfg, NNG_TLS_MODE_SERVER, cert, key,
+				     &l->tls_server, err, errcap);
+	/* the key is a secret: do not leave it in freed memory */
+	memset(key, 0, strlen(key));
+	free(key);
+	free(cert);
+	return rc;
 }
 
 /* Listen, start the threads. */
@@ -674,6 +1025,9 @@ int link_start(const struct link_cfg *cfg, struct link **out, char *err,
 		l->reconnect_max_ms = l->reconnect_min_ms;
 	l->connect_grace_ms = cfg->connect_grace_ms ? cfg->connect_grace_ms
 						    : 1000;
+	l->bulk_queue_bytes = cfg->bulk_queue_bytes
+				      ? cfg->bulk_queue_bytes
+				      : LINK_BULK_QUEUE_BYTES_DEFAULT;
 	l->on_frame = cfg->on_frame;
 	l->ctx = cfg->ctx;
 	l->wcfg.cluster_id = cfg->cluster_id;
@@ -701,6 +1055,12 @@ int link_start(const struct link_cfg *cfg, struct link **out, char *err,
 	pthread_cond_init(&l->req_cv, &ca);
 	pthread_condattr_destroy(&ca);
 
+	int rc = tls_setup(l, cfg, err, errcap);
+	if (rc) {
+		link_free(l);
+		return rc;
+	}
+
 	int rv = nng_pull0_open(&l->pull);
 	if (rv) {
 		if (err)
@@ -714,12 +1074,26 @@ int link_start(const struct link_cfg *cfg, struct link **out, char *err,
 			  (size_t)l->wcfg.max_payload + WIRE_MAC_LEN;
 	nng_socket_set_size(l->pull, NNG_OPT_RECVMAXSZ, maxframe);
 
+	char url[sizeof l->listen_addr];
+	if (lane_url(l, cfg->listen_addr, url, sizeof url)) {
+		if (err)
+			snprintf(err, errcap, "link: address too long: %s",
+				 cfg->listen_addr);
+		nng_close(l->pull);
+		link_free(l);
+		return -EINVAL;
+	}
 	nng_listener lst;
-	rv = nng_listen(l->pull, cfg->listen_addr, &lst, 0);
+	rv = nng_listener_create(&lst, l->pull, url);
+	if (!rv && l->tls_server)
+		rv = nng_listener_set_ptr(lst, NNG_OPT_TLS_CONFIG,
+					  l->tls_server);
+	if (!rv)
+		rv = nng_listener_start(lst, 0);
 	if (rv) {
 		if (err)
 			snprintf(err, errcap, "cannot listen on %s: %s%s",
-				 cfg->listen_addr, nng_strerror(rv),
+				 url, nng_strerror(rv),
 				 rv == NNG_EADDRINUSE
 					 ? " (is another node running on "
 					   "this port?)"
@@ -728,10 +1102,9 @@ int link_start(const struct link_cfg *cfg, struct link **out, char *err,
 		link_free(l);
 		return nng_to_errno(rv);
 	}
-	snprintf(l->listen_addr, sizeof l->listen_addr, "%s",
-		 cfg->listen_addr);
+	memcpy(l->listen_addr, url, sizeof url);
 	int port = 0;
-	if (strncmp(cfg->listen_addr, "tcp", 3) == 0 &&
+	if ((strncmp(url, "tcp", 3) == 0 || strncmp(url, "tls+tcp", 7) == 0) &&
 	    nng_listener_get_int(lst, NNG_OPT_TCP_BOUND_PORT, &port) == 0)
 		set_port(l->listen_addr, sizeof l->listen_addr, port);
 
@@ -752,9 +1125,10 @@ int link_start(const struct link_cfg *cfg, struct link **out, char *err,
 		return -EAGAIN;
 	}
 	l->timer_started = true;
-	LOG(INFO, "link: node %llu listening on %s%s",
+	LOG(INFO, "link: node %llu listening on %s%s%s",
 	    (unsigned long long)l->self_id, l->listen_addr,
-	    l->secret ? " (cluster secret set)" : "");
+	    l->secret ? " (cluster secret set)" : "",
+	    l->tls_server ? " (TLS, peer certificates required)" : "");
 	*out = l;
 	return 0;
 }
@@ -801,9 +1175,21 @@ int link_stats(struct link *l, uint64_t peer, struct link_peer_stats *st)
 	pthread_mutex_lock(&l->mu);
 	struct peer *p = peer_find(l, peer);
 	if (p) {
-		st->sent = p->sent;
-		st->dropped = p->dropped;
-		st->connected = atomic_load(&p->pipe) != 0;
+		memset(st, 0, sizeof *st);
+		for (int w = 0; w < LINK_LANES; w++) {
+			struct lane *ln = &p->lane[w];
+			struct link_lane_stats *ls = &st->lane[w];
+			pthread_mutex_lock(&ln->mu);
+			ls->sent = ln->sent;
+			ls->dropped = ln->dropped;
+			ls->queued = ln->n + (ln->busy ? 1 : 0);
+			ls->queued_bytes = ln->bytes;
+			pthread_mutex_unlock(&ln->mu);
+			ls->connected = atomic_load(&ln->pipe) != 0;
+			st->sent += ls->sent;
+			st->dropped += ls->dropped;
+		}
+		st->connected = st->lane[LINK_LANE_CONTROL].connected;
 		rc = 0;
 	}
 	pthread_mutex_unlock(&l->mu);

@@ -2,7 +2,11 @@
  * test_link.c — nng links on loopback: frames flow both ways with the
  * sender's id, requests get replies or fail in time, a dead peer neither
  * blocks the caller nor delays a live peer, queues stay bounded, and bad
- * frames are counted and dropped. Ports are picked at run time (port 0).
+ * frames are counted and dropped; Raft frames overtake block traffic on
+ * their own lane and the bulk lane is bounded in bytes; TLS peers with
+ * certificates from the cluster CA talk and others are refused (test
+ * certificates are made with the openssl CLI in a temporary directory).
+ * Ports are picked at run time (port 0).
  * Assertions are on counts and order, never on elapsed time; waits only
  * have generous upper bounds so a stuck link fails instead of hanging.
  */
@@ -121,6 +125,10 @@ struct opts {
 	size_t queue_max;
 	uint32_t grace_ms;
 	const char *addr;
+	size_t bulk_bytes;
+	const char *tls_cert, *tls_key, *tls_ca;
+	link_frame_fn fn; /* with r == NULL: this handler and ctx */
+	void *ctx;
 };
 
 /* Start node `id` listening on a free loopback port. */
@@ -135,8 +143,12 @@ static struct link *start(uint64_t id, struct rx *r, const struct opts *o,
 		.reconnect_min_ms = 20,
 		.reconnect_max_ms = 200,
 		.connect_grace_ms = o ? o->grace_ms : 0,
-		.on_frame = on_frame,
-		.ctx = r,
+		.on_frame = r ? on_frame : o->fn,
+		.ctx = r ? (void *)r : o->ctx,
+		.bulk_queue_bytes = o ? o->bulk_bytes : 0,
+		.tls_cert = o ? o->tls_cert : NULL,
+		.tls_key = o ? o->tls_key : NULL,
+		.tls_ca = o ? o->tls_ca : NULL,
 	};
 	if (o && o->secret) {
 		cfg.secret = (const uint8_t *)o->secret;
@@ -147,9 +159,11 @@ static struct link *start(uint64_t id, struct rx *r, const struct opts *o,
 	int rc = link_start(&cfg, &l, err, sizeof err);
 	if (rc)
 		fail_msg("link_start: %d %s", rc, err);
-	pthread_mutex_lock(&r->mu);
-	r->self = l;
-	pthread_mutex_unlock(&r->mu);
+	if (r) {
+		pthread_mutex_lock(&r->mu);
+		r->self = l;
+		pthread_mutex_unlock(&r->mu);
+	}
 	if (addr)
 		assert_int_equal(link_listen_addr(l, addr, cap), 0);
 	return l;
@@ -696,6 +710,556 @@ static void adding_a_peer_twice_is_a_noop_and_a_new_address_replaces(
 	rx_destroy(&rc_);
 }
 
+/* ---- lanes ------------------------------------------------------------------ */
+
+/* Poll until peer `id`'s control and bulk lanes on l are both connected
+ * (or WAIT_MS passed); returns whether they are. */
+static bool wait_connected(struct link *l, uint64_t id)
+{
+	struct link_peer_stats st;
+	for (int i = 0; i < WAIT_MS / 5; i++) {
+		if (link_stats(l, id, &st) == 0 &&
+		    st.lane[LINK_LANE_CONTROL].connected &&
+		    st.lane[LINK_LANE_BULK].connected)
+			return true;
+		usleep(5 * 1000);
+	}
+	return false;
+}
+
+/* Request callbacks that only count (bulk requests nobody answers). */
+struct counter {
+	pthread_mutex_t mu;
+	int n, canceled;
+};
+
+static void on_count(void *ctx, int status, const uint8_t *reply, size_t len)
+{
+	(void)reply;
+	(void)len;
+	struct counter *c = ctx;
+	pthread_mutex_lock(&c->mu);
+	c->n++;
+	if (status == -ECANCELED)
+		c->canceled++;
+	pthread_mutex_unlock(&c->mu);
+}
+
+static void lane_for_puts_raft_and_small_kinds_on_control_and_blocks_on_bulk(
+	void **state)
+{
+	(void)state;
+	assert_int_equal(link_lane_for(WIRE_RAFT, 0), LINK_LANE_CONTROL);
+	const uint16_t control[] = { WIRE_KIND_PROPOSE, WIRE_KIND_STATUS,
+				     WIRE_KIND_READ_INDEX, WIRE_KIND_CONF,
+				     WIRE_KIND_TRANSFER };
+	const uint16_t bulk[] = { WIRE_KIND_BLOCK_PUT, WIRE_KIND_BLOCK_GET,
+				  WIRE_KIND_BLOCK_HAS, WIRE_KIND_SPARE_9,
+				  WIRE_KIND_SPARE_12 };
+	for (size_t i = 0; i < 5; i++) {
+		assert_int_equal(link_lane_for(WIRE_REQUEST, control[i]),
+				 LINK_LANE_CONTROL);
+		assert_int_equal(link_lane_for(WIRE_REPLY, control[i]),
+				 LINK_LANE_CONTROL);
+		assert_int_equal(link_lane_for(WIRE_REQUEST, bulk[i]),
+				 LINK_LANE_BULK);
+		assert_int_equal(link_lane_for(WIRE_REPLY, bulk[i]),
+				 LINK_LANE_BULK);
+	}
+
+	/* and frames really take those lanes, requests and replies alike */
+	struct rx ra, rb;
+	char aa[128], ab[128];
+	rx_init(&ra);
+	rx_init(&rb);
+	rb.echo = true;
+	struct link *a = start(1, &ra, NULL, aa, sizeof aa);
+	struct link *b = start(2, &rb, NULL, ab, sizeof ab);
+	assert_int_equal(link_add_peer(a, 2, ab), 0);
+	assert_int_equal(link_add_peer(b, 1, aa), 0);
+	struct calls c[2];
+	calls_init(&c[0]);
+	calls_init(&c[1]);
+	assert_int_equal(link_request(a, 2, WIRE_KIND_BLOCK_GET, "get", 3,
+				      WAIT_MS, on_reply, &c[0]),
+			 0);
+	assert_int_equal(link_request(a, 2, WIRE_KIND_STATUS, "st", 2,
+				      WAIT_MS, on_reply, &c[1]),
+			 0);
+	assert_int_equal(send_seq(a, 2, 7), 0);
+	for (int i = 0; i < 2; i++) {
+		assert_int_equal(calls_wait(&c[i], 1, WAIT_MS), 1);
+		assert_int_equal(c[i].status[0], 0);
+	}
+	assert_string_equal(c[0].body[0], "get");
+	struct link_peer_stats sa, sb;
+	assert_int_equal(link_stats(a, 2, &sa), 0);
+	assert_int_equal(link_stats(b, 1, &sb), 0);
+	assert_int_equal(sa.lane[LINK_LANE_CONTROL].sent, 2); /* STATUS, RAFT */
+	assert_int_equal(sa.lane[LINK_LANE_BULK].sent, 1);    /* BLOCK_GET */
+	assert_int_equal(sa.sent, 3);
+	assert_int_equal(sb.lane[LINK_LANE_CONTROL].sent, 1); /* STATUS reply */
+	assert_int_equal(sb.lane[LINK_LANE_BULK].sent, 1); /* BLOCK_GET reply */
+	link_stop(a);
+	link_stop(b);
+	rx_destroy(&ra);
+	rx_destroy(&rb);
+}
+
+#define SAT_BULK 200            /* 256 KiB requests: 50 MiB */
+#define SAT_RAFT 20
+#define BLOCK (256u << 10)
+
+/* The receiving side of the saturation test. The first bulk frame holds
+ * the receive thread at a gate until the test opens it, so everything
+ * else queues up behind it: in the sender's lanes, TCP and nng. */
+struct sat {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool gate_open;
+	int bulk, raft;
+	int bulk_at_last_raft; /* bulk frames seen when raft #SAT_RAFT came */
+	uint32_t raft_seq[SAT_RAFT];
+};
+
+static void sat_on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
+{
+	(void)from;
+	struct sat *s = ctx;
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&s->mu);
+	if (f->type == WIRE_REQUEST) {
+		s->bulk++;
+		pthread_cond_broadcast(&s->cv);
+		while (!s->gate_open)
+			if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) ==
+			    ETIMEDOUT)
+				break;
+		/* a slow reader: each block takes a while to store */
+		pthread_mutex_unlock(&s->mu);
+		usleep(1000);
+		return;
+	} else if (f->type == WIRE_RAFT && s->raft < SAT_RAFT) {
+		s->raft_seq[s->raft++] = get32(f->body);
+		if (s->raft == SAT_RAFT)
+			s->bulk_at_last_raft = s->bulk;
+		pthread_cond_broadcast(&s->cv);
+	}
+	pthread_mutex_unlock(&s->mu);
+}
+
+/* Wait until *field >= n under s->mu (or WAIT_MS); returns *field. */
+static int sat_wait(struct sat *s, const int *field, int n)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += WAIT_MS / 1000;
+	pthread_mutex_lock(&s->mu);
+	while (*field < n)
+		if (pthread_cond_timedwait(&s->cv, &s->mu, &ts) == ETIMEDOUT)
+			break;
+	int v = *field;
+	pthread_mutex_unlock(&s->mu);
+	return v;
+}
+
+/* 200 BLOCK_PUTs of 256 KiB are queued to a slow peer whose receive thread
+ * is stuck on the first one; then 20 Raft frames. When the peer resumes,
+ * all 20 Raft frames arrive, in order, after about one bulk frame each —
+ * while most of the block data is still on its way. With one shared
+ * queue the Raft frames would arrive after all 200. */
+static void raft_frames_overtake_a_saturated_bulk_lane(void **state)
+{
+	(void)state;
+	struct rx ra;
+	struct sat s;
+	memset(&s, 0, sizeof s);
+	pthread_mutex_init(&s.mu, NULL);
+	pthread_cond_init(&s.cv, NULL);
+	rx_init(&ra);
+	char ab[128];
+	struct opts ob = { .fn = sat_on_frame, .ctx = &s };
+	struct link *b = start(2, NULL, &ob, ab, sizeof ab);
+	struct opts oa = { .grace_ms = 60000 };
+	struct link *a = start(1, &ra, &oa, NULL, 0);
+	assert_int_equal(link_add_peer(a, 2, ab), 0);
+	assert_true(wait_connected(a, 2));
+
+	struct counter cnt = { .n = 0 };
+	pthread_mutex_init(&cnt.mu, NULL);
+	uint8_t *blk = calloc(1, BLOCK);
+	assert_non_null(blk);
+	for (uint32_t i = 0; i < SAT_BULK; i++) {
+		put32(blk, i);
+		assert_int_equal(link_request(a, 2, WIRE_KIND_BLOCK_PUT, blk,
+					      BLOCK, 60000, on_count, &cnt),
+				 0);
+	}
+	free(blk);
+	assert_int_equal(sat_wait(&s, &s.bulk, 1), 1); /* b is stuck */
+	for (uint32_t i = 0; i < SAT_RAFT; i++)
+		assert_int_equal(send_seq(a, 2, i), 0);
+	/* all Raft frames handed to nng (written to the control connection)
+	 * while the bulk lane is still full of block data */
+	struct link_peer_stats st;
+	for (int i = 0; i < WAIT_MS / 5; i++) {
+		assert_int_equal(link_stats(a, 2, &st), 0);
+		if (st.lane[LINK_LANE_CONTROL].queued == 0)
+			break;
+		usleep(5 * 1000);
+	}
+	assert_int_equal(st.lane[LINK_LANE_CONTROL].queued, 0);
+	assert_true(st.lane[LINK_LANE_BULK].queued > SAT_BULK / 2);
+	assert_true(st.lane[LINK_LANE_BULK].queued_bytes >
+		    (uint64_t)(SAT_BULK / 2) * BLOCK);
+	assert_int_equal(st.dropped, 0);
+
+	pthread_mutex_lock(&s.mu);
+	s.gate_open = true;
+	pthread_cond_broadcast(&s.cv);
+	pthread_mutex_unlock(&s.mu);
+	assert_int_equal(sat_wait(&s, &s.raft, SAT_RAFT), SAT_RAFT);
+	for (uint32_t i = 0; i < SAT_RAFT; i++)
+		assert_int_equal(s.raft_seq[i], i);
+	print_message("bulk frames delivered before the last raft frame: "
+		      "%d of %d\n",
+		      s.bulk_at_last_raft, SAT_BULK);
+	/* The peer takes one frame from each connection in turn, so about
+	 * one bulk frame per Raft frame gets in first (a Raft frame still
+	 * being read when its turn comes loses a round); with one shared
+	 * queue all SAT_BULK would. */
+	assert_true(s.bulk_at_last_raft <= SAT_BULK / 4);
+	/* and the block data still flows: all of it arrives */
+	assert_int_equal(sat_wait(&s, &s.bulk, SAT_BULK), SAT_BULK);
+	assert_int_equal(link_stats(a, 2, &st), 0);
+	assert_int_equal(st.lane[LINK_LANE_CONTROL].sent, SAT_RAFT);
+	assert_int_equal(st.lane[LINK_LANE_BULK].sent, SAT_BULK);
+	assert_int_equal(st.dropped, 0);
+	link_stop(a);
+	assert_int_equal(cnt.n, SAT_BULK);
+	assert_int_equal(cnt.canceled, SAT_BULK); /* nobody answered */
+	link_stop(b);
+	rx_destroy(&ra);
+	pthread_mutex_destroy(&cnt.mu);
+	pthread_mutex_destroy(&s.mu);
+	pthread_cond_destroy(&s.cv);
+}
+
+/* A peer that is down, bulk lane bounded at 1 MiB: three 256 KiB frames
+ * fit, the fourth is dropped (a small one still fits the rest); the
+ * control lane is untouched and takes its own queue_max frames. */
+static void bulk_lane_is_bounded_in_bytes_and_drops_no_raft_frame(
+	void **state)
+{
+	(void)state;
+	struct rx ra;
+	char dead[128], dead2[128];
+	rx_init(&ra);
+	struct opts o = { .queue_max = 16, .bulk_bytes = 1u << 20,
+			  .grace_ms = 60000 };
+	struct link *a = start(1, &ra, &o, NULL, 0);
+	dead_addr(dead, sizeof dead);
+	assert_int_equal(link_add_peer(a, 9, dead), 0);
+	struct counter cnt = { .n = 0 };
+	pthread_mutex_init(&cnt.mu, NULL);
+	uint8_t *blk = calloc(1, (1u << 20) + BLOCK);
+	assert_non_null(blk);
+
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(link_request(a, 9, WIRE_KIND_BLOCK_PUT, blk,
+					      BLOCK, 60000, on_count, &cnt),
+				 i < 3 ? 0 : -EAGAIN);
+	/* a small frame still fits the remaining bytes, a block does not */
+	assert_int_equal(link_request(a, 9, WIRE_KIND_BLOCK_HAS, blk, 8,
+				      60000, on_count, &cnt),
+			 0);
+	assert_int_equal(link_reply(a, 9, 5, WIRE_KIND_BLOCK_GET, blk, BLOCK),
+			 -EAGAIN);
+	for (uint32_t i = 0; i < 20; i++)
+		assert_int_equal(send_seq(a, 9, i), i < 16 ? 0 : -EAGAIN);
+
+	struct link_peer_stats st;
+	assert_int_equal(link_stats(a, 9, &st), 0);
+	const struct link_lane_stats *bl = &st.lane[LINK_LANE_BULK];
+	const struct link_lane_stats *cl = &st.lane[LINK_LANE_CONTROL];
+	size_t flen = WIRE_HDR_LEN + WIRE_KIND_LEN + BLOCK + WIRE_CRC_LEN;
+	size_t hlen = WIRE_HDR_LEN + WIRE_KIND_LEN + 8 + WIRE_CRC_LEN;
+	assert_int_equal(bl->sent, 4);
+	assert_int_equal(bl->dropped, 3);
+	assert_int_equal(bl->queued, 4);
+	assert_int_equal(bl->queued_bytes, 3 * flen + hlen);
+	assert_int_equal(cl->sent, 16);
+	assert_int_equal(cl->dropped, 4);
+	assert_int_equal(cl->queued, 16);
+	assert_int_equal(st.sent, 20);
+	assert_int_equal(st.dropped, 7);
+	assert_false(st.connected);
+
+	/* one frame larger than the byte bound still fits an empty lane */
+	dead_addr(dead2, sizeof dead2);
+	assert_int_equal(link_add_peer(a, 8, dead2), 0);
+	assert_int_equal(link_request(a, 8, WIRE_KIND_BLOCK_PUT, blk,
+				      (1u << 20) + BLOCK, 60000, on_count,
+				      &cnt),
+			 0);
+	assert_int_equal(link_request(a, 8, WIRE_KIND_BLOCK_HAS, blk, 1,
+				      60000, on_count, &cnt),
+			 -EAGAIN);
+	free(blk);
+	link_stop(a);
+	assert_int_equal(cnt.n, 5); /* the accepted ones, canceled */
+	assert_int_equal(cnt.canceled, 5);
+	pthread_mutex_destroy(&cnt.mu);
+	rx_destroy(&ra);
+}
+
+/* A bounded bulk lane drains when the peer comes up, in order. */
+static void full_bulk_lane_drains_in_order_on_connect(void **state)
+{
+	(void)state;
+	struct rx ra, rc_;
+	char dead[128];
+	rx_init(&ra);
+	rx_init(&rc_);
+	struct opts o = { .bulk_bytes = 1u << 20, .grace_ms = 60000 };
+	struct link *a = start(1, &ra, &o, NULL, 0);
+	dead_addr(dead, sizeof dead);
+	assert_int_equal(link_add_peer(a, 9, dead), 0);
+	struct counter cnt = { .n = 0 };
+	pthread_mutex_init(&cnt.mu, NULL);
+	uint8_t *blk = calloc(1, BLOCK);
+	assert_non_null(blk);
+	int queued = 0;
+	for (uint32_t i = 0; i < 6; i++) {
+		put32(blk, i);
+		if (link_request(a, 9, WIRE_KIND_BLOCK_PUT, blk, BLOCK, 60000,
+				 on_count, &cnt) == 0)
+			queued++;
+	}
+	assert_int_equal(queued, 3);
+	assert_int_equal(send_seq(a, 9, 100), 0);
+	struct opts oc = { .addr = dead };
+	struct link *c = start(9, &rc_, &oc, NULL, 0);
+	assert_int_equal(rx_wait(&rc_, 4), 4);
+	int bulk_seen = 0;
+	for (int i = 0; i < 4; i++) {
+		if (rc_.type[i] == WIRE_REQUEST)
+			assert_int_equal(rc_.seq[i], (uint32_t)bulk_seen++);
+		else
+			assert_int_equal(rc_.seq[i], 100);
+	}
+	assert_int_equal(bulk_seen, 3);
+	/* room again */
+	struct link_peer_stats st;
+	for (int i = 0; i < WAIT_MS / 5; i++) {
+		assert_int_equal(link_stats(a, 9, &st), 0);
+		if (st.lane[LINK_LANE_BULK].queued == 0)
+			break;
+		usleep(5 * 1000);
+	}
+	assert_int_equal(st.lane[LINK_LANE_BULK].queued_bytes, 0);
+	assert_int_equal(link_request(a, 9, WIRE_KIND_BLOCK_PUT, blk, BLOCK,
+				      60000, on_count, &cnt),
+			 0);
+	free(blk);
+	assert_int_equal(rx_wait(&rc_, 5), 5);
+	link_stop(a);
+	link_stop(c);
+	pthread_mutex_destroy(&cnt.mu);
+	rx_destroy(&ra);
+	rx_destroy(&rc_);
+}
+
+/* ---- TLS -------------------------------------------------------------------- */
+
+/* A throwaway PKI in a temporary directory, made with the openssl CLI:
+ * ca1 signs n1, n2; ca2 signs n3 (a stranger). */
+struct pki {
+	char dir[64];
+};
+
+static bool pki_make(struct pki *p)
+{
+	snprintf(p->dir, sizeof p->dir, "/tmp/sandfs-tls-XXXXXX");
+	if (!mkdtemp(p->dir))
+		return false;
+	char cmd[2048];
+	snprintf(cmd, sizeof cmd,
+		 "set -e; cd %s; exec >log 2>&1\n"
+		 "ca() { openssl req -x509 -newkey ec -pkeyopt "
+		 "ec_paramgen_curve:prime256v1 -nodes -keyout $1.key -out "
+		 "$1.pem -days 2 -subj /CN=sandfs-test-$1; }\n"
+		 "node() { openssl req -newkey ec -pkeyopt "
+		 "ec_paramgen_curve:prime256v1 -nodes -keyout $1.key -out "
+		 "$1.csr -subj /CN=$1; openssl x509 -req -in $1.csr -CA "
+		 "$2.pem -CAkey $2.key -CAcreateserial -out $1.pem -days 2; }\n"
+		 "ca ca1; ca ca2; node n1 ca1; node n2 ca1; node n3 ca2\n",
+		 p->dir);
+	return system(cmd) == 0;
+}
+
+static void pki_rm(struct pki *p)
+{
+	char cmd[128];
+	snprintf(cmd, sizeof cmd, "rm -rf %s", p->dir);
+	assert_int_equal(system(cmd), 0);
+}
+
+/* Options for node `n` (n1..n3) trusting CA `ca`; strings in buf. */
+static struct opts tls_opts(const struct pki *p, const char *n,
+			    const char *ca, char buf[3][128])
+{
+	snprintf(buf[0], 128, "%s/%s.pem", p->dir, n);
+	snprintf(buf[1], 128, "%s/%s.key", p->dir, n);
+	snprintf(buf[2], 128, "%s/%s.pem", p->dir, ca);
+	struct opts o = { .tls_cert = buf[0], .tls_key = buf[1],
+			  .tls_ca = buf[2] };
+	return o;
+}
+
+/* Two nodes with certificates from the cluster CA exchange frames and a
+ * request over tls+tcp (one dialed with a tcp:// address, converted); a
+ * node whose certificate comes from another CA, and a node without TLS,
+ * get nothing through in either direction. */
+static void tls_peers_talk_and_strangers_are_refused(void **state)
+{
+	(void)state;
+	struct pki pki;
+	if (!pki_make(&pki)) {
+		print_message("openssl could not make test certificates\n");
+		fail();
+	}
+	char b1[3][128], b2[3][128], b3[3][128];
+	struct opts o1 = tls_opts(&pki, "n1", "ca1", b1);
+	struct opts o2 = tls_opts(&pki, "n2", "ca1", b2);
+	struct opts o3 = tls_opts(&pki, "n3", "ca1", b3); /* trusts ca1 */
+	struct rx ra, rb, rc_, rd;
+	char aa[128], ab[128], ac[128], plain_b[128];
+	rx_init(&ra);
+	rx_init(&rb);
+	rx_init(&rc_);
+	rx_init(&rd);
+	rb.echo = true;
+	struct link *a = start(1, &ra, &o1, aa, sizeof aa);
+	struct link *b = start(2, &rb, &o2, ab, sizeof ab);
+	struct link *c = start(3, &rc_, &o3, ac, sizeof ac);
+	struct link *d = start(4, &rd, NULL, NULL, 0);
+	assert_int_equal(strncmp(aa, "tls+tcp://127.0.0.1:", 20), 0);
+	assert_int_equal(strncmp(ab, "tls+tcp://", 10), 0);
+	assert_true(strcmp(ab + 20, "0") != 0); /* the real port */
+	snprintf(plain_b, sizeof plain_b, "%s", ab + 4); /* tcp://... */
+
+	/* members: a dials b by its tcp:// address */
+	assert_int_equal(link_add_peer(a, 2, plain_b), 0);
+	assert_int_equal(link_add_peer(b, 1, aa), 0);
+	assert_true(wait_connected(a, 2));
+	for (uint32_t i = 0; i < 10; i++) {
+		assert_int_equal(send_seq(a, 2, i), 0);
+		assert_int_equal(send_seq(b, 1, 100 + i), 0);
+	}
+	assert_int_equal(rx_wait(&rb, 10), 10);
+	assert_int_equal(rx_wait(&ra, 10), 10);
+	for (int i = 0; i < 10; i++) {
+		assert_int_equal(rb.from[i], 1);
+		assert_int_equal(rb.seq[i], (uint32_t)i);
+		assert_int_equal(ra.seq[i], 100u + (uint32_t)i);
+	}
+	struct calls cl;
+	calls_init(&cl);
+	assert_int_equal(link_request(a, 2, WIRE_KIND_BLOCK_GET, "blk", 3,
+				      WAIT_MS, on_reply, &cl),
+			 0);
+	assert_int_equal(calls_wait(&cl, 1, WAIT_MS), 1);
+	assert_int_equal(cl.status[0], 0);
+	assert_string_equal(cl.body[0], "blk");
+
+	/* strangers: c (cert from ca2) and d (no TLS) dial b; b dials c */
+	assert_int_equal(link_add_peer(c, 2, ab), 0);
+	assert_int_equal(link_add_peer(d, 2, plain_b), 0);
+	assert_int_equal(link_add_peer(b, 3, ac), 0);
+	assert_int_equal(send_seq(c, 2, 900), 0);
+	assert_int_equal(send_seq(d, 2, 901), 0);
+	assert_int_equal(send_seq(b, 3, 902), 0);
+	/* Give them many reconnect rounds (20..200 ms back-off), then a
+	 * member's frame; a refusal cannot be observed directly, so this
+	 * bounded wait is what makes "nothing got through" meaningful. */
+	usleep(1000 * 1000);
+	assert_int_equal(send_seq(a, 2, 10), 0);
+	/* 10 frames, 1 request, this frame: nothing from c or d */
+	assert_int_equal(rx_wait(&rb, 12), 12);
+	assert_int_equal(rb.seq[11], 10);
+	assert_int_equal(rb.from[11], 1);
+	usleep(100 * 1000);
+	assert_int_equal(rx_count(&rb), 12);
+	assert_int_equal(rx_count(&rc_), 0);
+	struct link_peer_stats st;
+	assert_int_equal(link_stats(c, 2, &st), 0);
+	assert_false(st.connected);
+	assert_int_equal(st.lane[LINK_LANE_CONTROL].queued, 1);
+	assert_int_equal(link_stats(d, 2, &st), 0);
+	assert_false(st.connected);
+	assert_int_equal(link_stats(b, 3, &st), 0);
+	assert_false(st.connected);
+	struct link_rx_stats rs;
+	link_rx_stats(b, &rs);
+	assert_int_equal(rs.rejected, 0); /* refused before any frame */
+	link_stop(a);
+	link_stop(b);
+	link_stop(c);
+	link_stop(d);
+	rx_destroy(&ra);
+	rx_destroy(&rb);
+	rx_destroy(&rc_);
+	rx_destroy(&rd);
+	pki_rm(&pki);
+}
+
+/* Bad TLS settings fail link_start with -EINVAL/-ENOENT and a reason that
+ * names the problem. */
+static void tls_misconfiguration_fails_start_with_a_reason(void **state)
+{
+	(void)state;
+	struct pki pki;
+	if (!pki_make(&pki))
+		fail_msg("openssl could not make test certificates");
+	char b1[3][128], junk[128], err[512];
+	struct opts o = tls_opts(&pki, "n1", "ca1", b1);
+	struct rx r;
+	rx_init(&r);
+	struct link_cfg cfg = { .self_id = 1,
+				.listen_addr = "tcp://127.0.0.1:0",
+				.cluster_id = CLUSTER, .on_frame = on_frame,
+				.ctx = &r, .tls_cert = o.tls_cert };
+	struct link *l = NULL;
+	/* only one of the three */
+	assert_int_equal(link_start(&cfg, &l, err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "together"));
+	/* a missing file */
+	cfg.tls_key = "/nonexistent/n1.key";
+	cfg.tls_ca = o.tls_ca;
+	assert_int_equal(link_start(&cfg, &l, err, sizeof err), -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent/n1.key"));
+	/* a key that is not a key */
+	snprintf(junk, sizeof junk, "%s/log", pki.dir);
+	cfg.tls_key = junk;
+	assert_int_equal(link_start(&cfg, &l, err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "certificate/key"));
+	/* a CA file that is not a certificate */
+	cfg.tls_key = o.tls_key;
+	cfg.tls_ca = junk;
+	assert_int_equal(link_start(&cfg, &l, err, sizeof err), -EINVAL);
+	assert_non_null(strstr(err, "CA file"));
+	assert_null(l);
+	/* and the right three work */
+	cfg.tls_ca = o.tls_ca;
+	assert_int_equal(link_start(&cfg, &l, err, sizeof err), 0);
+	link_stop(l);
+	rx_destroy(&r);
+	pki_rm(&pki);
+}
+
 int main(void)
 {
 	if (!getenv("SANDFS_LOG")) /* expected warnings are noise here */
@@ -714,6 +1278,12 @@ int main(void)
 		cmocka_unit_test(peers_with_different_secrets_cannot_talk),
 		cmocka_unit_test(listening_on_a_used_port_fails_with_a_reason),
 		cmocka_unit_test(adding_a_peer_twice_is_a_noop_and_a_new_address_replaces),
+		cmocka_unit_test(lane_for_puts_raft_and_small_kinds_on_control_and_blocks_on_bulk),
+		cmocka_unit_test(raft_frames_overtake_a_saturated_bulk_lane),
+		cmocka_unit_test(bulk_lane_is_bounded_in_bytes_and_drops_no_raft_frame),
+		cmocka_unit_test(full_bulk_lane_drains_in_order_on_connect),
+		cmocka_unit_test(tls_peers_talk_and_strangers_are_refused),
+		cmocka_unit_test(tls_misconfiguration_fails_start_with_a_reason),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
