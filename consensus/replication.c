@@ -408,16 +408,6 @@ void raft_handle_append_resp(struct raft *r, const struct raft_msg *m)
 			return;
 		if (pr->state == RAFT_PR_REPLICATE && m->index <= pr->match)
 			return; /* stale */
-		/* A "log too short" answer while pipelining, from a follower
-		 * that holds everything up to match: the appends before this
-		 * one are still on their way (reordered), not missing for
-		 * good. Falling back to probe here would resend the whole
-		 * window for every such answer, and every resent message can
-		 * earn another one: a storm under reordering. A real loss is
-		 * caught by the stall timer (no progress for two heartbeats). */
-		if (pr->state == RAFT_PR_REPLICATE && m->hint_term == 0 &&
-		    m->hint_index > pr->match)
-			return;
 		if (pr->state == RAFT_PR_PROBE && m->index != pr->next - 1)
 			return; /* stale */
 		raft_index nx = backoff(r, m->index, m->hint_index,

@@ -762,8 +762,10 @@ static uint64_t msg_size(const struct raft_msg *m)
 }
 
 /* Deep copy of m in one allocation (entries and data follow the struct). */
-static struct raft_msg *msg_clone(const struct raft_msg *m)
+static struct raft_msg *msg_clone(struct sim *s, const struct raft_msg *m)
 {
+	s->msgs_inflight++;
+	s->bytes_inflight += msg_size(m);
 	size_t sz = sizeof *m + m->n_entries * sizeof(struct raft_entry) +
 		    m->len;
 	for (uint32_t i = 0; i < m->n_entries; i++)
@@ -796,6 +798,14 @@ static struct raft_msg *msg_clone(const struct raft_msg *m)
 		c->data = NULL;
 	}
 	return c;
+}
+
+/* Free a message made by msg_clone(). */
+static void msg_free(struct sim *s, struct raft_msg *m)
+{
+	s->msgs_inflight--;
+	s->bytes_inflight -= msg_size(m);
+	free(m);
 }
 
 static bool ev_less(const struct ev *a, const struct ev *b)
@@ -877,25 +887,23 @@ static void send_owned(struct sim *s, struct node *n, struct raft_msg *c)
 		sim_failf(s, "n%llu emits a %s with from=%llu",
 			  (unsigned long long)n->id, raft_msg_name(c->type),
 			  (unsigned long long)c->from);
-		free(c);
+		msg_free(s, c);
 		return;
 	}
 	promise_check(s, n, c);
 	if (chance(s, s->f.drop)) {
-		free(c);
+		msg_free(s, c);
 		return;
 	}
 	int copies = chance(s, s->f.dup) ? 2 : 1;
 	for (int k = 0; k < copies; k++) {
-		struct raft_msg *m = k ? msg_clone(c) : c;
+		struct raft_msg *m = k ? msg_clone(s, c) : c;
 		uint64_t d = rand_range(s, s->f.delay_min, s->f.delay_max);
 		if (chance(s, s->f.slow_msg))
 			d = rand_range(s, s->f.delay_min, s->f.slow_max);
 		heap_push(s, (struct ev){.t = s->now + d,
 					 .kind = EV_MSG,
 					 .msg = m});
-		s->msgs_inflight++;
-		s->bytes_inflight += msg_size(m);
 	}
 	/* A core must not flood a network: in-flight traffic is bounded by
 	 * its flow control (max_inflight_msgs/bytes per follower). */
@@ -912,14 +920,15 @@ static void send_owned(struct sim *s, struct node *n, struct raft_msg *c)
 
 /* ---- node lifecycle -------------------------------------------------- */
 
-static void job_free(struct job *j)
+static void job_free(struct sim *s, struct job *j)
 {
 	for (size_t k = 0; k < j->n; k++)
 		dent_free(&j->ents[k]);
 	free(j->ents);
 	free(j->snap_data);
 	for (size_t k = 0; k < j->n_after; k++)
-		free(j->after[k]);
+		if (j->after[k])
+			msg_free(s, j->after[k]);
 	free(j->after);
 	free(j);
 }
@@ -956,7 +965,7 @@ static void node_down(struct sim *s, struct node *n, enum sim_node_state st)
 	while (n->jh) {
 		struct job *j = n->jh;
 		n->jh = j->next;
-		job_free(j);
+		job_free(s, j);
 	}
 	n->jt = NULL;
 	n->n_reads = 0;
@@ -1178,7 +1187,7 @@ static void apply_one(struct sim *s, struct node *n, const struct raft_entry *e)
 static void handle_ready(struct sim *s, struct node *n, struct raft_ready *rd)
 {
 	for (size_t k = 0; k < rd->n_msgs; k++)
-		send_owned(s, n, msg_clone(&rd->msgs[k]));
+		send_owned(s, n, msg_clone(s, &rd->msgs[k]));
 
 	struct job *j = NULL;
 	if (rd->has_snapshot || rd->has_hs || rd->n_entries ||
@@ -1236,7 +1245,7 @@ static void handle_ready(struct sim *s, struct node *n, struct raft_ready *rd)
 			j->after = xcalloc(j->n_after, sizeof *j->after);
 			for (size_t k = 0; k < j->n_after; k++)
 				j->after[k] =
-					msg_clone(&rd->msgs_after_persist[k]);
+					msg_clone(s, &rd->msgs_after_persist[k]);
 		}
 		uint64_t t = s->now +
 			     rand_range(s, s->f.disk_min, s->f.disk_max);
@@ -1414,7 +1423,7 @@ static void persist_done(struct sim *s, struct node *n)
 		n->jt = NULL;
 	if (chance(s, s->f.disk_fail)) {
 		sim_logf(s, "n%llu persist failure", (unsigned long long)n->id);
-		job_free(j);
+		job_free(s, j);
 		node_down(s, n, SIM_CRASHED);
 		return;
 	}
@@ -1439,7 +1448,7 @@ static void persist_done(struct sim *s, struct node *n)
 				  (unsigned long long)j->first,
 				  (unsigned long long)d->snap.index,
 				  (unsigned long long)disk_last(d));
-			job_free(j);
+			job_free(s, j);
 			return;
 		}
 		if (j->first < d->first) { /* below a trailing prefix */
@@ -1472,7 +1481,7 @@ static void persist_done(struct sim *s, struct node *n)
 		sim_logf(s, "n%llu crash after persisting ready %llu",
 			 (unsigned long long)n->id,
 			 (unsigned long long)j->rd_id);
-		job_free(j);
+		job_free(s, j);
 		node_down(s, n, SIM_CRASHED);
 		return;
 	}
@@ -1482,24 +1491,32 @@ static void persist_done(struct sim *s, struct node *n)
 		send_owned(s, n, m);
 	}
 	raft_persisted(n->r, j->rd_id);
-	job_free(j);
+	job_free(s, j);
 	drive(s, n);
 }
 
 static void deliver(struct sim *s, struct raft_msg *m)
 {
-	s->msgs_inflight--;
-	s->bytes_inflight -= msg_size(m);
 	struct node *n = node_of(s, m->to);
 	if (!n || n->state != SIM_RUNNING || m->from < 1 ||
 	    m->from > SIM_MAX_IDS || s->blocked[m->from][m->to] ||
 	    (s->filter && s->filter(s->filter_arg, m))) {
-		free(m);
+		msg_free(s, m);
 		return;
 	}
 	if (m->type <= RAFT_MSG_TYPE_MAX)
 		s->delivered[m->type]++;
-	if (s->o.verbose)
+	if (s->o.verbose && m->type == RAFT_MSG_SNAPSHOT)
+		sim_logf(s,
+			 "n%llu <- n%llu SNAPSHOT term=%llu snap=%llu/%llu "
+			 "off=%llu len=%u done=%d",
+			 (unsigned long long)m->to,
+			 (unsigned long long)m->from,
+			 (unsigned long long)m->term,
+			 (unsigned long long)m->snap.index,
+			 (unsigned long long)m->snap.term,
+			 (unsigned long long)m->offset, m->len, m->done);
+	else if (s->o.verbose)
 		sim_logf(s,
 			 "n%llu <- n%llu %s term=%llu prev=%llu/%llu n=%u "
 			 "commit=%llu idx=%llu rej=%d",
@@ -1514,7 +1531,7 @@ static void deliver(struct sim *s, struct raft_msg *m)
 	if (rc != 0)
 		sim_logf(s, "n%llu step(%s) -> %d", (unsigned long long)n->id,
 			 raft_msg_name(m->type), rc);
-	free(m);
+	msg_free(s, m);
 	drive(s, n);
 }
 
@@ -1642,7 +1659,7 @@ void sim_free(struct sim *s)
 	}
 	for (size_t k = 0; k < s->nh; k++)
 		if (s->heap[k].kind == EV_MSG)
-			free(s->heap[k].msg);
+			msg_free(s, s->heap[k].msg);
 	free(s->heap);
 	map_free(&s->leaders);
 	map_free(&s->votes);
