@@ -121,6 +121,8 @@ struct repl {
 	size_t n_reads, cap_reads;
 	uint64_t next_read_ctx;
 	raft_id last_leader;
+	raft_term trace_last_term; /* for quieting repeated elections */
+	const char *trace_last_detail[2]; /* [0] election, [1] role */
 	uint64_t durable_applied;
 	raft_index last_compact;
 	struct rlog_hard_state persisted_hs;
@@ -1144,15 +1146,29 @@ static void trace(void *ctx, const struct raft_event *ev)
 		"?",	     "role",	 "term",   "election", "vote",	 "leader",
 		"commit",    "conf",	 "snapshot", "transfer", "stepdown",
 		"drop"};
-	if (ev->type == RAFT_EV_COMMIT || ev->type == RAFT_EV_DROP ||
-	    ev->type == RAFT_EV_VOTE) {
-		if (!log_enabled(LOG_LVL_DEBUG))
-			return;
+	struct repl *r = ctx;
+	/* A node that cannot reach a majority retries its (pre-)election
+	 * every timeout: say so once, then only at DEBUG until something
+	 * else happens. */
+	bool repeat = (ev->type == RAFT_EV_ELECTION ||
+		       ev->type == RAFT_EV_ROLE) &&
+		      ev->term == r->trace_last_term &&
+		      ev->detail == r->trace_last_detail[ev->type ==
+							 RAFT_EV_ROLE];
+	if (ev->type == RAFT_EV_ELECTION || ev->type == RAFT_EV_ROLE) {
+		r->trace_last_term = ev->term;
+		r->trace_last_detail[ev->type == RAFT_EV_ROLE] = ev->detail;
+	} else if (ev->type != RAFT_EV_COMMIT && ev->type != RAFT_EV_DROP &&
+		   ev->type != RAFT_EV_VOTE) {
+		r->trace_last_detail[0] = r->trace_last_detail[1] = NULL;
 	}
 	enum log_level lvl = (ev->type == RAFT_EV_COMMIT ||
-			      ev->type == RAFT_EV_DROP)
+			      ev->type == RAFT_EV_DROP ||
+			      ev->type == RAFT_EV_VOTE || repeat)
 				     ? LOG_LVL_DEBUG
 				     : LOG_LVL_INFO;
+	if (!log_enabled(lvl))
+		return;
 	char peer[32] = "", idx[32] = "";
 	if (ev->peer)
 		snprintf(peer, sizeof(peer), " peer %llu",
@@ -1165,7 +1181,6 @@ static void trace(void *ctx, const struct raft_event *ev)
 							      : "?",
 		  (unsigned long long)ev->term, peer, idx,
 		  ev->detail ? ev->detail : "");
-	(void)ctx;
 }
 
 /* Stop the request workers (after the links: nothing is queued any
@@ -1367,6 +1382,9 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 		.cluster_id = cfg->cluster_id,
 		.secret = cfg->secret,
 		.secret_len = cfg->secret_len,
+		.tls_cert = cfg->tls_cert,
+		.tls_key = cfg->tls_key,
+		.tls_ca = cfg->tls_ca,
 		.on_frame = on_frame,
 		.ctx = r,
 	};

@@ -70,6 +70,9 @@ struct repl_cfg {
 	size_t n_peers;
 	const uint8_t *secret; /* optional cluster secret (peer auth) */
 	size_t secret_len;
+	/* Optional TLS (all three or none): PEM files; peers must present a
+	 * certificate signed by tls_ca. */
+	const char *tls_cert, *tls_key, *tls_ca;
 	uint32_t tick_ms;            /* default 10 */
 	uint32_t election_ticks;     /* default 15 (150-300 ms) */
 	uint32_t heartbeat_ticks;    /* default 5 */

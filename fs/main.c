@@ -34,6 +34,7 @@ static void usage(FILE *f)
 		"usage:\n"
 		"  sandfs serve  --id N --peers 1=HOST:PORT,2=...  --data DIR\n"
 		"                [--cluster-id HEX] [--secret-file F]\n"
+		"                [--tls-cert PEM --tls-key PEM --tls-ca PEM]\n"
 		"                [--timeout-ms MS] [--log-level L]\n"
 		"  sandfs mount  --id N --peers ... --data DIR [-f] [-o OPTS] "
 		"MOUNTPOINT\n"
@@ -75,6 +76,9 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 		{"foreground", no_argument, NULL, 'f'},
 		{"options", required_argument, NULL, 'o'},
 		{"json", no_argument, NULL, 'j'},
+		{"tls-cert", required_argument, NULL, 'C'},
+		{"tls-key", required_argument, NULL, 'K'},
+		{"tls-ca", required_argument, NULL, 'A'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -147,6 +151,15 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 			log_set_level(lvl);
 			break;
 		}
+		case 'C':
+			o->tls_cert = optarg;
+			break;
+		case 'K':
+			o->tls_key = optarg;
+			break;
+		case 'A':
+			o->tls_ca = optarg;
+			break;
 		case 'f':
 			cli->foreground = 1;
 			break;
@@ -179,6 +192,12 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 		return o->data_dir ? 0 : (fprintf(stderr, "sandfs: --data is "
 							  "required\n"),
 					  -EINVAL);
+	if ((o->tls_cert || o->tls_key || o->tls_ca) &&
+	    !(o->tls_cert && o->tls_key && o->tls_ca)) {
+		fprintf(stderr, "sandfs: TLS needs all of --tls-cert, --tls-key "
+				"and --tls-ca\n");
+		return -EINVAL;
+	}
 	if (!o->id || !peers || !o->data_dir) {
 		fprintf(stderr, "sandfs: --id, --peers and --data are "
 				"required (see sandfs --help)\n");

@@ -654,6 +654,9 @@ int node_start(const struct node_opts *o, struct node **out, char *err,
 		.n_peers = o->n_peers,
 		.secret = o->secret,
 		.secret_len = o->secret_len,
+		.tls_cert = o->tls_cert,
+		.tls_key = o->tls_key,
+		.tls_ca = o->tls_ca,
 		.propose_timeout_ms = o->propose_timeout_ms,
 		.sm =
 			{

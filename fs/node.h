@@ -18,6 +18,7 @@ struct node_opts {
 	uint64_t cluster_id; /* 0: derived from the peer list */
 	const uint8_t *secret;
 	size_t secret_len;
+	const char *tls_cert, *tls_key, *tls_ca; /* optional, all or none */
 	uint32_t propose_timeout_ms; /* 0: 10 s */
 	/* Optional extra state machine (the inode table), applied after the
 	 * digest for every entry. */
