@@ -593,20 +593,39 @@ uint64_t itab_block_refs(struct itab *t, const uint8_t hash[ITAB_HASH_LEN])
 struct orphan_ctx {
 	int (*cb)(void *ctx, uint64_t ino);
 	void *ctx;
+	bool filter;
+	uint64_t holder;
 };
 
-/* One 'M''o' key -> callback. */
+/* One 'M''o' key -> callback (value: the holder node, 8 bytes BE). */
 static int orphan_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
 {
 	struct orphan_ctx *c = ctx;
-	return kl == 10 ? c->cb(c->ctx, be_get64(k + 2)) : -EIO;
+	if (kl != 10)
+		return -EIO;
+	uint64_t holder = vl == 8 ? be_get64(v) : 0;
+	if (c->filter && holder != c->holder)
+		return 0;
+	return c->cb(c->ctx, be_get64(k + 2));
+}
+
+/* Enumerate the orphans that node `holder` keeps alive. */
+int itab_orphans_held_by(struct itab *t, uint64_t holder,
+			 int (*cb)(void *ctx, uint64_t ino), void *ctx)
+{
+	uint8_t p[2];
+	struct orphan_ctx c = {cb, ctx, true, holder};
+	pthread_rwlock_rdlock(&t->lock);
+	int rc = scan(t, NULL, p, key_meta(p, 'o'), NULL, 0, orphan_one, &c);
+	pthread_rwlock_unlock(&t->lock);
+	return rc < 0 ? rc : 0;
 }
 
 /* Enumerate orphans. */
 int itab_orphans(struct itab *t, int (*cb)(void *ctx, uint64_t ino), void *ctx)
 {
 	uint8_t p[2];
-	struct orphan_ctx c = {cb, ctx};
+	struct orphan_ctx c = {cb, ctx, false, 0};
 	pthread_rwlock_rdlock(&t->lock);
 	int rc = scan(t, NULL, p, key_meta(p, 'o'), NULL, 0, orphan_one, &c);
 	pthread_rwlock_unlock(&t->lock);

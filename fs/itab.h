@@ -22,7 +22,8 @@
  *   'M' 'S'                       -> next ino, applied index, #inodes, #blocks
  *   'M' 'd' origin, seq           -> remembered result of a request
  *   'M' 'w' origin                -> per-origin dedupe low-water mark
- *   'M' 'o' ino                   -> orphan (nlink 0, kept until released)
+ *   'M' 'o' ino                   -> orphan (nlink 0, kept until released):
+ *                                    the node holding it open (u64)
  *
  * Atomicity and durability: one log entry is applied as ONE LevelDB
  * WriteBatch that also carries the applied index and the dedupe record, so
@@ -287,6 +288,12 @@ uint64_t itab_block_refs(struct itab *t, const uint8_t hash[ITAB_HASH_LEN]);
 
 /* Enumerate orphans (nlink 0 inodes kept alive); return non-zero to stop. */
 int itab_orphans(struct itab *t, int (*cb)(void *ctx, uint64_t ino), void *ctx);
+
+/* Enumerate the orphans kept alive for node `holder` (the origin of the op
+ * that removed their last link). A node that restarts holds no handle, so
+ * it releases these at mount. */
+int itab_orphans_held_by(struct itab *t, uint64_t holder,
+			 int (*cb)(void *ctx, uint64_t ino), void *ctx);
 
 /* Counters for statfs. */
 int itab_statfs(struct itab *t, struct itab_statfs *st);

@@ -233,8 +233,13 @@ static int unlinked(struct txn *tx, struct inode *in)
 {
 	if (tx->op->flags & ITAB_F_FREE_NOW)
 		return kill_inode(tx, in);
-	uint8_t k[KEY_MAX];
-	leveldb_writebatch_put(tx->wb, (char *)k, key_meta_u64(k, 'o', in->a.ino), "", 0);
+	/* The value names the node whose handle keeps it alive (the op's
+	 * origin): that node releases it when its last handle closes, or at
+	 * its next mount if it crashed meanwhile. */
+	uint8_t k[KEY_MAX], holder[8];
+	be_put64(holder, tx->op->origin);
+	leveldb_writebatch_put(tx->wb, (char *)k, key_meta_u64(k, 'o', in->a.ino),
+			       (const char *)holder, sizeof(holder));
 	tx->res->orphaned = in->a.ino;
 	return 0;
 }

@@ -287,6 +287,32 @@ static void test_unlink_free_now_deletes_at_once_and_errors(void **state)
 	assert_int_equal(do_unlink(f, 1, ".", 0), -EINVAL);
 }
 
+/* An orphan remembers the node that kept it (the unlinking op's origin),
+ * so that node can release it after a crash. */
+static void test_orphans_are_listed_by_their_holder(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(do_create(f, 1, "a", S_IFREG | 0644), 0);
+	assert_int_equal(do_create(f, 1, "b", S_IFREG | 0644), 0);
+	struct itab_op op = op_mk(ITAB_OP_UNLINK, 1, "a");
+	op.origin = 7;
+	op.seq = 1;
+	assert_int_equal(fx_apply(f, &op), 0);
+	op = op_mk(ITAB_OP_UNLINK, 1, "b");
+	op.origin = 8;
+	op.seq = 1;
+	assert_int_equal(fx_apply(f, &op), 0);
+	int n7 = 0, n8 = 0, n9 = 0, all = 0;
+	assert_int_equal(itab_orphans_held_by(f->t, 7, count_orphan, &n7), 0);
+	assert_int_equal(itab_orphans_held_by(f->t, 8, count_orphan, &n8), 0);
+	assert_int_equal(itab_orphans_held_by(f->t, 9, count_orphan, &n9), 0);
+	assert_int_equal(itab_orphans(f->t, count_orphan, &all), 0);
+	assert_int_equal(n7, 1);
+	assert_int_equal(n8, 1);
+	assert_int_equal(n9, 0);
+	assert_int_equal(all, 2);
+}
+
 static void test_rmdir_requires_empty_dir(void **state)
 {
 	struct fx *f = *state;
@@ -976,6 +1002,7 @@ int main(void)
 		T(test_link_counts_and_errors),
 		T(test_link_refuses_past_nlink_max_with_emlink),
 		T(test_unlink_orphans_then_release_frees_blocks),
+		T(test_orphans_are_listed_by_their_holder),
 		T(test_unlink_free_now_deletes_at_once_and_errors),
 		T(test_rmdir_requires_empty_dir),
 		T(test_rename_matrix_follows_posix),
