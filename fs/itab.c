@@ -590,6 +590,33 @@ uint64_t itab_block_refs(struct itab *t, const uint8_t hash[ITAB_HASH_LEN])
 	return n;
 }
 
+struct blocks_ctx {
+	int (*cb)(void *ctx, const uint8_t hash[ITAB_HASH_LEN]);
+	void *ctx;
+};
+
+/* One 'B' key -> callback. */
+static int block_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
+		     size_t vl)
+{
+	struct blocks_ctx *c = ctx;
+	(void)v;
+	(void)vl;
+	return kl == 1 + ITAB_HASH_LEN ? c->cb(c->ctx, k + 1) : -EIO;
+}
+
+/* Enumerate referenced blocks. Runs on LevelDB's own consistent iterator
+ * view without the table lock, so a long listing never holds up apply. */
+int itab_blocks(struct itab *t,
+		int (*cb)(void *ctx, const uint8_t hash[ITAB_HASH_LEN]),
+		void *ctx)
+{
+	uint8_t p[1] = {'B'};
+	struct blocks_ctx c = {cb, ctx};
+	int rc = scan(t, NULL, p, sizeof(p), NULL, 0, block_one, &c);
+	return rc < 0 ? rc : 0;
+}
+
 struct orphan_ctx {
 	int (*cb)(void *ctx, uint64_t ino);
 	void *ctx;

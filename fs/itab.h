@@ -283,6 +283,14 @@ typedef int (*itab_extent_cb)(void *ctx, uint64_t index, const uint8_t hash[ITAB
 int itab_extents(struct itab *t, uint64_t ino, uint64_t first, uint64_t n, itab_extent_cb cb,
 		 void *ctx);
 
+/* Enumerate every block some extent references (hash order); return
+ * non-zero to stop. Used after a snapshot install or a restart to fetch
+ * blocks this node lacks. May see a state a little older than the latest
+ * apply; never holds up apply. */
+int itab_blocks(struct itab *t,
+		int (*cb)(void *ctx, const uint8_t hash[ITAB_HASH_LEN]),
+		void *ctx);
+
 /* Reference count of a block (0 if unknown). */
 uint64_t itab_block_refs(struct itab *t, const uint8_t hash[ITAB_HASH_LEN]);
 

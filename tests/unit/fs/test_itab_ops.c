@@ -287,6 +287,38 @@ static void test_unlink_free_now_deletes_at_once_and_errors(void **state)
 	assert_int_equal(do_unlink(f, 1, ".", 0), -EINVAL);
 }
 
+static int count_block(void *ctx, const uint8_t hash[ITAB_HASH_LEN])
+{
+	(void)hash;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+/* itab_blocks lists each referenced block once, and no freed one. */
+static void test_blocks_lists_referenced_blocks(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(do_create(f, 1, "f", S_IFREG | 0644), 0);
+	uint64_t ino = f->res.ino;
+	struct itab_extent e[3] = {{.index = 0, .len = 10},
+				   {.index = 1, .len = 10},
+				   {.index = 2, .len = 10}};
+	mkhash(e[0].hash, 1);
+	mkhash(e[1].hash, 2);
+	mkhash(e[2].hash, 1); /* the same block twice */
+	struct itab_op op = op_mk(ITAB_OP_WRITE, 0, NULL);
+	op.ino = ino, op.extents = e, op.n_extents = 3;
+	op.size = 2ull * itab_block_size(f->t) + 10;
+	assert_int_equal(fx_apply(f, &op), 0);
+	int n = 0;
+	assert_int_equal(itab_blocks(f->t, count_block, &n), 0);
+	assert_int_equal(n, 2);
+	assert_int_equal(do_unlink(f, 1, "f", ITAB_F_FREE_NOW), 0);
+	n = 0;
+	assert_int_equal(itab_blocks(f->t, count_block, &n), 0);
+	assert_int_equal(n, 0);
+}
+
 /* An orphan remembers the node that kept it (the unlinking op's origin),
  * so that node can release it after a crash. */
 static void test_orphans_are_listed_by_their_holder(void **state)
@@ -1003,6 +1035,7 @@ int main(void)
 		T(test_link_refuses_past_nlink_max_with_emlink),
 		T(test_unlink_orphans_then_release_frees_blocks),
 		T(test_orphans_are_listed_by_their_holder),
+		T(test_blocks_lists_referenced_blocks),
 		T(test_unlink_free_now_deletes_at_once_and_errors),
 		T(test_rmdir_requires_empty_dir),
 		T(test_rename_matrix_follows_posix),
