@@ -21,15 +21,24 @@
  * the first result per (origin, seq); the origin resends a proposal (same
  * seq) to the current leader until its own node applies it or the
  * timeout passes.
+ *
+ * Membership changes (repl_change_conf) take the same road: the leader
+ * proposes them (raft_propose_conf), a follower forwards them
+ * (WIRE_KIND_CONF) and follows leader changes; refusals while another
+ * change commits (EBUSY) or the learner lags (EAGAIN) are retried until
+ * the timeout; the requester completes when the CONF entry applies on its
+ * own node.
  */
 #include "consensus/repl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "storage/rlog.h"
 #include "transport/link.h"
@@ -52,6 +61,9 @@ enum item_kind {
 	IT_FWD_PROPOSE, /* a follower forwarded a proposal to us */
 	IT_FWD_REPLY,   /* the leader answered our forward */
 	IT_REQUEST,     /* other request kinds, for the request workers */
+	IT_CONF,        /* local membership change request */
+	IT_FWD_CONF,    /* a follower forwarded a membership change to us */
+	IT_CONF_REPLY,  /* the leader answered our forwarded change */
 };
 
 struct item {
@@ -76,6 +88,24 @@ struct pending {
 	uint64_t deadline; /* tick */
 	uint64_t resend;   /* tick at which to resend if still pending */
 	raft_id sent_to;   /* leader we last handed it to, 0 = not sent */
+};
+
+/* A membership change asked for on this node (repl_change_conf). */
+struct conf_req {
+	uint64_t cid; /* ours, names it in replies */
+	uint8_t op;   /* enum raft_conf_op */
+	raft_id node;
+	char addr[RAFT_ADDR_MAX];
+	repl_done_fn done;
+	void *ctx;
+	uint64_t deadline; /* tick */
+	uint64_t resend;   /* tick of the next attempt */
+	raft_id sent_to;   /* leader of the last attempt, 0 = none yet */
+	raft_id hint;      /* leader named by a refusing node, for one retry */
+	bool maybe;        /* an attempt may have been (or was) proposed */
+	int last_err;      /* last refusal (-EBUSY, -EAGAIN), 0 if none */
+	uint64_t lag;      /* learner lag the leader reported with -EAGAIN */
+	raft_index index;  /* where the leader put it, 0 if unknown */
 };
 
 struct read {
@@ -134,6 +164,9 @@ struct repl {
 	size_t fwd_len, fwd_cap, fwd_n, fwd_seq_cap;
 	uint64_t *fwd_seq;
 	raft_id fwd_to;
+	struct conf_req *confs; /* pending membership changes */
+	size_t n_confs, cap_confs;
+	uint64_t next_cid;
 	int fatal;
 };
 
@@ -632,6 +665,381 @@ static void finish_reads(struct repl *r)
 	}
 }
 
+/* ---- membership changes ------------------------------------------------------ */
+
+/* Forwarded change (WIRE_KIND_CONF request body):
+ *   u8 op | u64 node | u16 address length | address bytes
+ * The leader's answer (reply body):
+ *   i32 status (0 or a negative errno, see repl_change_conf; -ENOTCONN:
+ *   "not the leader") | u64 leader it knows | u64 index of the entry
+ *   (status 0) | u64 learner lag (status -EAGAIN) */
+#define CONF_REQ_HDR 11
+#define CONF_REP_LEN 28
+#define CONF_RETRY_TICKS 10 /* after a refusal (busy, lagging, no leader) */
+
+static void put32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
+	       (uint32_t)p[2] << 8 | p[3];
+}
+
+/* Does this node's configuration already show the outcome of the change? */
+static bool conf_holds(const struct raft_conf *c, uint8_t op, raft_id node)
+{
+	int at = -1;
+	for (uint32_t i = 0; i < c->n; i++)
+		if (c->nodes[i].id == node)
+			at = (int)i;
+	switch (op) {
+	case RAFT_CONF_ADD_LEARNER:
+		return at >= 0;
+	case RAFT_CONF_PROMOTE:
+		return at >= 0 && c->nodes[at].role == RAFT_VOTER;
+	case RAFT_CONF_REMOVE:
+		return at < 0;
+	}
+	return false;
+}
+
+/* "The change is already in effect" answer for op (see repl.h). */
+static int conf_already_err(uint8_t op)
+{
+	return op == RAFT_CONF_ADD_LEARNER ? -EEXIST
+	       : op == RAFT_CONF_PROMOTE   ? -EALREADY
+					   : -ENOENT;
+}
+
+/* Leader: check a change against the configuration (for a precise
+ * refusal, the core only says RAFT_EINVAL) and propose it. Returns 0 with
+ * *index, or a negative errno as listed at repl_change_conf (-ENOTCONN
+ * when we are not the leader); *lag is set with -EAGAIN. Single-server
+ * changes only, one at a time (Raft thesis §4.1: a change may start only
+ * once the previous one has committed); the core enforces that and
+ * answers RAFT_EBUSY meanwhile, which the requester retries. */
+static int conf_propose(struct repl *r, uint8_t op, raft_id node,
+			const char *addr, raft_index *index, uint64_t *lag)
+{
+	struct raft_status st;
+	raft_status(r->raft, &st);
+	if (st.role != RAFT_LEADER)
+		return -ENOTCONN;
+	if (node == 0)
+		return -EINVAL;
+	int at = -1;
+	uint32_t voters = 0;
+	for (uint32_t i = 0; i < st.conf.n; i++) {
+		if (st.conf.nodes[i].id == node)
+			at = (int)i;
+		voters += st.conf.nodes[i].role == RAFT_VOTER;
+	}
+	switch (op) {
+	case RAFT_CONF_ADD_LEARNER:
+		if (at >= 0)
+			return -EEXIST;
+		if (st.conf.n >= RAFT_MAX_NODES)
+			return -ENOSPC;
+		if (!addr || !addr[0] ||
+		    strnlen(addr, RAFT_ADDR_MAX) >= RAFT_ADDR_MAX)
+			return -EINVAL;
+		break;
+	case RAFT_CONF_PROMOTE:
+		if (at < 0)
+			return -ENOENT;
+		if (st.conf.nodes[at].role == RAFT_VOTER)
+			return -EALREADY;
+		break;
+	case RAFT_CONF_REMOVE:
+		if (at < 0)
+			return -ENOENT;
+		if (st.conf.nodes[at].role == RAFT_VOTER && voters == 1)
+			return -EPERM;
+		break;
+	default:
+		return -EINVAL;
+	}
+	int rc = raft_propose_conf(r->raft, (enum raft_conf_op)op, node,
+				   op == RAFT_CONF_ADD_LEARNER ? addr : NULL,
+				   index);
+	switch (rc) {
+	case 0:
+		LOG(INFO, "proposed: %s node %llu at index %llu",
+		    op == RAFT_CONF_ADD_LEARNER ? "add learner"
+		    : op == RAFT_CONF_PROMOTE   ? "promote"
+						: "remove",
+		    (unsigned long long)node, (unsigned long long)*index);
+		return 0;
+	case RAFT_EBUSY:
+		return -EBUSY;
+	case RAFT_EAGAIN:
+		*lag = at >= 0 && st.last_index > st.match[at]
+			       ? st.last_index - st.match[at]
+			       : 0;
+		return -EAGAIN;
+	case RAFT_ENOTLEADER:
+		return -ENOTCONN;
+	case RAFT_ENOMEM:
+		return -ENOMEM;
+	default:
+		return -EINVAL;
+	}
+}
+
+/* Complete and remove pending change c. */
+static void conf_finish(struct repl *r, struct conf_req *c, int status,
+			raft_index index)
+{
+	repl_done_fn done = c->done;
+	void *ctx = c->ctx;
+	uint8_t res[8];
+	size_t reslen = 0;
+	if (status == 0 && index) {
+		put64(res, index);
+		reslen = 8;
+	} else if (status == -EAGAIN) {
+		put64(res, c->lag);
+		reslen = 8;
+	}
+	*c = r->confs[--r->n_confs];
+	done(ctx, status, reslen ? res : NULL, reslen);
+}
+
+static struct conf_req *conf_find(struct repl *r, uint64_t cid)
+{
+	for (size_t i = 0; i < r->n_confs; i++)
+		if (r->confs[i].cid == cid)
+			return &r->confs[i];
+	return NULL;
+}
+
+/* What one attempt came back with (from our core or the leader). Returns
+ * true when c was completed (and removed). */
+static bool conf_result(struct repl *r, struct conf_req *c, int rc,
+			raft_id leader, raft_index index, uint64_t lag)
+{
+	switch (rc) {
+	case 0:
+		c->maybe = true;
+		c->last_err = 0;
+		if (index)
+			c->index = index;
+		c->resend = r->now_tick + RETRY_TICKS; /* in case it is lost */
+		return false;
+	case -EBUSY:
+	case -EAGAIN:
+		c->last_err = rc;
+		c->lag = lag;
+		c->resend = r->now_tick + CONF_RETRY_TICKS;
+		return false;
+	case -ENOTCONN: /* not the leader (any more) */
+	case -ETIMEDOUT:
+	case -ECONNREFUSED:
+	case -ECANCELED:
+	case -ENOMEM:
+		if (rc != -ENOTCONN)
+			c->maybe = true; /* it may have arrived */
+		c->resend = r->now_tick + 2;
+		if (rc == -ENOTCONN && leader && leader != c->sent_to) {
+			c->hint = leader;
+			c->resend = r->now_tick + 1; /* redirect soon */
+		}
+		c->sent_to = 0;
+		return false;
+	default:
+		break;
+	}
+	if (rc == conf_already_err(c->op) && c->maybe) {
+		/* An earlier attempt of ours probably did it: done once this
+		 * node's configuration shows it (checked every tick). */
+		c->resend = c->deadline;
+		return false;
+	}
+	conf_finish(r, c, rc, 0);
+	return true;
+}
+
+/* A forwarded change awaiting the leader's answer. */
+struct conf_rpc {
+	struct repl *r;
+	uint64_t cid;
+};
+
+static void on_conf_reply(void *ctx, int status, const uint8_t *reply,
+			  size_t len);
+
+/* One attempt: propose when we lead, forward to the leader otherwise.
+ * Returns true when c was completed (and removed). */
+static bool conf_submit(struct repl *r, struct conf_req *c)
+{
+	raft_id leader = raft_leader(r->raft);
+	if (c->hint && leader != r->cfg.id)
+		leader = c->hint;
+	c->hint = 0;
+	c->resend = r->now_tick + RETRY_TICKS;
+	if (leader == r->cfg.id) {
+		raft_index index = 0;
+		uint64_t lag = 0;
+		c->sent_to = leader;
+		int rc = conf_propose(r, c->op, c->node, c->addr, &index, &lag);
+		return conf_result(r, c, rc, raft_leader(r->raft), index, lag);
+	}
+	if (leader == 0) {
+		c->sent_to = 0;
+		c->resend = r->now_tick + CONF_RETRY_TICKS;
+		return false;
+	}
+	uint8_t body[CONF_REQ_HDR + RAFT_ADDR_MAX];
+	size_t al = strnlen(c->addr, RAFT_ADDR_MAX - 1);
+	body[0] = c->op;
+	put64(body + 1, c->node);
+	body[9] = (uint8_t)(al >> 8);
+	body[10] = (uint8_t)al;
+	memcpy(body + CONF_REQ_HDR, c->addr, al);
+	struct conf_rpc *rpc = malloc(sizeof(*rpc));
+	if (!rpc)
+		return false; /* retried at c->resend */
+	rpc->r = r;
+	rpc->cid = c->cid;
+	c->sent_to = leader;
+	if (link_request(r->link, leader, WIRE_KIND_CONF, body,
+			 CONF_REQ_HDR + al, FWD_TIMEOUT_MS, on_conf_reply,
+			 rpc) != 0) {
+		free(rpc);
+		c->sent_to = 0;
+		c->resend = r->now_tick + 2;
+	}
+	return false;
+}
+
+/* IT_CONF: a new local request (op, node, address in the item). */
+static void add_conf(struct repl *r, struct item *it)
+{
+	if (r->n_confs == r->cap_confs) {
+		size_t cap = r->cap_confs ? r->cap_confs * 2 : 4;
+		struct conf_req *nc = realloc(r->confs, cap * sizeof(*nc));
+		if (!nc) {
+			it->done(it->ctx, -ENOMEM, NULL, 0);
+			return;
+		}
+		r->confs = nc;
+		r->cap_confs = cap;
+	}
+	struct conf_req *c = &r->confs[r->n_confs++];
+	memset(c, 0, sizeof(*c));
+	c->cid = ++r->next_cid;
+	c->op = it->data[0];
+	c->node = get64(it->data + 1);
+	memcpy(c->addr, it->data + 9, it->len - 9);
+	c->addr[it->len - 9] = 0;
+	c->done = it->done;
+	c->ctx = it->ctx;
+	c->deadline = r->now_tick + r->cfg.propose_timeout_ms / r->cfg.tick_ms;
+	conf_submit(r, c);
+}
+
+/* IT_FWD_CONF (leader side): propose a forwarded change, answer at once.
+ * The follower waits for the entry to apply on its own node. */
+static void fwd_conf(struct repl *r, struct item *it)
+{
+	raft_index index = 0;
+	uint64_t lag = 0;
+	int rc = -EINVAL;
+	char addr[RAFT_ADDR_MAX] = "";
+	if (it->len >= CONF_REQ_HDR) {
+		size_t al = (size_t)it->data[9] << 8 | it->data[10];
+		if (al < RAFT_ADDR_MAX && CONF_REQ_HDR + al == it->len &&
+		    !memchr(it->data + CONF_REQ_HDR, 0, al)) {
+			memcpy(addr, it->data + CONF_REQ_HDR, al);
+			addr[al] = 0;
+			rc = conf_propose(r, it->data[0], get64(it->data + 1),
+					  addr, &index, &lag);
+		}
+	}
+	if (rc == -EINVAL && it->len < CONF_REQ_HDR)
+		LOG(WARN, "malformed membership request from %llu",
+		    (unsigned long long)it->from);
+	uint8_t rep[CONF_REP_LEN];
+	put32(rep, (uint32_t)(int32_t)rc);
+	put64(rep + 4, raft_leader(r->raft));
+	put64(rep + 12, index);
+	put64(rep + 20, lag);
+	link_reply(r->link, it->from, it->req_id, WIRE_KIND_CONF, rep,
+		   sizeof(rep));
+}
+
+/* IT_CONF_REPLY: the leader's answer (or the link's error) for change
+ * it->req_id. */
+static void conf_reply(struct repl *r, struct item *it)
+{
+	struct conf_req *c = conf_find(r, it->req_id);
+	if (!c)
+		return; /* finished meanwhile */
+	if (it->status != 0) {
+		conf_result(r, c, it->status, 0, 0, 0);
+		return;
+	}
+	if (it->len < CONF_REP_LEN) {
+		conf_result(r, c, -ETIMEDOUT, 0, 0, 0);
+		return;
+	}
+	int rc = (int)(int32_t)get32(it->data);
+	conf_result(r, c, rc, get64(it->data + 4), get64(it->data + 12),
+		    get64(it->data + 20));
+}
+
+/* A CONF entry was applied here: complete the requests it fulfils. */
+static void conf_applied(struct repl *r, uint8_t op, raft_id node,
+			 raft_index index)
+{
+	for (size_t i = 0; i < r->n_confs;) {
+		struct conf_req *c = &r->confs[i];
+		if (c->maybe && c->op == op && c->node == node &&
+		    index >= c->index) {
+			conf_finish(r, c, 0, index);
+			continue;
+		}
+		i++;
+	}
+}
+
+/* Every tick: deadlines, retries, redirects after a leader change, and
+ * changes found in effect (an earlier attempt did it). */
+static void conf_tick(struct repl *r, raft_id leader, bool leader_changed)
+{
+	if (!r->n_confs)
+		return;
+	struct raft_status st;
+	raft_status(r->raft, &st);
+	for (size_t i = 0; i < r->n_confs;) {
+		struct conf_req *c = &r->confs[i];
+		if (c->maybe && conf_holds(&st.conf, c->op, c->node)) {
+			conf_finish(r, c, 0,
+				    c->index && c->index <= st.applied ? c->index
+								       : 0);
+			continue;
+		}
+		if (r->now_tick >= c->deadline) {
+			conf_finish(r, c,
+				    c->maybe || !c->last_err ? -EIO
+							     : c->last_err,
+				    0);
+			continue;
+		}
+		if ((r->now_tick >= c->resend ||
+		     (leader_changed && leader && c->sent_to != leader)) &&
+		    conf_submit(r, c))
+			continue;
+		i++;
+	}
+}
+
 /* ---- applying -------------------------------------------------------------- */
 
 static void apply_conf(struct repl *r, const struct raft_entry *e)
@@ -651,6 +1059,7 @@ static void apply_conf(struct repl *r, const struct raft_entry *e)
 		raft_status(r->raft, &st);
 		r->cfg.sm.conf_changed(r->cfg.sm.ctx, &st.conf);
 	}
+	conf_applied(r, op, node, e->index);
 }
 
 static int apply_entries(struct repl *r, const struct raft_entry *e, size_t n)
@@ -724,6 +1133,15 @@ static int persist(struct repl *r, const struct raft_ready *rd)
 		LOG(INFO, "installed snapshot at index %llu term %llu",
 		    (unsigned long long)rd->snapshot.index,
 		    (unsigned long long)rd->snapshot.term);
+		/* The snapshot's configuration may name members we were not
+		 * told about (a joining node knows only --peers). */
+		const struct raft_conf *sc = &rd->snapshot.conf;
+		for (uint32_t i = 0; i < sc->n; i++)
+			if (sc->nodes[i].id != r->cfg.id && sc->nodes[i].addr[0])
+				link_add_peer(r->link, sc->nodes[i].id,
+					      sc->nodes[i].addr);
+		if (r->cfg.sm.conf_changed)
+			r->cfg.sm.conf_changed(r->cfg.sm.ctx, sc);
 	}
 	/* A hard state whose term and vote are unchanged only moved the commit
 	 * index, which may be persisted lazily (it is recomputed after a
@@ -861,6 +1279,7 @@ static void on_tick(struct repl *r)
 		}
 		i++;
 	}
+	conf_tick(r, leader, leader_changed);
 }
 
 /* ---- the loop ---------------------------------------------------------------- */
@@ -897,6 +1316,15 @@ static void handle(struct repl *r, struct item *it)
 		break;
 	case IT_FWD_REPLY:
 		fwd_reply(r, it);
+		break;
+	case IT_CONF:
+		add_conf(r, it);
+		break;
+	case IT_FWD_CONF:
+		fwd_conf(r, it);
+		break;
+	case IT_CONF_REPLY:
+		conf_reply(r, it);
 		break;
 	case IT_REQUEST: /* never queued here */
 		break;
@@ -981,6 +1409,9 @@ static void *loop(void *arg)
 	for (size_t i = 0; i < r->n_reads; i++)
 		r->reads[i].done(r->reads[i].ctx, -ESHUTDOWN, NULL, 0);
 	r->n_reads = 0;
+	for (size_t i = 0; i < r->n_confs; i++)
+		r->confs[i].done(r->confs[i].ctx, -ESHUTDOWN, NULL, 0);
+	r->n_confs = 0;
 	return NULL;
 }
 
@@ -1002,6 +1433,13 @@ static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 		return;
 	if (f->kind == WIRE_KIND_PROPOSE) {
 		it = item_new(IT_FWD_PROPOSE, f->body, f->body_len);
+		if (!it)
+			return;
+		it->from = from;
+		it->req_id = f->req_id;
+		enqueue(r, it);
+	} else if (f->kind == WIRE_KIND_CONF) {
+		it = item_new(IT_FWD_CONF, f->body, f->body_len);
 		if (!it)
 			return;
 		it->from = from;
@@ -1071,6 +1509,23 @@ static void on_reply(void *ctx, int status, const uint8_t *reply, size_t len)
 	enqueue(r, it);
 }
 
+/* The leader's answer to a forwarded membership change (or the link's
+ * error): called exactly once per link_request, on a link thread. ctx is
+ * a struct conf_rpc, freed here. */
+static void on_conf_reply(void *ctx, int status, const uint8_t *reply,
+			  size_t len)
+{
+	struct conf_rpc *rpc = ctx;
+	struct repl *r = rpc->r;
+	struct item *it = item_new(IT_CONF_REPLY, reply, status ? 0 : len);
+	if (it) { /* else: retried at the change's resend tick */
+		it->req_id = rpc->cid;
+		it->status = status;
+		enqueue(r, it);
+	}
+	free(rpc);
+}
+
 /* A request worker: runs the installed request handler for queued
  * requests. The handler lock is held across the call, so that once
  * repl_set_request_handler() returns, the old handler is not running and
@@ -1119,6 +1574,29 @@ int repl_propose(struct repl *r, const void *data, uint32_t len,
 int repl_read_index(struct repl *r, repl_done_fn done, void *ctx)
 {
 	struct item *it = item_new(IT_READ, NULL, 0);
+	if (!it)
+		return -ENOMEM;
+	it->done = done;
+	it->ctx = ctx;
+	enqueue(r, it);
+	return 0;
+}
+
+int repl_change_conf(struct repl *r, enum raft_conf_op op, raft_id id,
+		     const char *addr, repl_done_fn done, void *ctx)
+{
+	uint8_t buf[9 + RAFT_ADDR_MAX];
+	size_t al = addr ? strnlen(addr, RAFT_ADDR_MAX) : 0;
+	if (al >= RAFT_ADDR_MAX || id == 0 || op < RAFT_CONF_ADD_LEARNER ||
+	    op > RAFT_CONF_REMOVE || (op == RAFT_CONF_ADD_LEARNER && !al))
+		return -EINVAL;
+	if (op != RAFT_CONF_ADD_LEARNER)
+		al = 0;
+	buf[0] = (uint8_t)op;
+	put64(buf + 1, id);
+	if (al)
+		memcpy(buf + 9, addr, al);
+	struct item *it = item_new(IT_CONF, buf, 9 + al);
 	if (!it)
 		return -ENOMEM;
 	it->done = done;
@@ -1203,7 +1681,84 @@ static void stop_workers(struct repl *r)
 	r->wq_len = r->wq_bytes = 0;
 }
 
-/* Restart the core from the log store, or bootstrap a new cluster. */
+/* Write data_dir/name atomically and durably (temp file, fsync, rename,
+ * fsync of the directory). Returns 0 or a negative errno. */
+static int write_small_file(const char *dir, const char *name,
+			    const void *data, size_t len)
+{
+	char path[4200], tmp[4210];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (fd < 0)
+		return -errno;
+	int rc = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0
+			 ? 0
+			 : -(errno ? errno : EIO);
+	close(fd);
+	if (rc == 0 && rename(tmp, path) != 0)
+		rc = -errno;
+	if (rc == 0) {
+		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd >= 0) {
+			fsync(dfd);
+			close(dfd);
+		}
+	} else {
+		unlink(tmp);
+	}
+	return rc;
+}
+
+#define JOINED_FILE "raft.joined"
+#define BOOTSTRAP_FILE "raft.bootstrap"
+
+int repl_joined(const char *data_dir)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/" JOINED_FILE, data_dir);
+	return access(path, F_OK) == 0;
+}
+
+/* The configuration this node bootstrapped with (the one at index 0), as
+ * recorded when it bootstrapped: 1 found, 0 no record (a data directory
+ * from before the record existed: --peers tells it), -EUCLEAN corrupt. */
+static int bootstrap_conf_load(const struct repl *r, struct raft_conf *conf)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/" BOOTSTRAP_FILE, r->data_dir);
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return 0;
+	uint8_t buf[RAFT_MAX_NODES * (11 + RAFT_ADDR_MAX) + 4 + 1];
+	size_t len = fread(buf, 1, sizeof(buf), f);
+	fclose(f);
+	if (len == sizeof(buf) || conf_decode(buf, len, conf) != 0 ||
+	    conf->n == 0)
+		return -EUCLEAN;
+	return 1;
+}
+
+/* The reason a data directory with a log cannot --join. */
+static void join_refusal(const struct repl *r, uint64_t term, uint64_t last,
+			 char *err, size_t errcap)
+{
+	char t[40] = "";
+	if (term)
+		snprintf(t, sizeof(t), "term %llu, ", (unsigned long long)term);
+	snprintf(err, errcap,
+		 "%s already holds a raft log (%slast index %llu): this node "
+		 "is a member already; start it without --join, or give "
+		 "--join an empty data directory",
+		 r->data_dir, t, (unsigned long long)last);
+}
+
+/* Restart the core from the log store, or bootstrap a new cluster, or
+ * (join) start with no configuration: the core then answers the leader's
+ * first append with "never bootstrapped" and gets a snapshot, whose
+ * configuration it adopts. Raft thesis §4.2.1: "a new server joins the
+ * cluster as a non-voting member. The leader replicates log entries to
+ * it, but it is not yet counted towards majorities." */
 static int restore_core(struct repl *r, char *err, size_t errcap)
 {
 	struct rlog_hard_state hs;
@@ -1217,6 +1772,49 @@ static int restore_core(struct repl *r, char *err, size_t errcap)
 	uint64_t applied = r->cfg.sm.applied(r->cfg.sm.ctx);
 	r->durable_applied = applied;
 	r->last_compact = snap.index;
+	int joined = repl_joined(r->data_dir);
+	bool has_log = n > 0 || snap.index > 0;
+	if (r->cfg.join && (has_log || (hs.term > 0 && !joined))) {
+		join_refusal(r, hs.term, n ? ents[n - 1].index : snap.index,
+			     err, errcap);
+		rlog_snap_free(&snap);
+		rlog_entries_free(ents, n);
+		return -EEXIST;
+	}
+	if (r->cfg.join && !joined) {
+		static const char text[] =
+			"this node joined an existing cluster: it never "
+			"bootstraps a configuration of its own\n";
+		rc = write_small_file(r->data_dir, JOINED_FILE, text,
+				      sizeof(text) - 1);
+		if (rc < 0) {
+			snprintf(err, errcap, "%s: cannot write %s (%s)",
+				 r->data_dir, JOINED_FILE, strerror(-rc));
+			rlog_snap_free(&snap);
+			rlog_entries_free(ents, n);
+			return rc;
+		}
+		joined = 1;
+	}
+	if (joined && !has_log) {
+		/* Not yet given a snapshot: stay without a configuration,
+		 * keeping any term and vote already promised. */
+		struct raft_snapshot_meta none;
+		memset(&none, 0, sizeof(none));
+		struct raft_hard_state rhs = {hs.term, hs.vote, 0};
+		rc = hs.term ? raft_load(r->raft, &rhs, &none, NULL, 0, 0) : 0;
+		rlog_snap_free(&snap);
+		rlog_entries_free(ents, n);
+		if (rc != 0) {
+			snprintf(err, errcap, "%s: cannot load the hard state "
+					      "(%d)",
+				 r->data_dir, rc);
+			return -EUCLEAN;
+		}
+		LOG(INFO, "joining: no configuration yet; waiting for the "
+			  "leader (add this node with `sandfs member add`)");
+		return 0;
+	}
 	if (hs.term == 0 && n == 0 && snap.index == 0) {
 		struct raft_conf conf;
 		memset(&conf, 0, sizeof(conf));
@@ -1231,11 +1829,24 @@ static int restore_core(struct repl *r, char *err, size_t errcap)
 		rc = raft_bootstrap(r->raft, &conf);
 		rlog_snap_free(&snap);
 		rlog_entries_free(ents, n);
-		if (rc != 0)
+		if (rc != 0) {
 			snprintf(err, errcap, "bootstrapping the cluster "
 					      "configuration failed (%d)",
 				 rc);
-		return rc ? -EINVAL : 0;
+			return -EINVAL;
+		}
+		/* Record it: after membership changes the --peers a node is
+		 * restarted with need not be the list it bootstrapped with,
+		 * and the configuration at index 0 must not change. */
+		uint8_t buf[RAFT_MAX_NODES * (11 + RAFT_ADDR_MAX) + 4];
+		size_t len = conf_encode(&conf, buf, sizeof(buf));
+		rc = write_small_file(r->data_dir, BOOTSTRAP_FILE, buf, len);
+		if (rc < 0) {
+			snprintf(err, errcap, "%s: cannot write %s (%s)",
+				 r->data_dir, BOOTSTRAP_FILE, strerror(-rc));
+			return rc;
+		}
+		return 0;
 	}
 	struct raft_snapshot_meta meta;
 	memset(&meta, 0, sizeof(meta));
@@ -1248,8 +1859,29 @@ static int restore_core(struct repl *r, char *err, size_t errcap)
 		rlog_entries_free(ents, n);
 		return -EUCLEAN;
 	}
+	if (meta.index == 0 && meta.conf.n == 0 && joined) {
+		snprintf(err, errcap,
+			 "%s: this node joined a cluster but its log has no "
+			 "snapshot to take the configuration from; remove the "
+			 "data directory and join again",
+			 r->data_dir);
+		rlog_snap_free(&snap);
+		rlog_entries_free(ents, n);
+		return -EUCLEAN;
+	}
+	if (meta.index == 0 && meta.conf.n == 0)
+		rc = bootstrap_conf_load(r, &meta.conf);
+	if (rc < 0) {
+		snprintf(err, errcap, "%s/%s is corrupt", r->data_dir,
+			 BOOTSTRAP_FILE);
+		rlog_snap_free(&snap);
+		rlog_entries_free(ents, n);
+		return -EUCLEAN;
+	}
 	if (meta.index == 0 && meta.conf.n == 0) {
-		/* Bootstrapped nodes keep their initial conf as index 0. */
+		/* Bootstrapped before the configuration was recorded: it is
+		 * the --peers list (which the cluster id check ties to the
+		 * list the node bootstrapped with, unless --cluster-id). */
 		for (size_t i = 0; i < r->cfg.n_peers && i < RAFT_MAX_NODES;
 		     i++) {
 			meta.conf.nodes[i].id = r->cfg.peers[i].id;
@@ -1363,6 +1995,12 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 	ret = rlog_open(path, &r->log, err, errcap);
 	if (ret < 0)
 		goto fail;
+	if (cfg->join && rlog_last_index(r->log) > 0) {
+		/* Say so before listening (restore_core checks the rest). */
+		join_refusal(r, 0, rlog_last_index(r->log), err, errcap);
+		ret = -EEXIST;
+		goto fail;
+	}
 	/* Listen first: a port in use is the likeliest start-up failure, and
 	 * nothing is logged or bootstrapped before it is known. */
 
@@ -1456,6 +2094,7 @@ void repl_stop(struct repl *r)
 	raft_free(r->raft);
 	free(r->pend);
 	free(r->reads);
+	free(r->confs);
 	free(r->conv);
 	free(r->enc);
 	free(r->fwd_buf);

@@ -68,6 +68,14 @@ struct repl_cfg {
 	uint64_t cluster_id;
 	const struct repl_peer *peers; /* the initial configuration */
 	size_t n_peers;
+	/* Join an existing cluster instead of bootstrapping one: the node
+	 * starts with no configuration and waits for the leader's snapshot
+	 * (it must have been added with repl_change_conf). peers then only
+	 * tell the link where the members are (and where we listen). Refused
+	 * (-EEXIST) when the data directory already holds a log. A node that
+	 * once started with join never bootstraps, even if restarted without
+	 * it (a marker file raft.joined in data_dir says so). */
+	int join;
 	const uint8_t *secret; /* optional cluster secret (peer auth) */
 	size_t secret_len;
 	/* Optional TLS (all three or none): PEM files; peers must present a
@@ -102,6 +110,39 @@ int repl_propose(struct repl *r, const void *data, uint32_t len,
 /* Thread-safe. Linearizable read barrier: done(0) once this node has
  * applied everything committed before the call. */
 int repl_read_index(struct repl *r, repl_done_fn done, void *ctx);
+
+/* Thread-safe. Ask the cluster for one single-server membership change
+ * (raft.h: RAFT_CONF_ADD_LEARNER with addr "tcp://HOST:PORT", PROMOTE or
+ * REMOVE; addr is copied, ignored but for ADD_LEARNER). The leader
+ * proposes it; a follower forwards it to the leader (WIRE_KIND_CONF) and
+ * follows leader changes. done is called exactly once, on the replicator
+ * thread, when the change is in effect on THIS node (its CONF entry was
+ * applied here), or with an error:
+ *   -EEXIST     ADD: id is already a member
+ *   -ENOENT     PROMOTE/REMOVE: id is not a member
+ *   -EALREADY   PROMOTE: id is already a voter
+ *   -EPERM      REMOVE: id is the last voter
+ *   -ENOSPC     ADD: the configuration is full (RAFT_MAX_NODES)
+ *   -EINVAL     the leader found the request malformed
+ *   -EBUSY      the leader kept refusing until the timeout: another change
+ *               is not yet committed, a leader transfer runs, or the new
+ *               leader has not yet committed an entry of its term
+ *   -EAGAIN     PROMOTE: the learner still lagged at the timeout
+ *   -EIO        no answer / not applied here within propose_timeout_ms
+ *   -ESHUTDOWN  the node stopped
+ * EBUSY and EAGAIN refusals are retried until the timeout. On success res
+ * is the u64 (big-endian) index of the applied CONF entry, or empty when
+ * the change was found in effect without this node knowing the index. A
+ * node that removes itself through its own replicator may never learn
+ * that the removal committed (the leader stops talking to it): ask another
+ * member. Returns 0, or without calling done -EINVAL (op out of range,
+ * id 0, ADD without an address, address too long) or -ENOMEM. */
+int repl_change_conf(struct repl *r, enum raft_conf_op op, raft_id id,
+		     const char *addr, repl_done_fn done, void *ctx);
+
+/* 1 if the node whose data directory is data_dir joined an existing
+ * cluster (it was once started with repl_cfg.join), else 0. */
+int repl_joined(const char *data_dir);
 
 /* Thread-safe. Status of this node (cheap snapshot). */
 struct repl_status {

@@ -4,6 +4,7 @@
  *   sandfs serve  --id N --peers 1=ADDR,2=ADDR,... --data DIR [options]
  *   sandfs mount  --id N --peers ... --data DIR [-f] [-o opts] MOUNTPOINT
  *   sandfs status --data DIR [--json]
+ *   sandfs member add|promote|remove --data DIR ID [HOST:PORT]
  *
  * Process-wide state (signal flag, log sink) lives here and in log.c only.
  */
@@ -36,16 +37,25 @@ static void usage(FILE *f)
 		"                [--cluster-id HEX] [--secret-file F]\n"
 		"                [--tls-cert PEM --tls-key PEM --tls-ca PEM]\n"
 		"                [--timeout-ms MS] [--log-level L]\n"
+		"                [--join --cluster-id HEX]\n"
 		"  sandfs mount  --id N --peers ... --data DIR [-f] [-o OPTS] "
 		"MOUNTPOINT\n"
 		"  sandfs status --data DIR [--json]\n"
+		"  sandfs member add     --data DIR ID HOST:PORT\n"
+		"  sandfs member promote --data DIR ID\n"
+		"  sandfs member remove  --data DIR ID\n"
 		"  sandfs propose --data DIR TEXT      (test aid: one entry)\n"
 		"  sandfs bench-propose --data DIR COUNT CONCURRENCY SIZE\n"
 		"\n"
 		"serve runs a node in the foreground (metadata replication "
 		"only);\nmount runs a node and mounts the filesystem; status "
 		"asks the node\nwhose data directory is DIR about the whole "
-		"cluster.\n");
+		"cluster.\n"
+		"member changes the membership through the node whose data "
+		"directory is\nDIR: add a new node as a learner (start it "
+		"first with --join), promote it\nto voter once it caught up, "
+		"or remove a node. --join starts a node with no\nconfiguration "
+		"of its own; --peers then lists the members and itself.\n");
 }
 
 /* Read a secret file (at most 4 KiB). */
@@ -79,6 +89,7 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 		{"tls-cert", required_argument, NULL, 'C'},
 		{"tls-key", required_argument, NULL, 'K'},
 		{"tls-ca", required_argument, NULL, 'A'},
+		{"join", no_argument, NULL, 'J'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -160,6 +171,9 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 		case 'A':
 			o->tls_ca = optarg;
 			break;
+		case 'J':
+			o->join = 1;
+			break;
 		case 'f':
 			cli->foreground = 1;
 			break;
@@ -196,6 +210,11 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 	    !(o->tls_cert && o->tls_key && o->tls_ca)) {
 		fprintf(stderr, "sandfs: TLS needs all of --tls-cert, --tls-key "
 				"and --tls-ca\n");
+		return -EINVAL;
+	}
+	if (o->join && !o->cluster_id) {
+		fprintf(stderr, "sandfs: --join needs --cluster-id HEX (the id "
+				"`sandfs status` shows on a member)\n");
 		return -EINVAL;
 	}
 	if (!o->id || !peers || !o->data_dir) {
@@ -293,6 +312,63 @@ static int cmd_admin(int argc, char **argv, const char *what)
 	return bad ? 1 : 0;
 }
 
+/* `sandfs member add|promote|remove --data DIR ID [HOST:PORT]`: one
+ * membership change through the node's admin socket; prints one line. */
+static int cmd_member(int argc, char **argv)
+{
+	struct node_opts o;
+	struct sfs_cli cli = {.status_only = 1};
+	if (sfs_parse_node_opts(argc, argv, &o, &cli) != 0)
+		return 2;
+	const char *verb = cli.n_rest ? cli.rest[0] : "";
+	int want = !strcmp(verb, "add")					 ? 3
+		   : !strcmp(verb, "promote") || !strcmp(verb, "remove") ? 2
+									 : 0;
+	if (!want || cli.n_rest != want) {
+		fprintf(stderr, "usage: sandfs member add --data DIR ID "
+				"HOST:PORT | promote --data DIR ID | remove "
+				"--data DIR ID\n");
+		return 2;
+	}
+	char req[600];
+	int w = snprintf(req, sizeof(req), "member %s %s%s%s", verb,
+			 cli.rest[1], want == 3 ? " " : "",
+			 want == 3 ? cli.rest[2] : "");
+	if (w < 0 || (size_t)w >= sizeof(req) || strpbrk(req + 7, "\n\t")) {
+		fprintf(stderr, "sandfs member: argument too long or with "
+				"control characters\n");
+		return 2;
+	}
+	char path[4200];
+	node_admin_path(o.data_dir, path, sizeof(path));
+	uint8_t *reply = NULL;
+	size_t rlen = 0;
+	/* The node answers within its own timeout (--timeout-ms). */
+	int rc = admin_call(path, req, strlen(req), &reply, &rlen, 120000);
+	if (rc < 0) {
+		fprintf(stderr,
+			"sandfs member: no node answers on %s (%s); is a node "
+			"running with --data %s?\n",
+			path, strerror(-rc), o.data_dir);
+		return 1;
+	}
+	int bad = !(rlen >= 3 && !memcmp(reply, "ok ", 3));
+	const char *msg = (const char *)reply;
+	size_t mlen = rlen;
+	if (rlen >= 4 && !memcmp(reply, "err ", 4))
+		msg += 4, mlen -= 4;
+	else if (!bad)
+		msg += 3, mlen -= 3;
+	while (mlen && msg[mlen - 1] == '\n')
+		mlen--;
+	if (bad)
+		fprintf(stderr, "sandfs member: %.*s\n", (int)mlen, msg);
+	else
+		printf("%.*s\n", (int)mlen, msg);
+	free(reply);
+	return bad ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -306,6 +382,8 @@ int main(int argc, char **argv)
 		return cmd_admin(argc - 1, argv + 1, "status");
 	if (!strcmp(cmd, "propose"))
 		return cmd_admin(argc - 1, argv + 1, "propose");
+	if (!strcmp(cmd, "member"))
+		return cmd_member(argc - 1, argv + 1);
 	if (!strcmp(cmd, "bench-propose"))
 		return cmd_admin(argc - 1, argv + 1, "bench");
 	if (!strcmp(cmd, "mount"))

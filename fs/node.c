@@ -219,6 +219,48 @@ int node_parse_peers(const char *s, struct repl_peer *out, size_t cap,
 	return rc;
 }
 
+int node_parse_addr(const char *s, char *out, size_t cap, char *err,
+		    size_t errcap)
+{
+	const char *a = s ? s : "";
+	if (strncmp(a, "tcp://", 6) == 0)
+		a += 6;
+	const char *colon = strrchr(a, ':');
+	const char *host_end = colon;
+	int ok = colon && colon > a;
+	if (ok && a[0] == '[') { /* [IPv6]:PORT */
+		ok = colon[-1] == ']' && colon - a > 2;
+		for (const char *p = a + 1; ok && p < colon - 1; p++)
+			ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f') ||
+			     (*p >= 'A' && *p <= 'F') || *p == ':' || *p == '.';
+	} else {
+		for (const char *p = a; ok && p < host_end; p++)
+			ok = (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') ||
+			     (*p >= 'A' && *p <= 'Z') || *p == '.' || *p == '-' ||
+			     *p == '_';
+	}
+	char *end = NULL;
+	unsigned long port = 0;
+	if (ok) {
+		ok = colon[1] >= '0' && colon[1] <= '9';
+		port = strtoul(colon + 1, &end, 10);
+		ok = ok && !*end && port >= 1 && port <= 65535;
+	}
+	if (!ok) {
+		snprintf(err, errcap,
+			 "bad address '%s' (want HOST:PORT, e.g. "
+			 "10.0.0.4:7000)",
+			 s ? s : "");
+		return -EINVAL;
+	}
+	int w = snprintf(out, cap, "tcp://%s", a);
+	if (w < 0 || (size_t)w >= cap || (size_t)w >= RAFT_ADDR_MAX) {
+		snprintf(err, errcap, "address too long: %s", s);
+		return -EINVAL;
+	}
+	return 0;
+}
+
 uint64_t node_cluster_id(const struct repl_peer *peers, size_t n)
 {
 	/* FNV-1a over "id=addr," in id order. */
@@ -428,6 +470,10 @@ char *node_status_report(struct node *n, int json)
 	}
 	if (json)
 		sb_printf(&b, "]}\n");
+	else if (conf->n == 0)
+		sb_printf(&b, "(node %llu has no configuration yet: it waits "
+			      "to be added with `sandfs member add`)\n",
+			  (unsigned long long)n->o.id);
 	return b.s;
 }
 
@@ -474,6 +520,157 @@ static char *admin_propose(struct node *n, const uint8_t *p, size_t len)
 			 (unsigned long long)w.ordinal);
 	else
 		snprintf(buf, sizeof(buf), "err %s\n", strerror(-rc));
+	return strdup(buf);
+}
+
+/* ---- membership changes through the admin socket --------------------------- */
+
+struct member_wait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int done;
+	int status;
+	uint64_t figure; /* entry index (ok) or learner lag (-EAGAIN), 0 if none */
+};
+
+static void member_done(void *ctx, int status, const uint8_t *res,
+			size_t reslen)
+{
+	struct member_wait *w = ctx;
+	pthread_mutex_lock(&w->mu);
+	w->status = status;
+	w->figure = reslen >= 8 ? get64(res) : 0;
+	w->done = 1;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+/* "member add ID ADDR" | "member promote ID" | "member remove ID" -> one
+ * line "ok ..." or "err ...". Blocks the admin thread until the change is
+ * in effect on this node or failed (at most the proposal timeout). */
+static char *admin_member(struct node *n, const char *args)
+{
+	char verb[16] = "", idtxt[32] = "", addrtxt[RAFT_ADDR_MAX + 1] = "";
+	char extra[2] = "", addr[RAFT_ADDR_MAX] = "", why[256], buf[512];
+	int k = sscanf(args, "%15s %31s %128s %1s", verb, idtxt, addrtxt, extra);
+	enum raft_conf_op op = !strcmp(verb, "add")	? RAFT_CONF_ADD_LEARNER
+			       : !strcmp(verb, "promote") ? RAFT_CONF_PROMOTE
+			       : !strcmp(verb, "remove")  ? RAFT_CONF_REMOVE
+							  : 0;
+	int want = op == RAFT_CONF_ADD_LEARNER ? 3 : 2;
+	if (!op || k != want)
+		return strdup("err usage: member add ID HOST:PORT | member "
+			      "promote ID | member remove ID\n");
+	char *end = NULL;
+	unsigned long long id = strtoull(idtxt, &end, 10);
+	if (idtxt[0] < '0' || idtxt[0] > '9' || *end || id == 0) {
+		snprintf(buf, sizeof(buf),
+			 "err bad node id '%s' (want a number >= 1)\n", idtxt);
+		return strdup(buf);
+	}
+	if (op == RAFT_CONF_ADD_LEARNER &&
+	    node_parse_addr(addrtxt, addr, sizeof(addr), why, sizeof(why))) {
+		snprintf(buf, sizeof(buf), "err %s\n", why);
+		return strdup(buf);
+	}
+	struct member_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER,
+				.cv = PTHREAD_COND_INITIALIZER};
+	int rc = repl_change_conf(n->repl, op, id, addr, member_done, &w);
+	if (rc == 0) {
+		pthread_mutex_lock(&w.mu);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mu);
+		pthread_mutex_unlock(&w.mu);
+		rc = w.status;
+	}
+	unsigned tmo = n->o.propose_timeout_ms ? n->o.propose_timeout_ms
+					       : 10000;
+	char at[48] = "";
+	if (rc == 0 && w.figure)
+		snprintf(at, sizeof(at), " (configuration entry %llu)",
+			 (unsigned long long)w.figure);
+	switch (rc) {
+	case 0:
+		if (op == RAFT_CONF_ADD_LEARNER)
+			snprintf(buf, sizeof(buf),
+				 "ok node %llu added as a learner at %s%s; "
+				 "promote it once it has caught up\n",
+				 id, addr, at);
+		else if (op == RAFT_CONF_PROMOTE)
+			snprintf(buf, sizeof(buf),
+				 "ok node %llu promoted to voter%s\n", id, at);
+		else
+			snprintf(buf, sizeof(buf), "ok node %llu removed%s\n",
+				 id, at);
+		break;
+	case -EEXIST:
+		snprintf(buf, sizeof(buf),
+			 "err node %llu is already a member of the cluster\n",
+			 id);
+		break;
+	case -ENOENT:
+		snprintf(buf, sizeof(buf),
+			 "err node %llu is not a member of the cluster\n", id);
+		break;
+	case -EALREADY:
+		snprintf(buf, sizeof(buf), "err node %llu is already a voter\n",
+			 id);
+		break;
+	case -EPERM:
+		snprintf(buf, sizeof(buf),
+			 "err node %llu is the last voter; it cannot be "
+			 "removed\n",
+			 id);
+		break;
+	case -ENOSPC:
+		snprintf(buf, sizeof(buf),
+			 "err the cluster already has %d members, the most "
+			 "it can have\n",
+			 RAFT_MAX_NODES);
+		break;
+	case -EBUSY:
+		snprintf(buf, sizeof(buf),
+			 "err the leader refused for %u ms: another "
+			 "membership change (or a leader transfer) is still "
+			 "in progress; try again\n",
+			 tmo);
+		break;
+	case -EAGAIN:
+		if (w.figure)
+			snprintf(buf, sizeof(buf),
+				 "err node %llu is still catching up (%llu "
+				 "entries behind the leader after %u ms); "
+				 "wait and try again\n",
+				 id, (unsigned long long)w.figure, tmo);
+		else
+			snprintf(buf, sizeof(buf),
+				 "err node %llu is still catching up with the "
+				 "leader after %u ms; wait and try again\n",
+				 id, tmo);
+		break;
+	case -EIO:
+		if (op == RAFT_CONF_REMOVE && id == n->o.id)
+			snprintf(buf, sizeof(buf),
+				 "err the removal of node %llu was not "
+				 "confirmed here within %u ms (a node being "
+				 "removed may never hear that it was); run the "
+				 "command through another member, or check "
+				 "`sandfs status` there\n",
+				 id, tmo);
+		else
+			snprintf(buf, sizeof(buf),
+				 "err the change was not confirmed within %u "
+				 "ms (no leader, or no quorum?); check `sandfs "
+				 "status`\n",
+				 tmo);
+		break;
+	case -ESHUTDOWN:
+		snprintf(buf, sizeof(buf), "err the node is stopping\n");
+		break;
+	default:
+		snprintf(buf, sizeof(buf), "err %s\n", strerror(-rc));
+		break;
+	}
 	return strdup(buf);
 }
 
@@ -594,7 +791,8 @@ done:
 /* Admin requests, answered on the admin thread:
  *   "status" | "status-json"      cluster status report
  *   "propose:" PAYLOAD            one proposal, waits for the local apply
- *   "bench COUNT CONC SIZE"       closed-loop proposal benchmark */
+ *   "bench COUNT CONC SIZE"       closed-loop proposal benchmark
+ *   "member VERB ARGS"            membership change (admin_member) */
 static int admin_handler(void *ctx, const uint8_t *req, size_t len,
 			 uint8_t **reply, size_t *rlen)
 {
@@ -610,6 +808,11 @@ static int admin_handler(void *ctx, const uint8_t *req, size_t len,
 		memcpy(args, req + 6, len - 6);
 		args[len - 6] = 0;
 		s = admin_bench(n, args);
+	} else if (len > 7 && len < 300 && memcmp(req, "member ", 7) == 0) {
+		char args[300];
+		memcpy(args, req + 7, len - 7);
+		args[len - 7] = 0;
+		s = admin_member(n, args);
 	} else {
 		s = strdup("err unknown admin request\n");
 	}
@@ -629,11 +832,28 @@ int node_start(const struct node_opts *o, struct node **out, char *err,
 	if (!n)
 		return -ENOMEM;
 	n->o = *o;
-	if (!n->o.cluster_id)
+	if (o->join && !o->cluster_id) {
+		snprintf(err, errcap, "--join needs --cluster-id (the id "
+				      "`sandfs status` shows on a member)");
+		free(n);
+		return -EINVAL;
+	}
+	/* A node that joined never had a cluster id derived from its
+	 * --peers: it keeps the one its data directory stores. */
+	int adopt = !n->o.cluster_id && repl_joined(o->data_dir);
+	if (!n->o.cluster_id && !adopt)
 		n->o.cluster_id = node_cluster_id(o->peers, o->n_peers);
 	int rc = ddir_open(o->data_dir, n->o.cluster_id, &n->dir, err, errcap);
 	if (rc < 0)
 		goto fail;
+	if (adopt)
+		n->o.cluster_id = ddir_cluster_id(n->dir);
+	if (!n->o.cluster_id) {
+		snprintf(err, errcap, "%s stores no cluster id; give --cluster-id",
+			 o->data_dir);
+		rc = -EINVAL;
+		goto fail;
+	}
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/digest.state", o->data_dir);
 	rc = dsm_open(path, &n->dsm);
@@ -652,6 +872,7 @@ int node_start(const struct node_opts *o, struct node **out, char *err,
 		.cluster_id = n->o.cluster_id,
 		.peers = o->peers,
 		.n_peers = o->n_peers,
+		.join = o->join,
 		.secret = o->secret,
 		.secret_len = o->secret_len,
 		.tls_cert = o->tls_cert,

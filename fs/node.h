@@ -19,7 +19,11 @@ struct node_opts {
 	const uint8_t *secret;
 	size_t secret_len;
 	const char *tls_cert, *tls_key, *tls_ca; /* optional, all or none */
-	uint32_t propose_timeout_ms; /* 0: 10 s */
+	uint32_t propose_timeout_ms; /* 0: 10 s; also bounds member changes */
+	/* Join an existing cluster (needs cluster_id): start with no
+	 * configuration and wait to be added (`sandfs member add`); peers
+	 * must list this node and the members to answer. See repl_cfg.join. */
+	int join;
 	/* Optional extra state machine (the inode table), applied after the
 	 * digest for every entry. */
 	const struct repl_sm *fs_sm;
@@ -32,6 +36,13 @@ struct node;
 int node_parse_peers(const char *s, struct repl_peer *out, size_t cap,
 		     size_t *n, char *err, size_t errcap);
 
+/* Check and normalize one peer address: "HOST:PORT" or "tcp://HOST:PORT"
+ * (HOST a name, an IPv4 address or a bracketed IPv6 address, PORT
+ * 1..65535) becomes "tcp://HOST:PORT" in out. Returns 0 or -EINVAL with a
+ * reason in err. */
+int node_parse_addr(const char *s, char *out, size_t cap, char *err,
+		    size_t errcap);
+
 /* The cluster id implied by a peer list (stable hash of the sorted list). */
 uint64_t node_cluster_id(const struct repl_peer *peers, size_t n);
 
@@ -43,6 +54,10 @@ struct repl *node_repl(struct node *n);
 
 /* Path of the admin socket of the node whose data directory is dir. */
 void node_admin_path(const char *dir, char *buf, size_t cap);
+
+/* Admin requests served by the node (see admin_handler in node.c):
+ *   "member add ID ADDR" | "member promote ID" | "member remove ID"
+ * each answered with one line, "ok ..." or "err ...". */
 
 /* Build the cluster status text (json=0) or JSON (json=1), asking every
  * peer with a short timeout; unreachable peers are listed as such.
