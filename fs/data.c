@@ -42,11 +42,16 @@
  * of which [lo, hi) were written by the application (a write that leaves
  * a gap to the existing range fills the gap from the committed content at
  * once). A flush completes partial blocks from the committed content
- * (read-modify-write), stores each block locally (blk_put writes the hash
- * into the room in front of the data, so the buffer IS the BLOCK_PUT
- * body: no copy) and pushes it to every other voter as soon as it is
- * built, up to PUSH_WINDOW requests in flight per peer, so hashing and
- * storing the next block overlaps the network. When every block is held
+ * (read-modify-write) and hands each block to STORE_THREADS store threads
+ * (blk_put writes the hash into the room in front of the data, so the
+ * buffer IS the BLOCK_PUT body: no copy): stores are synced, and the disk
+ * commits concurrent syncs together. A block is pushed to every other
+ * voter once it is hashed, up to PUSH_WINDOW requests in flight per peer:
+ * a big block once it is stored (blk_put hashes it; hashing it twice would
+ * cost more CPU than the overlap gains), a small one (<= PREHASH_MAX: the
+ * single block of a small file's flush) at once, hashed up front, so that
+ * its local and remote syncs run at the same time. The flush waits for
+ * every local store as well as for the majority. When every block is held
  * by a majority of the voters (self included when self is a voter), one
  * ITAB_OP_WRITE carries all extents. Nothing is proposed on any failure:
  * blocks already stored are then unreferenced and collected later.
@@ -54,8 +59,18 @@
  * Read path. Committed extents come from the inode table; block contents
  * go through a small cache keyed by hash (content-addressed, so an entry
  * never goes stale), which spares re-reading and re-hashing a whole block
- * for each of the kernel's 128 KiB reads; then this handle's dirty bytes
- * are laid over them.
+ * for each kernel read that covers part of it; then this handle's dirty
+ * bytes are laid over them. A block is loaded (read and verified, or
+ * fetched and verified) by one thread at a time: a reader of a block being
+ * loaded waits for that load. A handle whose reads follow each other
+ * queues the rest of the current read's blocks and the next RA_BLOCKS
+ * blocks for RA_THREADS read-ahead threads, which load them into the
+ * cache (verified like every read) while the reader copies. Measured on
+ * the development VM (3 nodes, 1 MiB reads after dropping the page cache,
+ * load average ~5 from other work): 120-200 MiB/s before; 260-300 with
+ * the load deduplication and 2 blocks of read-ahead on one thread; ~370
+ * with the kernel's 1 MiB requests (mount.c); 460-490 with 4 blocks on
+ * two threads (the raw disk gives 300-450 MiB/s to cat).
  *
  * Garbage. Blocks whose reference count reached 0 in an applied entry are
  * deleted by the background thread after it re-checks itab_block_refs().
@@ -97,7 +112,13 @@
 #define FETCH_RETRY_MS 5000u     /* background fetches that failed */
 #define PUSH_WINDOW 8u           /* BLOCK_PUTs in flight per peer */
 #define PUSH_AGAIN_MS 50         /* resend delay after a busy (-EAGAIN) peer */
-#define CACHE_SLOTS 8u
+#define CACHE_SLOTS 16u
+#define LOADING_MAX 16u          /* block loads in flight, deduplicated */
+#define RA_BLOCKS 4u             /* blocks read ahead of a sequential reader */
+#define RA_QUEUE 16u             /* read-ahead requests waiting */
+#define RA_THREADS 2u            /* read-ahead loaders */
+#define STORE_THREADS 4u         /* local block stores of a flush in parallel */
+#define PREHASH_MAX (64u << 10)  /* blocks up to this are hashed up front */
 #define RECENT_BUCKETS 16384u
 #define HAS_MAX 4096u            /* hashes per BLOCK_HAS request */
 
@@ -193,6 +214,11 @@ struct data_file {
 	/* End of the dirty bytes (0: none); written under mu, read without
 	 * it by data_dirty_size(). */
 	_Atomic uint64_t dirty_end;
+	/* Read-ahead: where the last read ended, and the first block index
+	 * not yet queued for read-ahead (sequential detection only; races
+	 * between parallel readers merely skip or repeat a hint). */
+	_Atomic uint64_t ra_pos;
+	_Atomic uint64_t ra_next;
 };
 
 struct cslot {
@@ -238,9 +264,34 @@ struct data {
 	atomic_size_t n_dirty;    /* handles with unflushed bytes (hot-path
 				     shortcut of data_dirty_size) */
 
-	pthread_mutex_t cache_mu; /* guards cache, cache_clock */
+	pthread_mutex_t cache_mu; /* guards cache, cache_clock, loading, ra_* */
+	pthread_cond_t cache_cv;  /* a load finished; read-ahead queued/stop */
 	struct cslot cache[CACHE_SLOTS];
 	uint64_t cache_clock;
+	/* Blocks being loaded (read + verified, or fetched) right now: a
+	 * reader of one of them waits for that load instead of doing it
+	 * again (the kernel reads a 256 KiB block as two 128 KiB requests,
+	 * often in parallel). */
+	uint8_t loading[LOADING_MAX][ITAB_HASH_LEN];
+	size_t n_loading;
+	/* Read-ahead queue, worked off by ra_threads. */
+	struct itab_extent ra_q[RA_QUEUE];
+	size_t ra_n;
+	bool ra_stop;
+	pthread_t ra_threads[RA_THREADS];
+	unsigned n_ra_threads;
+
+	/* Local stores of flushes, done by STORE_THREADS threads: a synced
+	 * store waits for the disk, and the disk commits concurrent fsyncs
+	 * together (one at a time: ~35 MiB/s of 256 KiB blocks on the
+	 * development VM; four at a time: 360-640 MiB/s). */
+	pthread_mutex_t store_mu;  /* guards store_q, store_stop */
+	pthread_cond_t store_cv;
+	struct store_job *store_q; /* singly linked, FIFO */
+	struct store_job *store_tail;
+	bool store_stop;
+	pthread_t store_threads[STORE_THREADS];
+	unsigned n_store_threads;
 
 	pthread_mutex_t recent_mu; /* guards recent */
 	struct recent *recent[RECENT_BUCKETS];
@@ -542,56 +593,101 @@ static int load_block(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
 	return rc;
 }
 
-/* Copy bytes [off, off+n) of block hash (of which the extent uses the first
- * elen bytes) into dst; bytes past the content read as zeros. */
-static int block_read(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
-		      uint32_t elen, uint32_t off, uint32_t n, uint8_t *dst)
+/* Index of hash in the cache, or -1 (cache_mu held). */
+static int cache_find(struct data *d, const uint8_t hash[ITAB_HASH_LEN])
 {
+	for (unsigned i = 0; i < CACHE_SLOTS; i++)
+		if (d->cache[i].valid &&
+		    memcmp(d->cache[i].hash, hash, ITAB_HASH_LEN) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Index of hash among the loads in flight, or -1 (cache_mu held). */
+static int loading_find(struct data *d, const uint8_t hash[ITAB_HASH_LEN])
+{
+	for (size_t i = 0; i < d->n_loading; i++)
+		if (memcmp(d->loading[i], hash, ITAB_HASH_LEN) == 0)
+			return (int)i;
+	return -1;
+}
+
+/* Copy bytes [off, off+n) of a block's content (len bytes, of which the
+ * extent uses the first elen) into dst; bytes past it read as zeros. */
+static void copy_part(const uint8_t *content, uint32_t len, uint32_t elen,
+		      uint32_t off, uint32_t n, uint8_t *dst)
+{
+	uint32_t have = len < elen ? len : elen;
+	uint32_t k = off < have ? (have - off < n ? have - off : n) : 0;
+	memcpy(dst, content + off, k);
+	memset(dst + k, 0, n - k);
+}
+
+/* Make sure block hash is in the cache, loading it (verified: blk_get
+ * checks every local read, fetch_block every peer's copy) unless another
+ * thread is doing that already, in which case wait for it. With dst, copy
+ * bytes [off, off+n) (extent length elen) into it, from the cache or from
+ * the freshly loaded buffer. wait false (read-ahead): return at once if
+ * the block is cached or being loaded. 0 or a negative errno (the load
+ * failed). */
+static int cache_get(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
+		     uint32_t elen, uint32_t off, uint32_t n, uint8_t *dst,
+		     bool wait)
+{
+	bool registered = false;
 	pthread_mutex_lock(&d->cache_mu);
-	for (unsigned i = 0; i < CACHE_SLOTS; i++) {
-		struct cslot *c = &d->cache[i];
-		if (c->valid && memcmp(c->hash, hash, ITAB_HASH_LEN) == 0) {
+	for (;;) {
+		int i = cache_find(d, hash);
+		if (i >= 0) {
+			struct cslot *c = &d->cache[i];
 			c->used = ++d->cache_clock;
-			uint32_t have = c->len < elen ? c->len : elen;
-			uint32_t k = off < have ? (have - off < n ? have - off : n)
-						: 0;
-			memcpy(dst, c->buf + off, k);
-			memset(dst + k, 0, n - k);
+			if (dst)
+				copy_part(c->buf, c->len, elen, off, n, dst);
 			pthread_mutex_unlock(&d->cache_mu);
 			return 0;
 		}
+		if (loading_find(d, hash) < 0)
+			break;
+		if (!wait) {
+			pthread_mutex_unlock(&d->cache_mu);
+			return 0;
+		}
+		/* Someone else is loading it: wait, then look again (on a
+		 * failed load the cache still misses and we try ourselves). */
+		pthread_cond_wait(&d->cache_cv, &d->cache_mu);
+	}
+	if (d->n_loading < LOADING_MAX) {
+		memcpy(d->loading[d->n_loading++], hash, ITAB_HASH_LEN);
+		registered = true;
 	}
 	pthread_mutex_unlock(&d->cache_mu);
 
 	uint8_t *buf = malloc(d->bsize);
-	if (!buf)
-		return -ENOMEM;
 	size_t len = 0;
-	int rc = load_block(d, hash, buf, d->bsize, &len);
-	if (rc < 0) {
-		free(buf);
-		return rc;
-	}
-	uint32_t have = (uint32_t)len < elen ? (uint32_t)len : elen;
-	uint32_t k = off < have ? (have - off < n ? have - off : n) : 0;
-	memcpy(dst, buf + off, k);
-	memset(dst + k, 0, n - k);
+	int rc = buf ? load_block(d, hash, buf, d->bsize, &len) : -ENOMEM;
+	if (rc == 0 && dst)
+		copy_part(buf, (uint32_t)len, elen, off, n, dst);
 
 	/* Keep it: in a free slot, else in the least recently used one. */
 	pthread_mutex_lock(&d->cache_mu);
-	struct cslot *victim = NULL;
-	for (unsigned i = 0; i < CACHE_SLOTS; i++) {
-		struct cslot *c = &d->cache[i];
-		if (c->valid && memcmp(c->hash, hash, ITAB_HASH_LEN) == 0) {
-			victim = NULL; /* another reader was faster */
-			break;
+	if (registered) {
+		int li = loading_find(d, hash);
+		if (li >= 0) {
+			d->n_loading--;
+			if ((size_t)li != d->n_loading)
+				memcpy(d->loading[li], d->loading[d->n_loading],
+				       ITAB_HASH_LEN);
 		}
-		if (victim && !victim->valid)
-			continue;
-		if (!victim || !c->valid || c->used < victim->used)
-			victim = c;
 	}
-	if (victim) {
+	if (rc == 0 && cache_find(d, hash) < 0) {
+		struct cslot *victim = NULL;
+		for (unsigned i = 0; i < CACHE_SLOTS; i++) {
+			struct cslot *c = &d->cache[i];
+			if (victim && !victim->valid)
+				continue;
+			if (!victim || !c->valid || c->used < victim->used)
+				victim = c;
+		}
 		uint8_t *old = victim->buf;
 		victim->buf = buf;
 		buf = old;
@@ -600,9 +696,62 @@ static int block_read(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
 		victim->valid = true;
 		victim->used = ++d->cache_clock;
 	}
+	pthread_cond_broadcast(&d->cache_cv);
 	pthread_mutex_unlock(&d->cache_mu);
 	free(buf);
-	return 0;
+	return rc;
+}
+
+/* Copy bytes [off, off+n) of block hash (of which the extent uses the first
+ * elen bytes) into dst; bytes past the content read as zeros. */
+static int block_read(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
+		      uint32_t elen, uint32_t off, uint32_t n, uint8_t *dst)
+{
+	return cache_get(d, hash, elen, off, n, dst, true);
+}
+
+/* The read-ahead thread: loads queued blocks into the cache (verified
+ * like any read), so that a sequential reader finds the next block there
+ * while the kernel is still copying the current one. */
+static void *ra_main(void *arg)
+{
+	struct data *d = arg;
+	pthread_mutex_lock(&d->cache_mu);
+	while (!d->ra_stop) {
+		if (d->ra_n == 0) {
+			pthread_cond_wait(&d->cache_cv, &d->cache_mu);
+			continue;
+		}
+		struct itab_extent e = d->ra_q[0];
+		d->ra_n--;
+		memmove(&d->ra_q[0], &d->ra_q[1], d->ra_n * sizeof d->ra_q[0]);
+		pthread_mutex_unlock(&d->cache_mu);
+		if (!atomic_load(&d->quit))
+			cache_get(d, e.hash, e.len, 0, 0, NULL, false);
+		pthread_mutex_lock(&d->cache_mu);
+	}
+	pthread_mutex_unlock(&d->cache_mu);
+	return NULL;
+}
+
+/* Queue blocks for read-ahead (the oldest request gives way when the
+ * queue is full: the reader has moved past it). */
+static void ra_queue(struct data *d, const struct itab_extent *e, size_t n)
+{
+	pthread_mutex_lock(&d->cache_mu);
+	for (size_t i = 0; i < n; i++) {
+		if (hash_is_zero(e[i].hash) || cache_find(d, e[i].hash) >= 0 ||
+		    loading_find(d, e[i].hash) >= 0)
+			continue;
+		if (d->ra_n == RA_QUEUE) {
+			d->ra_n--;
+			memmove(&d->ra_q[0], &d->ra_q[1],
+				d->ra_n * sizeof d->ra_q[0]);
+		}
+		d->ra_q[d->ra_n++] = e[i];
+	}
+	pthread_cond_broadcast(&d->cache_cv);
+	pthread_mutex_unlock(&d->cache_mu);
 }
 
 /* ---- committed extents ----------------------------------------------------- */
@@ -705,6 +854,11 @@ struct push {
 	pthread_cond_t cv;
 	unsigned refs; /* the flusher + one per request in flight */
 	size_t nblocks, ready; /* blocks [0, ready) may be sent */
+	uint8_t *stored;       /* per block: 1 hashed (may be pushed), 2 also
+				  stored locally */
+	size_t n_stored;       /* blocks stored locally */
+	size_t stores_pending; /* store jobs queued or running */
+	int store_err;         /* first failed local store */
 	size_t need;           /* acks per block needed from peers */
 	uint32_t *acks, *fails; /* per block */
 	size_t npeers;
@@ -732,6 +886,7 @@ static void push_free(struct push *p)
 	pthread_cond_destroy(&p->cv);
 	free(p->acks);
 	free(p->fails);
+	free(p->stored);
 	free(p);
 }
 
@@ -804,9 +959,11 @@ static struct push *push_new(const struct peerset *ps, size_t nblocks)
 		return NULL;
 	p->acks = calloc(nblocks, sizeof *p->acks);
 	p->fails = calloc(nblocks, sizeof *p->fails);
-	if (!p->acks || !p->fails) {
+	p->stored = calloc(nblocks, 1);
+	if (!p->acks || !p->fails || !p->stored) {
 		free(p->acks);
 		free(p->fails);
+		free(p->stored);
 		free(p);
 		return NULL;
 	}
@@ -885,6 +1042,8 @@ static void push_pump(struct data *d, struct push *p,
  * block can no longer get them; 0: keep waiting. Under p->mu. */
 static int push_state(const struct push *p)
 {
+	if (p->store_err)
+		return p->store_err;
 	bool all = true;
 	for (size_t b = 0; b < p->nblocks; b++) {
 		if (p->acks[b] >= p->need)
@@ -893,7 +1052,7 @@ static int push_state(const struct push *p)
 		if (p->npeers - p->fails[b] < p->need)
 			return p->peer_err ? p->peer_err : -EIO;
 	}
-	return all && p->ready == p->nblocks ? 1 : 0;
+	return all && p->n_stored == p->nblocks ? 1 : 0;
 }
 
 /* Wait until every block reached a majority (0), or fail. */
@@ -924,6 +1083,142 @@ static int push_wait(struct data *d, struct push *p,
 	}
 	pthread_mutex_unlock(&p->mu);
 	return st == 1 ? 0 : st;
+}
+
+/* ---- local stores ------------------------------------------------------------- */
+
+/* One block of a flush to store locally (blk_put hashes it and writes the
+ * hash into the room in front of the data, which makes the buffer the
+ * BLOCK_PUT body). */
+struct store_job {
+	struct store_job *next;
+	struct push *p;    /* one reference held by the job */
+	uint8_t *buf;      /* hash room + data; owned by the flushing handle */
+	uint32_t len;
+	size_t block;
+	uint64_t ino;
+	bool hashed; /* the hash is in buf already (and it may be in flight) */
+};
+
+/* Run one job, then mark its block stored (or the flush failed) and
+ * extend the prefix of blocks that may be pushed. */
+static void store_run(struct data *d, struct store_job *j)
+{
+	int rc = j->hashed ? blk_put_hashed(d->bs, j->buf,
+					    j->buf + ITAB_HASH_LEN, j->len)
+			   : blk_put(d->bs, j->buf + ITAB_HASH_LEN, j->len,
+				     j->buf);
+	if (rc == 0)
+		recent_add(d, j->buf);
+	else if (rc != -ENOSPC)
+		LOG(ERROR, "ino %llu: cannot store a block: %s",
+		    (unsigned long long)j->ino, strerror(-rc));
+	struct push *p = j->p;
+	pthread_mutex_lock(&p->mu);
+	if (rc < 0 && !p->store_err)
+		p->store_err = rc;
+	if (rc == 0) {
+		p->stored[j->block] = 2;
+		p->n_stored++;
+	}
+	while (p->ready < p->nblocks && p->stored[p->ready])
+		p->ready++;
+	p->stores_pending--;
+	bool freed;
+	push_unref_locked(p, &freed);
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	if (freed)
+		push_free(p);
+	free(j);
+}
+
+static void *store_main(void *arg)
+{
+	struct data *d = arg;
+	pthread_mutex_lock(&d->store_mu);
+	for (;;) {
+		struct store_job *j = d->store_q;
+		if (!j) {
+			if (d->store_stop)
+				break;
+			pthread_cond_wait(&d->store_cv, &d->store_mu);
+			continue;
+		}
+		d->store_q = j->next;
+		if (!d->store_q)
+			d->store_tail = NULL;
+		pthread_mutex_unlock(&d->store_mu);
+		store_run(d, j);
+		pthread_mutex_lock(&d->store_mu);
+	}
+	pthread_mutex_unlock(&d->store_mu);
+	return NULL;
+}
+
+/* Queue the local store of block i of push p (done on this thread when
+ * no store thread runs or memory is short). */
+static void store_submit(struct data *d, struct push *p, uint8_t *buf,
+			 uint32_t len, size_t i, uint64_t ino)
+{
+	/* A small block (the usual single-block flush of a small file) is
+	 * hashed here so that its push to the peers and its local store
+	 * (each waiting for a disk sync) run at the same time; big blocks
+	 * are hashed once, by blk_put, and pushed once stored (a flush of
+	 * many of them overlaps the two across blocks anyway). */
+	bool hashed = len <= PREHASH_MAX;
+	if (hashed)
+		blk_sha256(buf + ITAB_HASH_LEN, len, buf);
+	struct store_job *j = malloc(sizeof *j);
+	pthread_mutex_lock(&p->mu);
+	p->refs++;
+	p->stores_pending++;
+	if (hashed) {
+		p->stored[i] = 1;
+		while (p->ready < p->nblocks && p->stored[p->ready])
+			p->ready++;
+	}
+	pthread_mutex_unlock(&p->mu);
+	struct store_job tmp;
+	struct store_job *jj = j ? j : &tmp;
+	*jj = (struct store_job){.p = p, .buf = buf, .len = len, .block = i,
+				 .ino = ino, .hashed = hashed};
+	if (j && d->n_store_threads) {
+		pthread_mutex_lock(&d->store_mu);
+		if (d->store_tail)
+			d->store_tail->next = j;
+		else
+			d->store_q = j;
+		d->store_tail = j;
+		pthread_cond_signal(&d->store_cv);
+		pthread_mutex_unlock(&d->store_mu);
+		return;
+	}
+	if (!j) {
+		j = malloc(sizeof *j); /* store_run frees it: retry once */
+		if (!j) {
+			pthread_mutex_lock(&p->mu);
+			if (!p->store_err)
+				p->store_err = -ENOMEM;
+			p->stores_pending--;
+			p->refs--;
+			pthread_cond_broadcast(&p->cv);
+			pthread_mutex_unlock(&p->mu);
+			return;
+		}
+		*j = tmp;
+	}
+	store_run(d, j);
+}
+
+/* Wait until no store job of p is queued or running (their buffers belong
+ * to the flushing handle). */
+static void store_wait(struct push *p)
+{
+	pthread_mutex_lock(&p->mu);
+	while (p->stores_pending)
+		pthread_cond_wait(&p->cv, &p->mu);
+	pthread_mutex_unlock(&p->mu);
 }
 
 /* ---- flush -------------------------------------------------------------------- */
@@ -975,27 +1270,24 @@ static int flush_locked(struct data *d, struct data_file *f)
 		uint32_t len = clen > b->hi ? clen : b->hi;
 		if (len > b->hi)
 			b->hi = len;
-		rc = blk_put(d->bs, b->buf + ITAB_HASH_LEN, len, b->buf);
-		if (rc < 0) {
-			if (rc != -ENOSPC)
-				LOG(ERROR, "ino %llu: cannot store a block: %s",
-				    (unsigned long long)f->ino, strerror(-rc));
-			break;
-		}
-		recent_add(d, b->buf);
 		ext[i].index = b->index;
-		memcpy(ext[i].hash, b->buf, ITAB_HASH_LEN);
 		ext[i].len = len;
 		lens[i] = len;
+		/* Stored (and hashed) on a store thread; pushed from the
+		 * pumps below once stored, in order. */
+		store_submit(d, p, b->buf, len, i, f->ino);
 		pthread_mutex_lock(&p->mu);
-		p->ready = i + 1;
 		push_pump(d, p, f->blocks, lens);
+		rc = p->store_err;
 		pthread_mutex_unlock(&p->mu);
 	}
 	if (rc == 0)
 		rc = push_wait(d, p, f->blocks, lens, &dl);
+	store_wait(p); /* the jobs use f's buffers */
 	push_unref(p); /* requests still in flight keep it alive */
 	free(lens);
+	for (size_t i = 0; rc == 0 && i < n; i++)
+		memcpy(ext[i].hash, f->blocks[i].buf, ITAB_HASH_LEN);
 	if (rc == 0) {
 		int64_t now = now_ns(CLOCK_REALTIME);
 		struct itab_op op;
@@ -1035,6 +1327,8 @@ struct data_file *data_file_open(struct data *d, uint64_t ino)
 	f->ino = ino;
 	f->refs = 1;
 	atomic_init(&f->dirty_end, 0);
+	atomic_init(&f->ra_pos, 0);
+	atomic_init(&f->ra_next, 0);
 	pthread_mutex_lock(&d->mu);
 	f->next = d->files;
 	if (d->files)
@@ -1242,6 +1536,41 @@ ssize_t data_write(struct data *d, struct data_file *f, const char *buf,
 	return rc;
 }
 
+/* A read of [off, off+size) of a file of end bytes through handle h: if
+ * it continues the handle's previous read (give or take two blocks, as the
+ * kernel's parallel read-ahead requests arrive slightly out of order),
+ * queue the blocks of this read after its first one (loaded in parallel
+ * with it) and the next RA_BLOCKS committed blocks, those not queued
+ * yet. */
+static void read_ahead(struct data *d, struct data_file *h, uint64_t ino,
+		       uint64_t off, size_t size, uint64_t end)
+{
+	uint64_t prev = atomic_exchange(&h->ra_pos, off + size);
+	uint64_t slack = 2 * (uint64_t)d->bsize;
+	if (off + slack < prev || off > prev + slack) {
+		atomic_store(&h->ra_next, 0); /* a jump: start over */
+		return;
+	}
+	uint64_t first = off / d->bsize;
+	uint64_t last = (off + size - 1) / d->bsize;
+	uint64_t lim = last + RA_BLOCKS; /* last block to read ahead */
+	uint64_t eof_blk = (end - 1) / d->bsize;
+	if (lim > eof_blk)
+		lim = eof_blk;
+	uint64_t from = atomic_load(&h->ra_next);
+	if (from <= first)
+		from = first + 1;
+	if (from > lim)
+		return;
+	if (lim - from + 1 > RA_QUEUE)
+		from = lim + 1 - RA_QUEUE;
+	atomic_store(&h->ra_next, lim + 1);
+	struct itab_extent e[RA_QUEUE];
+	size_t n = (size_t)(lim - from + 1);
+	if (extents_get(d, ino, from, n, e) == 0)
+		ra_queue(d, e, n);
+}
+
 /* See data.h. */
 ssize_t data_read(struct data *d, struct data_file *f, uint64_t ino,
 		  char *buf, size_t size, off_t off)
@@ -1254,6 +1583,7 @@ ssize_t data_read(struct data *d, struct data_file *f, uint64_t ino,
 	int rc = itab_getattr(d->cfg.itab, ino, &attr);
 	if (rc < 0)
 		return rc;
+	struct data_file *h = f; /* for read-ahead */
 	/* Only a handle with unflushed bytes needs its lock (to lay them
 	 * over); parallel reads of a clean handle (kernel readahead) do not
 	 * serialize on it. */
@@ -1285,6 +1615,8 @@ ssize_t data_read(struct data *d, struct data_file *f, uint64_t ino,
 	rc = extents_get(d, ino, first, nb, ext);
 	if (rc == -ENOENT)
 		rc = 0; /* no extents: all holes (dirty bytes still count) */
+	if (rc == 0 && h)
+		read_ahead(d, h, ino, (uint64_t)off, size, end);
 	for (size_t i = 0; i < nb && rc == 0; i++) {
 		uint64_t bstart = (first + i) * d->bsize;
 		uint64_t from = bstart > (uint64_t)off ? bstart : (uint64_t)off;
@@ -1633,6 +1965,32 @@ void data_drain(struct data *d)
 
 /* ---- start / stop / statfs ------------------------------------------------------ */
 
+/* Stop and join the store threads (no flush is running: nothing queued). */
+static void store_join(struct data *d)
+{
+	pthread_mutex_lock(&d->store_mu);
+	d->store_stop = true;
+	pthread_cond_broadcast(&d->store_cv);
+	pthread_mutex_unlock(&d->store_mu);
+	for (unsigned i = 0; i < d->n_store_threads; i++)
+		pthread_join(d->store_threads[i], NULL);
+	d->n_store_threads = 0;
+	pthread_mutex_destroy(&d->store_mu);
+	pthread_cond_destroy(&d->store_cv);
+}
+
+/* Stop and join the read-ahead thread. */
+static void ra_join(struct data *d)
+{
+	pthread_mutex_lock(&d->cache_mu);
+	d->ra_stop = true;
+	pthread_cond_broadcast(&d->cache_cv);
+	pthread_mutex_unlock(&d->cache_mu);
+	for (unsigned i = 0; i < d->n_ra_threads; i++)
+		pthread_join(d->ra_threads[i], NULL);
+	d->n_ra_threads = 0;
+}
+
 /* See data.h. */
 int data_start(const struct data_cfg *cfg, struct data **out, char *err,
 	       size_t errcap)
@@ -1691,12 +2049,34 @@ int data_start(const struct data_cfg *cfg, struct data **out, char *err,
 	pthread_mutex_init(&d->recent_mu, NULL);
 	atomic_init(&d->quit, false);
 	atomic_init(&d->n_dirty, 0);
-	if (rc == 0) {
-		rc = -pthread_create(&d->worker, NULL, worker_main, d);
-		if (rc < 0)
-			snprintf(err, errcap, "data: cannot start thread");
+	cond_init_mono(&d->cache_cv);
+	pthread_mutex_init(&d->store_mu, NULL);
+	pthread_cond_init(&d->store_cv, NULL);
+	for (unsigned i = 0; rc == 0 && i < STORE_THREADS; i++) {
+		if (pthread_create(&d->store_threads[i], NULL, store_main, d))
+			break; /* fewer threads (none: flushes store inline) */
+		d->n_store_threads++;
 	}
+	bool ra_started = false;
+	if (rc == 0) {
+		rc = -pthread_create(&d->ra_threads[0], NULL, ra_main, d);
+		d->n_ra_threads = rc == 0;
+		for (unsigned i = 1; rc == 0 && i < RA_THREADS; i++)
+			if (pthread_create(&d->ra_threads[i], NULL, ra_main,
+					   d) == 0)
+				d->n_ra_threads++;
+		ra_started = rc == 0;
+	}
+	if (rc == 0)
+		rc = -pthread_create(&d->worker, NULL, worker_main, d);
+	if (rc < 0)
+		snprintf(err, errcap, "data: cannot start thread");
+	if (rc < 0 && ra_started)
+		ra_join(d);
+	if (rc < 0)
+		store_join(d);
 	if (rc < 0) {
+		pthread_cond_destroy(&d->cache_cv);
 		for (unsigned i = 0; i < CACHE_SLOTS; i++)
 			free(d->cache[i].buf);
 		pthread_mutex_destroy(&d->mu);
@@ -1730,6 +2110,8 @@ void data_stop(struct data *d)
 		pthread_cond_wait(&d->cv, &d->mu);
 	pthread_mutex_unlock(&d->mu);
 	pthread_join(d->worker, NULL);
+	ra_join(d);
+	store_join(d);
 	while (d->files) {
 		struct data_file *f = d->files;
 		d->files = f->next;
@@ -1744,6 +2126,7 @@ void data_stop(struct data *d)
 	pthread_mutex_destroy(&d->mu);
 	pthread_cond_destroy(&d->cv);
 	pthread_mutex_destroy(&d->cache_mu);
+	pthread_cond_destroy(&d->cache_cv);
 	pthread_mutex_destroy(&d->recent_mu);
 	blk_close(d->bs);
 	free(d);

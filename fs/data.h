@@ -8,16 +8,19 @@
  * data_flush() (flush, fsync, release) or when the buffer exceeds its cap,
  * the dirty range is cut into blocks (block index = offset / block_size;
  * a partially written block is merged with its committed content first),
- * each block is stored locally (blk_put) and pushed to the peers
- * (WIRE_KIND_BLOCK_PUT) until a majority of the voters holds it, then ONE
+ * each block is stored locally (blk_put, on store threads, synced) and
+ * pushed to the peers (WIRE_KIND_BLOCK_PUT) until a majority of the
+ * voters holds it and the local store finished, then ONE
  * ITAB_OP_WRITE with all the new extents, the new size and mtime is
  * proposed and waited for. Only then does flush return.
  *
  * Read path: data_read() overlays the handle's dirty bytes on the
  * committed extents (itab_extents); holes read as zeros; a block missing
  * locally is fetched from a peer at once (WIRE_KIND_BLOCK_GET), verified
- * against its hash and stored. A background thread fetches blocks that
- * applied WRITEs reference but this node lacks.
+ * against its hash and stored. Sequential reads of a handle have the next
+ * blocks loaded (and verified) ahead on background threads. A background
+ * thread fetches blocks that applied WRITEs reference but this node
+ * lacks.
  *
  * Threads: every function may be called from any FUSE worker thread and
  * may block (waiting for peers or for the proposal); none may be called on

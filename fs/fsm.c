@@ -423,6 +423,11 @@ static struct repl *get_repl(struct fsm *f)
 	return r;
 }
 
+struct repl *fsm_repl(struct fsm *f)
+{
+	return get_repl(f);
+}
+
 /* ---- proposals ------------------------------------------------------------------- */
 
 struct fsm_call {
@@ -567,11 +572,20 @@ static void read_done(void *ctx, int status, const uint8_t *res, size_t reslen)
 	rwait_put(w);
 }
 
-int fsm_read_index_sync(struct fsm *f, uint32_t timeout_ms)
+/* fsm_read_index_sync and fsm_read_barrier; with leader_known, give up
+ * (-EHOSTUNREACH) when it says no leader is known, at the start or while
+ * waiting (asked every LEADER_POLL_MS). */
+#define LEADER_POLL_MS 50
+static int read_index(struct fsm *f, uint32_t timeout_ms,
+		      bool (*leader_known)(void *ctx, struct repl *r),
+		      void *lctx)
 {
 	struct repl *r = get_repl(f);
 	if (!r)
 		return -ENOTCONN;
+	bool need_leader = leader_known != NULL;
+	if (need_leader && !leader_known(lctx, r))
+		return -EHOSTUNREACH;
 	struct rwait *w = calloc(1, sizeof(*w));
 	if (!w)
 		return -ENOMEM;
@@ -597,16 +611,58 @@ int fsm_read_index_sync(struct fsm *f, uint32_t timeout_ms)
 		dl.tv_sec++;
 		dl.tv_nsec -= 1000000000;
 	}
+	bool lost = false;
 	pthread_mutex_lock(&w->mu);
 	while (!w->done) {
-		if (!timeout_ms)
+		if (!timeout_ms && !need_leader) {
 			pthread_cond_wait(&w->cv, &w->mu);
-		else if (pthread_cond_timedwait(&w->cv, &w->mu, &dl) == ETIMEDOUT)
+			continue;
+		}
+		struct timespec now, until;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		if (timeout_ms && (now.tv_sec > dl.tv_sec ||
+				   (now.tv_sec == dl.tv_sec &&
+				    now.tv_nsec >= dl.tv_nsec)))
 			break;
+		until = now;
+		if (need_leader) {
+			until.tv_nsec += LEADER_POLL_MS * 1000000L;
+			if (until.tv_nsec >= 1000000000) {
+				until.tv_sec++;
+				until.tv_nsec -= 1000000000;
+			}
+			if (timeout_ms && (until.tv_sec > dl.tv_sec ||
+					   (until.tv_sec == dl.tv_sec &&
+					    until.tv_nsec > dl.tv_nsec)))
+				until = dl;
+		} else {
+			until = dl;
+		}
+		if (pthread_cond_timedwait(&w->cv, &w->mu, &until) ==
+			    ETIMEDOUT &&
+		    need_leader && !w->done) {
+			pthread_mutex_unlock(&w->mu);
+			lost = !leader_known(lctx, r);
+			pthread_mutex_lock(&w->mu);
+			if (lost && !w->done)
+				break;
+			lost = false;
+		}
 	}
-	rc = w->done ? w->status : -ETIMEDOUT;
+	rc = w->done ? w->status : lost ? -EHOSTUNREACH : -ETIMEDOUT;
 	rwait_put(w);
 	return rc;
+}
+
+int fsm_read_index_sync(struct fsm *f, uint32_t timeout_ms)
+{
+	return read_index(f, timeout_ms, NULL, NULL);
+}
+
+int fsm_read_barrier(struct fsm *f, uint32_t timeout_ms,
+		     bool (*leader_known)(void *ctx, struct repl *r), void *ctx)
+{
+	return read_index(f, timeout_ms, leader_known, ctx);
 }
 
 int fsm_data_propose(void *ctx, const struct itab_op *op,

@@ -25,6 +25,7 @@
 #ifndef SANDFS_FS_FSM_H
 #define SANDFS_FS_FSM_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "consensus/repl.h"
@@ -72,6 +73,9 @@ int fsm_inval_settle(struct fsm *f, uint32_t timeout_ms);
  * inval. */
 void fsm_inval_inode(struct fsm *f, uint64_t ino);
 
+/* The replicator set with fsm_set_repl (borrowed; NULL before). */
+struct repl *fsm_repl(struct fsm *f);
+
 /* The inode table (borrowed). */
 struct itab *fsm_itab(struct fsm *f);
 
@@ -92,6 +96,15 @@ int fsm_propose_sync(struct fsm *f, const struct itab_op *op,
  * our own; the replicator fails it with -EIO after its proposal timeout),
  * or another negative errno. Never on the replicator thread. */
 int fsm_read_index_sync(struct fsm *f, uint32_t timeout_ms);
+
+/* fsm_read_index_sync for the frontend's barriers: fails at once with
+ * -EHOSTUNREACH when leader_known(ctx, repl) says this node knows no
+ * leader (on the minority side of a partition), and gives up with
+ * -EHOSTUNREACH as soon as it says so while waiting (asked every 50 ms,
+ * never under a lock of the fsm). Otherwise as fsm_read_index_sync.
+ * Never on the replicator thread. */
+int fsm_read_barrier(struct fsm *f, uint32_t timeout_ms,
+		     bool (*leader_known)(void *ctx, struct repl *r), void *ctx);
 
 /* A data_propose_fn (data.h) over fsm_propose_sync; ctx = the fsm. */
 int fsm_data_propose(void *ctx, const struct itab_op *op,

@@ -137,16 +137,65 @@ static int64_t mono_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+/* True when this node knows a leader to ask for a ReadIndex: a leader id,
+ * and this node not campaigning (a candidate or pre-candidate has lost
+ * its leader: with check-quorum a cut-off leader steps down and a cut-off
+ * follower starts campaigning within an election timeout). */
+static bool leader_known(void *ctx, struct repl *r)
+{
+	struct repl_status st;
+	repl_status(r, &st);
+	return st.raft.leader != 0 && st.raft.role != RAFT_CANDIDATE &&
+	       st.raft.role != RAFT_PRE_CANDIDATE;
+}
+
+/* Barriers were working and no leader is known: an election may be under
+ * way (start, leader change), so give one a chance for up to
+ * SFS_LEADER_WAIT_MS before concluding that this node is cut off. 0 once a
+ * leader is known, else -EHOSTUNREACH. */
+static int wait_leader(struct sfs *fs)
+{
+	int64_t until = mono_ns() + SFS_LEADER_WAIT_MS * 1000000ll;
+	for (;;) {
+		struct repl *r = fsm_repl(fs->fsm);
+		if (!r)
+			return -ENOTCONN;
+		if (leader_known(fs, r))
+			return 0;
+		if (mono_ns() >= until)
+			return -EHOSTUNREACH;
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 10000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 int sfs_read_barrier(struct sfs *fs)
 {
+	int rc;
 	if (mono_ns() < atomic_load(&fs->barrier_down_until))
-		return -ETIMEDOUT;
-	int rc = fsm_read_index_sync(fs->fsm, SFS_BARRIER_MS);
-	if (rc) {
-		atomic_store(&fs->barrier_down_until, mono_ns() + 1000000000);
-		LOG(DEBUG, "read barrier failed (%s); serving local state",
-		    strerror(-rc));
+		rc = -ETIMEDOUT;
+	else if (!atomic_load(&fs->barrier_failing) &&
+		 (rc = wait_leader(fs)) != 0)
+		; /* no leader appeared: cut off (or no quorum yet) */
+	else
+		rc = fsm_read_barrier(fs->fsm, SFS_BARRIER_MS, leader_known, fs);
+	if (rc == -ETIMEDOUT || rc == -EIO) {
+		/* A leader is known but did not answer: do not make every
+		 * open wait for it again for a while. (No leader known fails
+		 * at once anyway.) */
+		int64_t now = mono_ns();
+		if (now >= atomic_load(&fs->barrier_down_until))
+			atomic_store(&fs->barrier_down_until,
+				     now + SFS_BARRIER_SKIP_MS * 1000000ll);
 	}
+	if (rc && !atomic_exchange(&fs->barrier_failing, true))
+		LOG(WARN, "read barrier unavailable (%s): serving opens and "
+			  "lookups from this node's state, which may miss "
+			  "changes made elsewhere, until the cluster answers",
+		    rc == -EHOSTUNREACH ? "no leader known" : strerror(-rc));
+	else if (!rc && atomic_exchange(&fs->barrier_failing, false))
+		LOG(WARN, "read barrier works again: opens and lookups see "
+			  "every committed change");
 	return rc;
 }
 
@@ -861,6 +910,14 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	if (conn->capable & FUSE_CAP_EXPORT_SUPPORT)
 		conn->want |= FUSE_CAP_EXPORT_SUPPORT;
+	/* Reads of up to 1 MiB: the kernel keeps the smaller of this and the
+	 * device's read-ahead, which the mount raises (mount.c). Parallel
+	 * read-ahead requests (data.c serves a clean handle without its
+	 * lock and loads each block once). */
+	if (conn->max_readahead < (1u << 20))
+		conn->max_readahead = 1u << 20;
+	if (conn->capable & FUSE_CAP_ASYNC_READ)
+		conn->want |= FUSE_CAP_ASYNC_READ;
 }
 
 static const struct fuse_lowlevel_ops ops = {

@@ -8,6 +8,7 @@
 #define FUSE_USE_VERSION 35
 #include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -18,6 +19,8 @@
 
 #define SFS_BUCKETS 4096
 #define SFS_BARRIER_MS 2000 /* open/opendir wait at most this for ReadIndex */
+#define SFS_BARRIER_SKIP_MS 1000 /* after a timed-out barrier, skip them */
+#define SFS_LEADER_WAIT_MS 500 /* wait for an election before giving up */
 #define SFS_SETTLE_MS 200   /* open waits at most this for invalidations */
 
 /* Per-inode counts kept while either is nonzero. */
@@ -37,6 +40,7 @@ struct sfs {
 	pthread_mutex_t mu;                   /* guards tab */
 	struct sfs_icount *tab[SFS_BUCKETS];  /* guarded by mu */
 	_Atomic int64_t barrier_down_until;   /* atomic: CLOCK_MONOTONIC ns */
+	atomic_bool barrier_failing;          /* warned that barriers fail */
 	pthread_mutex_t calls_mu;             /* guards calls */
 	pthread_cond_t calls_cv;              /* calls reached 0 */
 	uint64_t calls;                       /* sfs_call alive (proposals whose
@@ -71,9 +75,15 @@ void sfs_stamp(fuse_req_t req, struct itab_op *op);
 void sfs_release_orphan(struct sfs *fs, uint64_t ino);
 
 /* The ReadIndex barrier of open, opendir and negative lookups: 0 once
- * this node applied everything committed before the call. Without a
- * majority it fails after SFS_BARRIER_MS, and for the next second fails
- * at once, so a minority node keeps serving its own state quickly. */
+ * this node applied everything committed before the call. When this node
+ * knows no leader (cut off from the majority: it is campaigning, or a
+ * leader without a quorum stepped down) it fails: after waiting up to
+ * SFS_LEADER_WAIT_MS for an election if barriers worked so far, at once
+ * while they are known to fail; when a known
+ * leader does not answer within SFS_BARRIER_MS it fails, and for the next
+ * SFS_BARRIER_SKIP_MS fails at once. So a minority node keeps serving its
+ * own state promptly. Logs (WARN) once when barriers start failing and
+ * once when they work again. */
 int sfs_read_barrier(struct sfs *fs);
 
 /* Propose op and answer req with its errno when applied. */
