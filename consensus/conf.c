@@ -29,8 +29,10 @@
  *    the old configuration until the removal commits, then steps down; from
  *    that point it is in no quorum.
  *
- * Learners receive entries but never vote or campaign; quorums are always
- * majorities of the configuration's voters, never of live nodes.
+ * Learners receive entries and never campaign, and their votes are never
+ * counted (a learner that missed its own promotion may still answer a vote
+ * request: see raft_handle_vote); quorums are always majorities of the
+ * configuration's voters, never of live nodes.
  *
  * Entry payload: op (u8), node id (u64 BE), address length (u16 BE),
  * address bytes (no NUL).

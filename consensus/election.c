@@ -17,8 +17,11 @@
  * keeps a partitioned leader from serving and a rejoining node from
  * deposing a healthy one.
  *
- * Only voters of the configuration campaign or vote; votes from nodes
- * outside it are ignored.
+ * Only voters of the configuration campaign, and a candidate counts only
+ * the votes of its configuration's voters. A node answers vote requests
+ * whatever its own configuration says (it may lag the log), but ignores a
+ * candidate outside its voters unless that candidate's log is strictly
+ * ahead of its own (see raft_handle_vote).
  */
 #include <string.h>
 

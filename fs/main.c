@@ -301,9 +301,9 @@ static int cmd_admin(int argc, char **argv, const char *what)
 	int rc = admin_call(path, req, strlen(req), &reply, &rlen, timeout);
 	if (rc < 0) {
 		fprintf(stderr,
-			"sandfs status: no node answers on %s (%s); is a node "
+			"sandfs %s: no node answers on %s (%s); is a node "
 			"running with --data %s?\n",
-			path, strerror(-rc), o.data_dir);
+			what, path, strerror(-rc), o.data_dir);
 		return 1;
 	}
 	fwrite(reply, 1, rlen, stdout);

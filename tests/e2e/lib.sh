@@ -49,6 +49,12 @@ fi
 
 E2E_TMP=$(mktemp -d /tmp/sfs-e2e.XXXXXX)
 chmod 755 "$E2E_TMP"
+# As root, nodes run under their own uids (see below); the tree may live
+# where those uids cannot reach (a private home), so they run a copy.
+if [[ $(id -u) -eq 0 ]]; then
+	cp "$SANDFS" "$E2E_TMP/sandfs" && chmod 755 "$E2E_TMP/sandfs" &&
+		SANDFS="$E2E_TMP/sandfs"
+fi
 E2E_PASSED=0
 E2E_FAILED=0
 E2E_NFT_TABLE=""
