@@ -73,6 +73,8 @@ done
 copied_at_kill=$(find "$MF/inc" 2>/dev/null | wc -l)
 fs_kill9 "$L"
 t_kill=$(fs_now_ms)
+# The point is a copy that spans the kill: it must still be running now.
+fs_check "the copy was still running when leader $L was killed" kill -0 "$cp_pid"
 fs_log "killed leader $L (kill -9) after $((t_kill - t0)) ms, $copied_at_kill entries copied"
 wait "$cp_pid"
 cp_rc=$?
