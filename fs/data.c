@@ -72,6 +72,20 @@
  * with the kernel's 1 MiB requests (mount.c); 460-490 with 4 blocks on
  * two threads (the raw disk gives 300-450 MiB/s to cat).
  *
+ * Catch-up. data_applied() only sees the WRITEs this node applies; after
+ * a snapshot install (the table jumps ahead) or a restart (a crash between
+ * apply and fetch) the table may reference blocks this node never got.
+ * data_catch_up() has the background thread walk itab_blocks(), collect
+ * the hashes blk_has() does not find (at most CATCHUP_BATCH per walk; a
+ * full batch is followed by another walk) and fetch them, verified, with
+ * CATCHUP_FETCHERS fetches in flight: the worker and two helper threads
+ * started for the walk, each asking the peers in turn from a different
+ * first peer, and skipping a peer for the rest of the walk once a request
+ * to it failed. Every walk logs one summary line. When blocks are still
+ * missing the walk is repeated after 5 s, doubling up to 60 s, until one
+ * finds nothing missing; reads fetch on demand meanwhile. data_stop()
+ * ends a walk within a fetch poll (200 ms).
+ *
  * Garbage. Blocks whose reference count reached 0 in an applied entry are
  * deleted by the background thread after it re-checks itab_block_refs().
  * A block stored but never committed (a flush that failed, a crash before
@@ -121,6 +135,9 @@
 #define PREHASH_MAX (64u << 10)  /* blocks up to this are hashed up front */
 #define RECENT_BUCKETS 16384u
 #define HAS_MAX 4096u            /* hashes per BLOCK_HAS request */
+#define CATCHUP_FETCHERS 3u      /* catch-up fetches in flight (one per thread) */
+#define CATCHUP_BATCH 65536u     /* missing hashes collected per walk */
+#define CATCHUP_RETRY_MAX_MS 60000u /* longest pause before walking again */
 
 /* ---- small helpers ------------------------------------------------------- */
 
@@ -257,6 +274,7 @@ struct data {
 	struct wq_item *q;        /* work for the background thread */
 	size_t qn, qcap;
 	bool busy;                /* worker is processing a batch */
+	bool walk_req;            /* data_catch_up() asked for a walk */
 	bool stop;
 	unsigned handlers;        /* request handlers running */
 	pthread_t worker;
@@ -513,6 +531,60 @@ static int sreq_call(struct data *d, uint64_t to, uint16_t kind,
 
 /* ---- blocks: fetch, load, cache ------------------------------------------ */
 
+/* Ask node `from` for block hash; a copy that matches its hash is stored
+ * and copied into buf (cap bytes). 0; -ENOENT (or another errno the peer
+ * answered) when the peer lacks it; -EBADMSG for a wrong copy; -EPROTO for
+ * a malformed reply; or the request's error (-ETIMEDOUT, -ENOTCONN,
+ * -ECANCELED at data_stop...), which *unreachable flags. */
+static int fetch_from(struct data *d, uint64_t from,
+		      const uint8_t hash[ITAB_HASH_LEN], uint8_t *buf,
+		      size_t cap, size_t *len, bool *unreachable)
+{
+	char hx[17];
+	hex8(hash, hx);
+	uint8_t *rep = NULL;
+	size_t rlen = 0;
+	*unreachable = false;
+	int rc = sreq_call(d, from, WIRE_KIND_BLOCK_GET, hash, ITAB_HASH_LEN,
+			   FETCH_TIMEOUT_MS, &rep, &rlen);
+	if (rc < 0) {
+		LOG(DEBUG, "block %s: fetch from node %llu: %s", hx,
+		    (unsigned long long)from, strerror(-rc));
+		*unreachable = true;
+		return rc;
+	}
+	int st = rlen >= 4 ? (int32_t)get_be32(rep) : -EPROTO;
+	size_t dl = rlen >= 4 ? rlen - 4 : 0;
+	if (st == 0 && dl > cap)
+		st = -EFBIG;
+	if (st != 0) {
+		LOG(DEBUG, "block %s: node %llu answers %s", hx,
+		    (unsigned long long)from, strerror(-st));
+		free(rep);
+		return st;
+	}
+	/* blk_put_hashed checks the hash before anything else: any error
+	 * but -EBADMSG means the content is right. */
+	rc = blk_put_hashed(d->bs, hash, rep + 4, dl);
+	if (rc == -EBADMSG) {
+		LOG(WARN, "block %s: node %llu sent content that does not "
+			  "match its hash", hx, (unsigned long long)from);
+		free(rep);
+		return -EBADMSG;
+	}
+	if (rc < 0)
+		LOG(WARN, "block %s: fetched but not stored: %s", hx,
+		    strerror(-rc));
+	else
+		recent_add(d, hash);
+	memcpy(buf, rep + 4, dl);
+	*len = dl;
+	free(rep);
+	LOG(DEBUG, "block %s: fetched from node %llu", hx,
+	    (unsigned long long)from);
+	return 0;
+}
+
 /* Get block hash from the other nodes, one after the other; the first copy
  * that matches its hash is stored and copied into buf (cap bytes). */
 static int fetch_block(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
@@ -520,49 +592,11 @@ static int fetch_block(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
 {
 	struct peerset ps;
 	peers_get(d, &ps);
-	char hx[17];
-	hex8(hash, hx);
 	for (size_t i = 0; i < ps.n_others && !atomic_load(&d->quit); i++) {
-		uint8_t *rep = NULL;
-		size_t rlen = 0;
-		int rc = sreq_call(d, ps.others[i], WIRE_KIND_BLOCK_GET, hash,
-				   ITAB_HASH_LEN, FETCH_TIMEOUT_MS, &rep, &rlen);
-		if (rc < 0) {
-			LOG(DEBUG, "block %s: fetch from node %llu: %s", hx,
-			    (unsigned long long)ps.others[i], strerror(-rc));
-			continue;
-		}
-		int st = rlen >= 4 ? (int32_t)get_be32(rep) : -EPROTO;
-		size_t dl = rlen >= 4 ? rlen - 4 : 0;
-		if (st == 0 && dl > cap)
-			st = -EFBIG;
-		if (st == 0) {
-			/* blk_put_hashed checks the hash before anything else:
-			 * any error but -EBADMSG means the content is right. */
-			rc = blk_put_hashed(d->bs, hash, rep + 4, dl);
-			if (rc == -EBADMSG) {
-				LOG(WARN,
-				    "block %s: node %llu sent content that "
-				    "does not match its hash",
-				    hx, (unsigned long long)ps.others[i]);
-				free(rep);
-				continue;
-			}
-			if (rc < 0)
-				LOG(WARN, "block %s: fetched but not stored: %s",
-				    hx, strerror(-rc));
-			else
-				recent_add(d, hash);
-			memcpy(buf, rep + 4, dl);
-			*len = dl;
-			free(rep);
-			LOG(DEBUG, "block %s: fetched from node %llu", hx,
-			    (unsigned long long)ps.others[i]);
+		bool unreachable;
+		if (fetch_from(d, ps.others[i], hash, buf, cap, len,
+			       &unreachable) == 0)
 			return 0;
-		}
-		LOG(DEBUG, "block %s: node %llu answers %s", hx,
-		    (unsigned long long)ps.others[i], strerror(-st));
-		free(rep);
 	}
 	return -EIO;
 }
@@ -1876,6 +1910,170 @@ int data_gc(struct data *d, uint64_t *deleted)
 	return rc;
 }
 
+/* ---- catch-up walk ---------------------------------------------------------------- */
+
+/* One walk over the blocks the table references (data_catch_up). */
+struct catchup {
+	struct data *d;
+	uint8_t (*miss)[ITAB_HASH_LEN]; /* missing here when collected */
+	size_t n, cap;
+	uint64_t referenced;            /* blocks seen by the walk */
+	bool full;                      /* stopped collecting at CATCHUP_BATCH */
+	bool oom;
+	struct peerset ps;
+	atomic_size_t next;             /* next miss[] to fetch */
+	atomic_size_t got, gone, failed;
+	atomic_bool dead[RAFT_MAX_NODES]; /* peer unreachable during this walk */
+};
+
+/* itab_blocks callback: remember hash if this node lacks it. */
+static int catchup_collect(void *ctx, const uint8_t hash[ITAB_HASH_LEN])
+{
+	struct catchup *c = ctx;
+	if (atomic_load(&c->d->quit))
+		return 1;
+	c->referenced++;
+	if (blk_has(c->d->bs, hash) == 1)
+		return 0;
+	if (c->n == CATCHUP_BATCH) {
+		c->full = true;
+		return 1;
+	}
+	if (c->n == c->cap) {
+		size_t nc = c->cap ? c->cap * 2 : 256;
+		void *nm = realloc(c->miss, nc * ITAB_HASH_LEN);
+		if (!nm) {
+			c->oom = true;
+			return 1;
+		}
+		c->miss = nm;
+		c->cap = nc;
+	}
+	memcpy(c->miss[c->n++], hash, ITAB_HASH_LEN);
+	return 0;
+}
+
+/* Get missing block i: the peers in turn, starting at a different one for
+ * each block (the load spreads over them), skipping a peer once a request
+ * to it failed in this walk (a down peer costs one timeout per fetcher,
+ * not one per block). tmp holds a block. */
+static void catchup_one(struct catchup *c, size_t i, uint8_t *tmp)
+{
+	struct data *d = c->d;
+	const uint8_t *h = c->miss[i];
+	if (blk_has(d->bs, h) == 1) { /* a read or data_applied got it */
+		atomic_fetch_add(&c->got, 1);
+		return;
+	}
+	if (itab_block_refs(d->cfg.itab, h) == 0) {
+		atomic_fetch_add(&c->gone, 1);
+		return;
+	}
+	size_t n = c->ps.n_others;
+	for (size_t k = 0; k < n && !atomic_load(&d->quit); k++) {
+		size_t p = (i + k) % n;
+		if (atomic_load(&c->dead[p]))
+			continue;
+		bool unreachable;
+		size_t len;
+		int rc = fetch_from(d, c->ps.others[p], h, tmp, d->bsize, &len,
+				    &unreachable);
+		if (rc == 0) {
+			atomic_fetch_add(&c->got, 1);
+			return;
+		}
+		if (unreachable && rc != -ECANCELED && rc != -ENOMEM &&
+		    rc != -EAGAIN)
+			atomic_store(&c->dead[p], true);
+	}
+	if (!atomic_load(&d->quit))
+		atomic_fetch_add(&c->failed, 1);
+}
+
+/* Work off miss[] until it is done or data_stop began. */
+static void catchup_fetch(struct catchup *c, uint8_t *tmp)
+{
+	for (;;) {
+		size_t i = atomic_fetch_add(&c->next, 1);
+		if (i >= c->n || atomic_load(&c->d->quit))
+			return;
+		catchup_one(c, i, tmp);
+	}
+}
+
+/* A helper fetcher of a walk (the worker is another). */
+static void *catchup_main(void *arg)
+{
+	struct catchup *c = arg;
+	uint8_t *tmp = malloc(c->d->bsize);
+	if (tmp) /* without memory the other fetchers do the work */
+		catchup_fetch(c, tmp);
+	free(tmp);
+	return NULL;
+}
+
+/* Walk every block the table references and fetch those this node lacks,
+ * verified, from its peers, CATCHUP_FETCHERS at a time. Returns the number
+ * of blocks still missing (failed fetches; SIZE_MAX when the walk could
+ * not finish for want of memory or a table error), and sets *more when
+ * the batch was full and another walk should follow at once. */
+static size_t catchup_walk(struct data *d, uint8_t *tmp, bool *more)
+{
+	struct catchup *c = calloc(1, sizeof *c);
+	*more = false;
+	if (!c) {
+		LOG(WARN, "block catch-up: out of memory; trying again later");
+		return SIZE_MAX;
+	}
+	c->d = d;
+	int64_t t0 = mono_ms();
+	int rc = itab_blocks(d->cfg.itab, catchup_collect, c);
+	peers_get(d, &c->ps);
+	pthread_t th[CATCHUP_FETCHERS];
+	unsigned nth = 0;
+	while (c->n > 1 + nth && nth + 1 < CATCHUP_FETCHERS &&
+	       pthread_create(&th[nth], NULL, catchup_main, c) == 0)
+		nth++;
+	catchup_fetch(c, tmp);
+	for (unsigned i = 0; i < nth; i++)
+		pthread_join(th[i], NULL);
+	size_t got = atomic_load(&c->got), gone = atomic_load(&c->gone);
+	size_t failed = atomic_load(&c->failed);
+	bool quit = atomic_load(&d->quit);
+	size_t left = failed;
+	if (rc < 0 || c->oom)
+		left = SIZE_MAX;
+	if (c->n || rc < 0 || c->oom || quit)
+		LOG(INFO, "block catch-up%s: %llu blocks referenced%s, %zu missing "
+			  "here: %zu fetched, %zu no longer referenced, %zu failed "
+			  "(%lld ms)%s%s",
+		    quit ? " (stopped)" : "",
+		    (unsigned long long)c->referenced,
+		    c->full ? " so far" : "", c->n, got, gone, failed,
+		    (long long)(mono_ms() - t0),
+		    failed ? "; walking again later, reads fetch on demand" : "",
+		    rc < 0 || c->oom ? "; the walk stopped early (table error "
+				       "or no memory)" : "");
+	else
+		LOG(DEBUG, "block catch-up: all %llu referenced blocks are here",
+		    (unsigned long long)c->referenced);
+	*more = c->full && failed == 0 && !quit;
+	free(c->miss);
+	free(c);
+	return left;
+}
+
+/* See data.h. */
+void data_catch_up(struct data *d)
+{
+	if (!d)
+		return;
+	pthread_mutex_lock(&d->mu);
+	d->walk_req = true;
+	pthread_cond_broadcast(&d->cv);
+	pthread_mutex_unlock(&d->mu);
+}
+
 /* The background thread: deletions, catch-up fetches, periodic GC. */
 static void *worker_main(void *arg)
 {
@@ -1885,11 +2083,15 @@ static void *worker_main(void *arg)
 	size_t nretry = 0, retry_cap = 0;
 	int64_t next_gc = mono_ms() + d->cfg.gc_interval_ms;
 	int64_t next_retry = mono_ms() + FETCH_RETRY_MS;
+	int64_t next_walk = INT64_MAX; /* a walk that left blocks missing */
+	uint32_t walk_backoff = FETCH_RETRY_MS;
 	pthread_mutex_lock(&d->mu);
 	while (!d->stop) {
-		if (d->qn == 0) {
+		if (d->qn == 0 && !d->walk_req) {
 			int64_t now = mono_ms();
 			int64_t wake = next_gc < next_retry ? next_gc : next_retry;
+			if (next_walk < wake)
+				wake = next_walk;
 			if (wake > now) {
 				struct timespec dl =
 					deadline_in((uint32_t)(wake - now));
@@ -1898,6 +2100,8 @@ static void *worker_main(void *arg)
 					break;
 			}
 		}
+		bool walk = d->walk_req || mono_ms() >= next_walk;
+		d->walk_req = false;
 		struct wq_item *q = d->q;
 		size_t qn = d->qn;
 		d->q = NULL;
@@ -1924,6 +2128,20 @@ static void *worker_main(void *arg)
 			retry[nretry++] = q[i];
 		}
 		free(q);
+
+		if (walk && tmp && !atomic_load(&d->quit)) {
+			bool more;
+			size_t left = catchup_walk(d, tmp, &more);
+			if (left && !atomic_load(&d->quit)) {
+				next_walk = mono_ms() + walk_backoff;
+				walk_backoff = walk_backoff * 2 > CATCHUP_RETRY_MAX_MS
+						       ? CATCHUP_RETRY_MAX_MS
+						       : walk_backoff * 2;
+			} else {
+				next_walk = more ? mono_ms() : INT64_MAX;
+				walk_backoff = FETCH_RETRY_MS;
+			}
+		}
 
 		int64_t now = mono_ms();
 		if (now >= next_retry) {
@@ -1958,7 +2176,7 @@ static void *worker_main(void *arg)
 void data_drain(struct data *d)
 {
 	pthread_mutex_lock(&d->mu);
-	while ((d->qn > 0 || d->busy) && !d->stop)
+	while ((d->qn > 0 || d->busy || d->walk_req) && !d->stop)
 		pthread_cond_wait(&d->cv, &d->mu);
 	pthread_mutex_unlock(&d->mu);
 }

@@ -20,7 +20,8 @@
  * against its hash and stored. Sequential reads of a handle have the next
  * blocks loaded (and verified) ahead on background threads. A background
  * thread fetches blocks that applied WRITEs reference but this node
- * lacks.
+ * lacks, and, when asked (data_catch_up), every referenced block it lacks
+ * (after a snapshot install or a restart).
  *
  * Threads: every function may be called from any FUSE worker thread and
  * may block (waiting for peers or for the proposal); none may be called on
@@ -136,9 +137,21 @@ int data_statfs(struct data *d, uint64_t *total, uint64_t *avail);
 void data_handle_request(void *ctx, uint64_t from, uint64_t req_id,
 			 uint16_t kind, const uint8_t *payload, size_t len);
 
+/* Ask the background thread to walk every block the inode table
+ * references (itab_blocks) and fetch, verified, from the peers each one
+ * this node lacks (a few fetches in flight; a summary line is logged).
+ * Call it after the table was replaced by a snapshot (fsm's restore) and
+ * once at mount start. Blocks that could not be had are looked for again
+ * by later walks (after 5 s, backing off to 60 s) and fetched by reads on
+ * demand. Never blocks: any thread, also the replicator thread. Requests
+ * made while a walk is pending are merged; one made during a walk starts
+ * another walk after it. NULL is ignored. */
+void data_catch_up(struct data *d);
+
 /* Wait until the background thread has worked off everything queued so
- * far (deletions, fetches; failed fetches stay queued for a retry and are
- * not waited for). For tests and orderly shutdown. */
+ * far (deletions, fetches, a requested catch-up walk; failed fetches stay
+ * queued for a retry and are not waited for). For tests and orderly
+ * shutdown. */
 void data_drain(struct data *d);
 
 /* Run one orphan-block collection pass now (normally periodic): deletes

@@ -320,6 +320,15 @@ static int fsm_restore(void *ctx, uint64_t index, const uint8_t *data,
 		LOG(WARN, "snapshot for index %llu restored the table at %llu",
 		    (unsigned long long)index,
 		    (unsigned long long)itab_applied_index(f->itab));
+	if (rc == 0) {
+		/* The new table may reference blocks this node never saw a
+		 * WRITE for: have the data path look (queued, never blocks). */
+		LOG(INFO, "installed a snapshot at index %llu; looking for "
+			  "blocks missing here", (unsigned long long)index);
+		pthread_mutex_lock(&f->mu);
+		data_catch_up(f->data);
+		pthread_mutex_unlock(&f->mu);
+	}
 	return rc;
 }
 
@@ -672,5 +681,148 @@ int fsm_data_propose(void *ctx, const struct itab_op *op,
 	int rc = fsm_propose_sync(ctx, op, &r);
 	if (rc == 0 && res_attr)
 		*res_attr = r.attr;
+	return rc;
+}
+
+/* ---- orphans of a previous life ----------------------------------------------- */
+
+struct orphan_list {
+	uint64_t *ino;
+	size_t n, cap;
+	bool oom;
+};
+
+/* itab_orphans_held_by callback (under itab's read lock: only collect). */
+static int orphan_collect(void *ctx, uint64_t ino)
+{
+	struct orphan_list *l = ctx;
+	if (l->n == l->cap) {
+		size_t nc = l->cap ? l->cap * 2 : 64;
+		uint64_t *ni = realloc(l->ino, nc * sizeof(*ni));
+		if (!ni) {
+			l->oom = true;
+			return 1;
+		}
+		l->ino = ni;
+		l->cap = nc;
+	}
+	l->ino[l->n++] = ino;
+	return 0;
+}
+
+/* A proposal whose waiter may stop waiting: whoever lets go last frees. */
+struct swait {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs;  /* guarded by mu */
+	bool done; /* guarded by mu */
+	int err;   /* guarded by mu */
+};
+
+static void swait_put(struct swait *w)
+{
+	int last = --w->refs == 0;
+	pthread_mutex_unlock(&w->mu);
+	if (last) {
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+		free(w);
+	}
+}
+
+static void swait_done(void *ctx, const struct fsm_result *res)
+{
+	struct swait *w = ctx;
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->err = res->err;
+	pthread_cond_signal(&w->cv);
+	swait_put(w);
+}
+
+/* fsm_propose_sync that gives up (-ECANCELED) once stopping(ctx) says so
+ * (asked every 100 ms), so a caller shutting down need not wait for the
+ * proposal timeout. */
+static int propose_stoppable(struct fsm *f, const struct itab_op *op,
+			     bool (*stopping)(void *ctx), void *ctx)
+{
+	if (!stopping)
+		return fsm_propose_sync(f, op, NULL);
+	struct swait *w = calloc(1, sizeof(*w));
+	if (!w)
+		return -ENOMEM;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	w->refs = 2;
+	int rc = fsm_propose_async(f, op, swait_done, w);
+	if (rc) {
+		pthread_mutex_destroy(&w->mu);
+		pthread_cond_destroy(&w->cv);
+		free(w);
+		return rc;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (!w->done) {
+		pthread_mutex_unlock(&w->mu);
+		bool stop = stopping(ctx);
+		pthread_mutex_lock(&w->mu);
+		if (stop && !w->done)
+			break;
+		struct timespec dl;
+		clock_gettime(CLOCK_MONOTONIC, &dl);
+		dl.tv_nsec += 100000000L;
+		if (dl.tv_nsec >= 1000000000L) {
+			dl.tv_sec++;
+			dl.tv_nsec -= 1000000000L;
+		}
+		if (!w->done)
+			pthread_cond_timedwait(&w->cv, &w->mu, &dl);
+	}
+	rc = w->done ? w->err : -ECANCELED;
+	swait_put(w);
+	return rc;
+}
+
+int fsm_release_orphans_held_by(struct fsm *f, uint64_t holder,
+				bool (*in_use)(void *ctx, uint64_t ino),
+				bool (*stopping)(void *ctx), void *ctx,
+				struct fsm_orphan_stats *st)
+{
+	memset(st, 0, sizeof(*st));
+	struct orphan_list l = {0};
+	int rc = itab_orphans_held_by(f->itab, holder, orphan_collect, &l);
+	if (rc == 0 && l.oom)
+		rc = -ENOMEM;
+	st->found = l.n;
+	for (size_t i = 0; i < l.n && rc == 0; i++) {
+		if (stopping && stopping(ctx))
+			break;
+		if (in_use && in_use(ctx, l.ino[i])) {
+			st->skipped++;
+			continue;
+		}
+		struct itab_op op = {.code = ITAB_OP_RELEASE_ORPHAN,
+				     .ino = l.ino[i],
+				     .now_ns = fsm_now_ns()};
+		int e = propose_stoppable(f, &op, stopping, ctx);
+		if (e == -ECANCELED)
+			break;
+		if (e == 0) {
+			st->released++;
+		} else if (e == -EBUSY || e == -ENOENT) {
+			st->refused++; /* linked again, or released meanwhile */
+		} else if (e == -ENOTCONN) {
+			rc = e; /* no replicator (any more) */
+		} else {
+			st->failed++;
+			LOG(WARN, "releasing orphan %llu: %s",
+			    (unsigned long long)l.ino[i], strerror(-e));
+		}
+	}
+	free(l.ino);
 	return rc;
 }

@@ -8,7 +8,9 @@
  * itab_apply() and writes a small result (errno, inode, attributes) back
  * to the proposer. After each applied entry it tells the data path
  * (data_applied) and, for entries proposed by ANOTHER node, queues kernel
- * cache invalidations (inval.h) for what the entry changed.
+ * cache invalidations (inval.h) for what the entry changed. After a
+ * snapshot replaced the table it asks the data path to fetch the blocks
+ * the new table references and this node lacks (data_catch_up).
  *
  * Proposals: fsm_propose_async() encodes an op, hands it to the
  * replicator and calls back on the replicator thread once this node has
@@ -109,6 +111,30 @@ int fsm_read_barrier(struct fsm *f, uint32_t timeout_ms,
 /* A data_propose_fn (data.h) over fsm_propose_sync; ctx = the fsm. */
 int fsm_data_propose(void *ctx, const struct itab_op *op,
 		     struct itab_attr *res_attr);
+
+/* What fsm_release_orphans_held_by() did. */
+struct fsm_orphan_stats {
+	size_t found;    /* orphans the table says the holder keeps alive */
+	size_t released; /* freed by a RELEASE_ORPHAN */
+	size_t skipped;  /* in_use() said they are open here: left alone */
+	size_t refused;  /* -EBUSY (linked again) or -ENOENT (already gone) */
+	size_t failed;   /* the proposal failed (-EIO...): still orphans */
+};
+
+/* Release the orphans node `holder` keeps alive (itab_orphans_held_by):
+ * one ITAB_OP_RELEASE_ORPHAN each, proposed and waited for one after the
+ * other, except for those in_use(ctx, ino) says are open on this node
+ * (in_use may be NULL: none is). stopping(ctx) (may be NULL) is asked
+ * before each proposal and every 100 ms while one is waited for; true
+ * ends the loop (a proposal in flight still completes, unobserved). For a node's own id once it
+ * has caught up with the cluster after a (re)start: its previous life's
+ * handles are gone, so nothing keeps those orphans alive any more.
+ * Returns 0 (outcomes counted in *st), or -ENOMEM/-EIO listing the table,
+ * or -ENOTCONN without a replicator. Never on the replicator thread. */
+int fsm_release_orphans_held_by(struct fsm *f, uint64_t holder,
+				bool (*in_use)(void *ctx, uint64_t ino),
+				bool (*stopping)(void *ctx), void *ctx,
+				struct fsm_orphan_stats *st);
 
 /* The current time (CLOCK_REALTIME) in ns, the stamp ops carry. */
 int64_t fsm_now_ns(void);

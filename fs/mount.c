@@ -14,8 +14,12 @@
  *
  * Shutdown: fusermount3 -u MNT (or umount) ends the FUSE loop; SIGTERM,
  * SIGINT and SIGHUP do too (fuse_set_signal_handlers). Then the
- * invalidation thread, the data path and the node stop in that order,
- * the mount is removed and the process exits 0.
+ * start-up thread, the invalidation thread, the data path and the node
+ * stop in that order, the mount is removed and the process exits 0.
+ *
+ * Start-up chores (start_chores, a thread of its own): once the node has
+ * caught up with the cluster, fetch the blocks it lacks and release the
+ * orphans (open-unlinked files) it kept alive before a crash.
  */
 #define FUSE_USE_VERSION 35
 #include <errno.h>
@@ -23,7 +27,9 @@
 #include <fuse_lowlevel.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +52,8 @@
 #define READY_TIMEOUT_MS 60000
 #define DRAIN_SLACK_MS 10000 /* proposal timeout + this bounds sfs_drain */
 #define INVAL_QUIESCE_MS 3000 /* then the FUSE connection is aborted */
+#define CHORES_BARRIER_MS 1000 /* one catch-up read barrier attempt */
+#define CHORES_PAUSE_MS 500    /* between failed attempts */
 
 struct mount_opts {
 	char fuse_opts[2048]; /* passed to fuse_session_new */
@@ -176,6 +184,10 @@ struct mounted {
 	char mp[PATH_MAX]; /* absolute mount point */
 	FILE *log;
 	char data_abs[PATH_MAX]; /* absolute data directory */
+	uint64_t self_id;
+	pthread_t chores;        /* start-up chores (start_chores) */
+	bool chores_started;
+	atomic_bool chores_stop; /* teardown began: chores give up */
 };
 
 /* Undo the octal escapes (\040 ...) of a /proc/self/mountinfo field. */
@@ -243,6 +255,86 @@ static void abort_fuse_connection(const char *mp)
 	close(fd);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static bool chores_stopping(void *ctx)
+{
+	struct mounted *m = ctx;
+	return atomic_load(&m->chores_stop);
+}
+
+/* in_use for fsm_release_orphans_held_by: an orphan this mount made
+ * (unlinked while open here) stays until its last handle here closes. */
+static bool orphan_open_here(void *ctx, uint64_t ino)
+{
+	struct mounted *m = ctx;
+	return sfs_nopen(m->sfs, ino) != 0;
+}
+
+/* Start-up chores, on a thread of their own so the mount is not delayed.
+ * First wait until this node has caught up with the cluster: a ReadIndex
+ * barrier that succeeded means every entry committed before it was applied
+ * here, including the UNLINKs this node proposed in its previous run
+ * (a leader answers ReadIndex only after committing an entry of its own
+ * term, which commits every older entry it holds; an entry it does not
+ * hold was never committed and will be overwritten). Then:
+ *  - the blocks the caught-up table references and this node lacks are
+ *    fetched (data_catch_up; also done at once at mount, for the state
+ *    replayed from the local log);
+ *  - the orphans the table says this node keeps alive are released: the
+ *    handles of the previous run died with it. Orphans of this mount are
+ *    open here (sfs_nopen) and left alone; an orphan cannot be opened
+ *    anew (it has no name), so one found closed stays closed.
+ * Retries the barrier until it works (a node on the minority side waits
+ * for the partition to heal) or teardown begins. */
+static void *start_chores(void *arg)
+{
+	struct mounted *m = arg;
+	int64_t t0 = mono_ms();
+	unsigned tries = 0;
+	int rc = -EAGAIN;
+	while (!atomic_load(&m->chores_stop)) {
+		rc = fsm_read_index_sync(m->fsm, CHORES_BARRIER_MS);
+		if (rc == 0 || rc == -ENOTCONN)
+			break;
+		if (++tries == 1)
+			LOG(INFO, "not caught up with the cluster yet (%s); orphans "
+				  "of the previous run are released once it is",
+			    strerror(-rc));
+		for (int i = 0; i < CHORES_PAUSE_MS / 50 &&
+				!atomic_load(&m->chores_stop); i++) {
+			struct timespec ts = {.tv_sec = 0, .tv_nsec = 50000000};
+			nanosleep(&ts, NULL);
+		}
+	}
+	if (rc != 0 || atomic_load(&m->chores_stop))
+		return NULL;
+	LOG(INFO, "caught up with the cluster at applied index %llu (%lld ms "
+		  "after start)",
+	    (unsigned long long)itab_applied_index(m->itab),
+	    (long long)(mono_ms() - t0));
+	data_catch_up(m->data);
+	struct fsm_orphan_stats st;
+	rc = fsm_release_orphans_held_by(m->fsm, m->self_id, orphan_open_here,
+					 chores_stopping, m, &st);
+	if (rc < 0)
+		LOG(WARN, "cannot release the orphans of the previous run: %s",
+		    strerror(-rc));
+	else if (st.found == 0)
+		LOG(INFO, "released 0 orphans: none left by a previous run");
+	else
+		LOG(INFO, "released %zu of %zu orphans this node kept alive "
+			  "(%zu already gone or linked again, %zu open here, "
+			  "%zu failed: those are tried again at the next start)",
+		    st.released, st.found, st.refused, st.skipped, st.failed);
+	return NULL;
+}
+
 /* Stop in reverse order of start. The FUSE loop has ended (its workers
  * are joined), so no handler runs. Then:
  *  - the invalidation thread (nothing queues any more);
@@ -257,6 +349,12 @@ static void abort_fuse_connection(const char *mp)
  *  - the session, which took the last replies. */
 static void teardown(struct mounted *m)
 {
+	/* The chores use the replicator, the data path and the frontend's
+	 * counts: they end first (within a barrier attempt, ~1 s). */
+	atomic_store(&m->chores_stop, true);
+	if (m->chores_started)
+		pthread_join(m->chores, NULL);
+	m->chores_started = false;
 	if (m->fsm)
 		fsm_set_inval(m->fsm, NULL);
 	/* After a signal the kernel may still hold unanswered requests; an
@@ -425,11 +523,16 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		.self_id = o->id,
 		.propose = fsm_data_propose,
 		.propose_ctx = m->fsm,
+		/* Blocks wait for a majority as long as metadata does. */
+		.push_timeout_ms = o->propose_timeout_ms,
 	};
 	rc = data_start(&dcfg, &m->data, err, errcap);
 	if (rc < 0)
 		return rc;
 	fsm_set_data(m->fsm, m->data);
+	/* Blocks the table references but this node lacks (a crash between
+	 * apply and fetch; entries replayed before the line above). */
+	data_catch_up(m->data);
 
 	struct sfs_cfg scfg = {
 		.itab = m->itab,
@@ -472,6 +575,12 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		return rc;
 	}
 	fsm_set_inval(m->fsm, m->inval);
+	m->self_id = o->id;
+	if (pthread_create(&m->chores, NULL, start_chores, m) == 0)
+		m->chores_started = true;
+	else
+		LOG(WARN, "cannot start the start-up thread: orphans of a "
+			  "previous run are not released");
 	return 0;
 }
 
@@ -600,6 +709,7 @@ int sfs_cmd_mount(int argc, char **argv)
 
 	struct mounted m;
 	memset(&m, 0, sizeof(m));
+	atomic_init(&m.chores_stop, false);
 	int rc = bring_up(&o, &mo, mp, &m, daemon, err, sizeof(err));
 	if (rc < 0) {
 		if (!err[0])

@@ -52,4 +52,7 @@ int sfs_drain(struct sfs *fs, uint32_t timeout_ms);
 /* The operations table; pass the sfs as userdata to fuse_session_new. */
 const struct fuse_lowlevel_ops *sfs_ops(void);
 
+/* Open handles of ino on this node (thread-safe). */
+uint32_t sfs_nopen(struct sfs *fs, uint64_t ino);
+
 #endif

@@ -59,8 +59,6 @@ struct sfs_fh {
 /* Adjust the counts of ino by dl lookups and dopen handles; returns the
  * open count after the change. */
 uint32_t sfs_ref(struct sfs *fs, uint64_t ino, int64_t dl, int32_t dopen);
-/* Open handles of ino on this node. */
-uint32_t sfs_nopen(struct sfs *fs, uint64_t ino);
 
 /* Attributes for the kernel (size includes this node's unflushed data). */
 void sfs_attr_to_stat(struct sfs *fs, const struct itab_attr *a, struct stat *st);

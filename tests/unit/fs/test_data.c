@@ -618,6 +618,210 @@ static void two_nodes_push_before_commit_and_fetch_missing(void **state)
 	node_free(&b);
 }
 
+struct snapbuf {
+	uint8_t *b;
+	size_t len, cap;
+};
+
+static int snap_write(void *ctx, const void *buf, size_t len)
+{
+	struct snapbuf *s = ctx;
+	if (s->len + len > s->cap) {
+		s->cap = (s->len + len) * 2;
+		s->b = realloc(s->b, s->cap);
+		assert_non_null(s->b);
+	}
+	memcpy(s->b + s->len, buf, len);
+	s->len += len;
+	return 0;
+}
+
+/* Replace dst's table by src's, as a Raft snapshot install does: dst's
+ * data path sees no WRITE for any of the blocks. */
+static void install_snapshot(struct tnode *src, struct tnode *dst)
+{
+	struct snapbuf sb = {0};
+	assert_int_equal(itab_snapshot(src->itab, snap_write, &sb), 0);
+	assert_int_equal(itab_restore(dst->itab, sb.b, sb.len), 0);
+	dst->index = src->index;
+	free(sb.b);
+}
+
+static void catch_up_fetches_every_referenced_block_missing_here(void **state)
+{
+	(void)state;
+	unsigned seed = test_seed();
+	struct tnode a, b;
+	node_init(&a, 1, true);
+	node_init(&b, 2, true);
+	link_pair(&a, &b);
+	a.peer = NULL; /* b learns nothing but the snapshot below */
+	b.peer = NULL;
+	const uint64_t only_a[] = {1}, both[] = {1, 2};
+	node_start(&a, only_a, 1); /* a's flushes need no copy on b */
+	node_start(&b, both, 2);   /* b fetches from a */
+
+	/* Three files on a, 15 extents over 8 distinct blocks (f1 and f2
+	 * share four, f3 shares three of them). */
+	size_t len = 4 * BS + 123;
+	uint8_t *src = malloc(len);
+	fill_random(src, len, &seed);
+	const char *names[] = {"f1", "f2", "f3"};
+	uint64_t ino[3];
+	for (int i = 0; i < 3; i++) {
+		ino[i] = create_file(&a, names[i]);
+		src[len - 1] = (uint8_t)i; /* last block differs per file */
+		if (i == 2)
+			src[0] ^= 0xff; /* f3: first block differs too */
+		struct data_file *f = data_file_open(a.d, ino[i]);
+		assert_int_equal(data_write(a.d, f, (const char *)src, len, 0),
+				 (ssize_t)len);
+		assert_int_equal(data_file_release(a.d, f), 0);
+		if (i == 2)
+			src[0] ^= 0xff;
+	}
+	struct ext_list l[3];
+	size_t missing = 0;
+	for (int i = 0; i < 3; i++) {
+		extents_of(&a, ino[i], &l[i]);
+		assert_int_equal(l[i].n, 5);
+		for (size_t k = 0; k < l[i].n; k++)
+			missing += blk_has(b.bs, l[i].e[k].hash) == 0;
+	}
+	assert_int_equal(missing, 15); /* b holds none of them */
+
+	/* One block is lost on a as well: nobody can provide it now. */
+	const uint8_t *lost = l[2].e[0].hash; /* only f3 uses it */
+	uint8_t *lost_copy = malloc(BS);
+	size_t lost_len;
+	assert_int_equal(blk_get(a.bs, lost, lost_copy, BS, &lost_len), 0);
+	assert_int_equal(blk_delete(a.bs, lost), 0);
+
+	install_snapshot(&a, &b);
+	data_catch_up(b.d);
+	data_drain(b.d);
+	for (int i = 0; i < 3; i++) {
+		for (size_t k = 0; k < l[i].n; k++) {
+			const uint8_t *h = l[i].e[k].hash;
+			if (memcmp(h, lost, ITAB_HASH_LEN) == 0) {
+				assert_int_equal(blk_has(b.bs, h), 0);
+				continue;
+			}
+			/* Present and verified: blk_get checks the hash. */
+			uint8_t *chk = malloc(BS);
+			size_t got;
+			assert_int_equal(blk_get(b.bs, h, chk, BS, &got), 0);
+			assert_int_equal(got, l[i].e[k].len);
+			free(chk);
+		}
+	}
+	/* b reads f1 and f2 with a gone: the data is local. */
+	link_stop(a.link);
+	a.link = NULL;
+	for (int i = 0; i < 2; i++) {
+		ssize_t got;
+		src[len - 1] = (uint8_t)i;
+		uint8_t *rd = read_all(&b, ino[i], len, 0, &got);
+		assert_int_equal(got, (ssize_t)len);
+		assert_memory_equal(rd, src, len);
+		free(rd);
+	}
+	free(lost_copy);
+	free(src);
+	node_free(&a);
+	node_free(&b);
+}
+
+static void catch_up_walks_again_later_for_blocks_it_could_not_get(void **state)
+{
+	(void)state;
+	unsigned seed = test_seed();
+	struct tnode a, b;
+	node_init(&a, 1, true);
+	node_init(&b, 2, true);
+	link_pair(&a, &b);
+	a.peer = NULL;
+	b.peer = NULL;
+	const uint64_t only_a[] = {1}, both[] = {1, 2};
+	node_start(&a, only_a, 1);
+	node_start(&b, both, 2);
+	uint64_t ino = create_file(&a, "late");
+	size_t len = 2 * BS;
+	uint8_t *src = malloc(len);
+	fill_random(src, len, &seed);
+	struct data_file *f = data_file_open(a.d, ino);
+	assert_int_equal(data_write(a.d, f, (const char *)src, len, 0),
+			 (ssize_t)len);
+	assert_int_equal(data_file_release(a.d, f), 0);
+	struct ext_list l;
+	extents_of(&a, ino, &l);
+	assert_int_equal(l.n, 2);
+	/* a lost block 1 (e.g. a disk replaced): the first walk on b fails
+	 * for it. */
+	uint8_t *copy = malloc(BS);
+	size_t clen;
+	assert_int_equal(blk_get(a.bs, l.e[1].hash, copy, BS, &clen), 0);
+	assert_int_equal(blk_delete(a.bs, l.e[1].hash), 0);
+	install_snapshot(&a, &b);
+	data_catch_up(b.d);
+	data_drain(b.d);
+	assert_int_equal(blk_has(b.bs, l.e[0].hash), 1);
+	assert_int_equal(blk_has(b.bs, l.e[1].hash), 0);
+	/* Once a has it again, a later walk (5 s backoff) gets it without
+	 * anyone asking or reading. */
+	uint8_t h[ITAB_HASH_LEN];
+	assert_int_equal(blk_put(a.bs, copy, clen, h), 0);
+	assert_memory_equal(h, l.e[1].hash, ITAB_HASH_LEN);
+	int waited = 0;
+	while (blk_has(b.bs, l.e[1].hash) != 1 && waited < 15000) {
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 100000000};
+		nanosleep(&ts, NULL);
+		waited += 100;
+	}
+	printf("refetched after %d ms\n", waited);
+	assert_int_equal(blk_has(b.bs, l.e[1].hash), 1);
+	free(copy);
+	free(src);
+	node_free(&a);
+	node_free(&b);
+}
+
+static void catch_up_without_peers_returns_and_stop_is_prompt(void **state)
+{
+	(void)state;
+	struct tnode a, b;
+	node_init(&a, 1, false);
+	node_init(&b, 2, true); /* b's peers 1 and 3 do not exist */
+	node_start(&a, NULL, 0);
+	const uint64_t voters[] = {1, 2, 3};
+	node_start(&b, voters, 3);
+	uint64_t ino = create_file(&a, "x");
+	struct data_file *f = data_file_open(a.d, ino);
+	assert_int_equal(data_write(a.d, f, "hello", 5, 0), 5);
+	assert_int_equal(data_file_release(a.d, f), 0);
+	install_snapshot(&a, &b);
+	data_catch_up(b.d);
+	data_drain(b.d); /* returns although nobody has the block */
+	struct ext_list l;
+	extents_of(&b, ino, &l);
+	assert_int_equal(l.n, 1);
+	assert_int_equal(blk_has(b.bs, l.e[0].hash), 0);
+	/* The walk stays scheduled; stopping does not wait for it. */
+	data_catch_up(b.d);
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	link_stop(b.link);
+	b.link = NULL;
+	data_stop(b.d);
+	b.d = NULL;
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+	printf("data_stop took %ld ms\n", ms);
+	assert_true(ms < 3000);
+	node_free(&a);
+	node_free(&b);
+}
+
 static void flush_fails_eio_without_majority_and_commits_nothing(void **state)
 {
 	(void)state;
@@ -668,6 +872,9 @@ int main(void)
 		cmocka_unit_test(damaged_block_without_peer_reads_eio),
 		cmocka_unit_test(two_nodes_push_before_commit_and_fetch_missing),
 		cmocka_unit_test(flush_fails_eio_without_majority_and_commits_nothing),
+		cmocka_unit_test(catch_up_fetches_every_referenced_block_missing_here),
+		cmocka_unit_test(catch_up_walks_again_later_for_blocks_it_could_not_get),
+		cmocka_unit_test(catch_up_without_peers_returns_and_stop_is_prompt),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

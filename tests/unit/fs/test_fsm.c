@@ -65,6 +65,13 @@ void data_applied(struct data *d, const struct itab_op *op,
 	n_data_applied++;
 }
 
+static int n_catch_up; /* data_catch_up() calls with a data path */
+void data_catch_up(struct data *d)
+{
+	if (d)
+		n_catch_up++;
+}
+
 struct rec {
 	int entries, inodes;
 	uint64_t parent;
@@ -115,6 +122,7 @@ static int setup(void **state)
 	fsm_set_data(t->f, (struct data *)&rec); /* any non-NULL */
 	memset(&rec, 0, sizeof(rec));
 	n_data_applied = 0;
+	n_catch_up = 0;
 	*state = t;
 	return 0;
 }
@@ -316,6 +324,138 @@ static void test_snapshot_restores_into_another_table(void **state)
 	itab_close(other);
 }
 
+static void test_restore_asks_the_data_path_for_missing_blocks(void **state)
+{
+	struct tfx *t = *state;
+	struct itab_op op = op_create(ITAB_ROOT_INO, "snapfile");
+	assert_int_equal(fsm_propose_sync(t->f, &op, NULL), 0);
+	uint64_t idx, len;
+	uint8_t *data;
+	assert_int_equal(t->r.sm.snapshot(t->r.sm.ctx, &idx, &data, &len), 0);
+	assert_int_equal(n_catch_up, 0); /* applying entries does not walk */
+
+	struct itab *other;
+	assert_int_equal(fx_open_other(&t->fx, "other", &other), 0);
+	struct fsm *f2;
+	assert_int_equal(fsm_new(other, SELF, &f2), 0);
+	fsm_set_data(f2, (struct data *)&rec); /* any non-NULL */
+	struct repl_sm sm2 = fsm_sm(f2);
+	/* A malformed snapshot changes nothing and asks for nothing. */
+	uint8_t junk[16] = {0};
+	assert_true(sm2.restore(sm2.ctx, idx, junk, sizeof(junk)) < 0);
+	assert_int_equal(n_catch_up, 0);
+	assert_int_equal(sm2.restore(sm2.ctx, idx, data, len), 0);
+	assert_int_equal(n_catch_up, 1);
+	free(data);
+	fsm_free(f2);
+	itab_close(other);
+}
+
+struct sweep_ctx {
+	uint64_t open_ino; /* "open here" */
+	int asked;
+};
+
+static bool sweep_in_use(void *ctx, uint64_t ino)
+{
+	struct sweep_ctx *c = ctx;
+	c->asked++;
+	return ino == c->open_ino;
+}
+
+/* Create `name` and remove it as `origin` would while holding it open
+ * (no ITAB_F_FREE_NOW): an orphan held by origin. Returns its inode. */
+static uint64_t make_orphan(struct tfx *t, const char *name, uint64_t origin,
+			    uint64_t seq)
+{
+	uint8_t res[256];
+	size_t reslen;
+	struct itab_op op = op_create(ITAB_ROOT_INO, name);
+	apply_as(t, &op, origin, seq, res, &reslen);
+	uint64_t ino;
+	assert_int_equal(itab_lookup(t->fx.t, ITAB_ROOT_INO, name, strlen(name),
+				     &ino, NULL), 0);
+	struct itab_op rm = {.code = ITAB_OP_UNLINK, .parent = ITAB_ROOT_INO,
+			     .name = name, .name_len = strlen(name), .now_ns = 2};
+	apply_as(t, &rm, origin, seq + 1, res, &reslen);
+	struct itab_attr a;
+	assert_int_equal(itab_getattr(t->fx.t, ino, &a), 0);
+	assert_int_equal(a.nlink, 0);
+	return ino;
+}
+
+static int count_orphan(void *ctx, uint64_t ino)
+{
+	(void)ino;
+	(*(int *)ctx)++;
+	return 0;
+}
+
+static void test_release_frees_own_closed_orphans_only(void **state)
+{
+	struct tfx *t = *state;
+	uint64_t mine1 = make_orphan(t, "m1", SELF, 100);
+	uint64_t mine2 = make_orphan(t, "m2", SELF, 102);
+	uint64_t open_here = make_orphan(t, "m3", SELF, 104);
+	uint64_t theirs = make_orphan(t, "o1", OTHER, 100);
+	struct itab_statfs st0;
+	assert_int_equal(itab_statfs(t->fx.t, &st0), 0);
+	assert_int_equal(st0.inodes, 5); /* root + 4 orphans */
+
+	struct sweep_ctx c = {.open_ino = open_here};
+	struct fsm_orphan_stats st;
+	assert_int_equal(fsm_release_orphans_held_by(t->f, SELF, sweep_in_use,
+						     NULL, &c, &st), 0);
+	assert_int_equal(st.found, 3);
+	assert_int_equal(st.released, 2);
+	assert_int_equal(st.skipped, 1);
+	assert_int_equal(st.refused + st.failed, 0);
+	assert_int_equal(c.asked, 3);
+	struct itab_attr a;
+	assert_int_equal(itab_getattr(t->fx.t, mine1, &a), -ENOENT);
+	assert_int_equal(itab_getattr(t->fx.t, mine2, &a), -ENOENT);
+	assert_int_equal(itab_getattr(t->fx.t, open_here, &a), 0);
+	assert_int_equal(itab_getattr(t->fx.t, theirs, &a), 0);
+	int n = 0;
+	assert_int_equal(itab_orphans_held_by(t->fx.t, SELF, count_orphan, &n), 0);
+	assert_int_equal(n, 1); /* the open one */
+	n = 0;
+	assert_int_equal(itab_orphans_held_by(t->fx.t, OTHER, count_orphan, &n), 0);
+	assert_int_equal(n, 1); /* another node's orphan is not ours to free */
+
+	/* A replicator that fails proposals: counted, the orphan stays. */
+	t->r.fail = -ETIMEDOUT;
+	assert_int_equal(fsm_release_orphans_held_by(t->f, SELF, NULL, NULL,
+						     NULL, &st), 0);
+	assert_int_equal(st.found, 1);
+	assert_int_equal(st.failed, 1);
+	assert_int_equal(itab_getattr(t->fx.t, open_here, &a), 0);
+	t->r.fail = 0;
+	/* Without a replicator: -ENOTCONN. */
+	fsm_set_repl(t->f, NULL);
+	assert_int_equal(fsm_release_orphans_held_by(t->f, SELF, NULL, NULL,
+						     NULL, &st), -ENOTCONN);
+}
+
+static bool always_stop(void *ctx)
+{
+	(void)ctx;
+	return true;
+}
+
+static void test_release_stops_when_asked(void **state)
+{
+	struct tfx *t = *state;
+	uint64_t ino = make_orphan(t, "s1", SELF, 200);
+	struct fsm_orphan_stats st;
+	assert_int_equal(fsm_release_orphans_held_by(t->f, SELF, NULL,
+						     always_stop, NULL, &st), 0);
+	assert_int_equal(st.found, 1);
+	assert_int_equal(st.released, 0);
+	struct itab_attr a;
+	assert_int_equal(itab_getattr(t->fx.t, ino, &a), 0);
+}
+
 static void test_propose_before_repl_is_enotconn(void **state)
 {
 	struct tfx *t = *state;
@@ -337,6 +477,9 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_remote_ops_queue_invalidations_local_ops_do_not, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_restores_into_another_table, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_propose_before_repl_is_enotconn, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_restore_asks_the_data_path_for_missing_blocks, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_release_frees_own_closed_orphans_only, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_release_stops_when_asked, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
