@@ -126,11 +126,11 @@
 #define FETCH_RETRY_MS 5000u     /* background fetches that failed */
 #define PUSH_WINDOW 8u           /* BLOCK_PUTs in flight per peer */
 #define PUSH_AGAIN_MS 50         /* resend delay after a busy (-EAGAIN) peer */
-#define CACHE_SLOTS 16u
+#define CACHE_SLOTS 24u
 #define LOADING_MAX 16u          /* block loads in flight, deduplicated */
-#define RA_BLOCKS 4u             /* blocks read ahead of a sequential reader */
+#define RA_BLOCKS 8u             /* blocks read ahead of a sequential reader */
 #define RA_QUEUE 16u             /* read-ahead requests waiting */
-#define RA_THREADS 2u            /* read-ahead loaders */
+#define RA_THREADS 3u            /* read-ahead loaders */
 #define STORE_THREADS 4u         /* local block stores of a flush in parallel */
 #define PREHASH_MAX (64u << 10)  /* blocks up to this are hashed up front */
 #define RECENT_BUCKETS 16384u
@@ -601,6 +601,14 @@ static int fetch_block(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
 	return -EIO;
 }
 
+/* A buffer for one block, page-aligned and a whole number of pages, so
+ * the block store can read into it without the page cache (blk_get). */
+static uint8_t *block_buf_alloc(const struct data *d)
+{
+	size_t n = ((size_t)d->bsize + 4095) & ~(size_t)4095;
+	return aligned_alloc(4096, n);
+}
+
 /* Read block hash into buf (cap bytes): locally, or from a peer if it is
  * missing or damaged here. -EIO when no node can give it. */
 static int load_block(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
@@ -696,7 +704,7 @@ static int cache_get(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
 	}
 	pthread_mutex_unlock(&d->cache_mu);
 
-	uint8_t *buf = malloc(d->bsize);
+	uint8_t *buf = block_buf_alloc(d);
 	size_t len = 0;
 	int rc = buf ? load_block(d, hash, buf, d->bsize, &len) : -ENOMEM;
 	if (rc == 0 && dst)
@@ -2257,7 +2265,7 @@ int data_start(const struct data_cfg *cfg, struct data **out, char *err,
 		return rc;
 	}
 	for (unsigned i = 0; i < CACHE_SLOTS; i++) {
-		d->cache[i].buf = malloc(d->bsize);
+		d->cache[i].buf = block_buf_alloc(d);
 		if (!d->cache[i].buf)
 			rc = -ENOMEM;
 	}
