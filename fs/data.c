@@ -101,6 +101,7 @@
  * from the majority that holds it.
  */
 #include "fs/data.h"
+#include "fs/mono.h"
 
 #include "consensus/repl.h"
 #include "storage/blk.h"
@@ -150,21 +151,9 @@ static int64_t now_ns(clockid_t c)
 
 static int64_t mono_ms(void) { return now_ns(CLOCK_MONOTONIC) / 1000000; }
 
-/* Absolute CLOCK_MONOTONIC deadline ms from now, for pthread_cond_timedwait
- * on condvars made by cond_init_mono() (a wall-clock step must not stretch
- * or cut a wait). */
-static struct timespec deadline_in(uint32_t ms)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	ts.tv_sec += ms / 1000;
-	ts.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (ts.tv_nsec >= 1000000000L) {
-		ts.tv_sec++;
-		ts.tv_nsec -= 1000000000L;
-	}
-	return ts;
-}
+/* Deadlines: mono_deadline() (fs/mono.h), for pthread_cond_timedwait on
+ * condvars made by cond_init_mono() (a wall-clock step must not stretch or
+ * cut a wait). */
 
 static bool ts_passed(const struct timespec *dl)
 {
@@ -509,10 +498,10 @@ static int sreq_call(struct data *d, uint64_t to, uint16_t kind,
 	 * a guard against waiting forever. data_stop() need not wait for the
 	 * reply: look at d->quit every 200 ms (the callback still owns its
 	 * reference). */
-	struct timespec dl = deadline_in(timeout_ms + 1000);
+	struct timespec dl = mono_deadline(timeout_ms + 1000);
 	pthread_mutex_lock(&s->mu);
 	while (!s->done && !ts_passed(&dl) && !atomic_load(&d->quit)) {
-		struct timespec w = deadline_in(200);
+		struct timespec w = mono_deadline(200);
 		if (w.tv_sec > dl.tv_sec ||
 		    (w.tv_sec == dl.tv_sec && w.tv_nsec > dl.tv_nsec))
 			w = dl;
@@ -1117,7 +1106,7 @@ static int push_wait(struct data *d, struct push *p,
 			break;
 		}
 		/* Wake up at least every 50 ms to retry a full queue. */
-		struct timespec w = deadline_in(50);
+		struct timespec w = mono_deadline(50);
 		if (w.tv_sec > dl->tv_sec ||
 		    (w.tv_sec == dl->tv_sec && w.tv_nsec > dl->tv_nsec))
 			w = *dl;
@@ -1294,7 +1283,7 @@ static int flush_locked(struct data *d, struct data_file *f)
 		free(lens);
 		return -ENOMEM;
 	}
-	struct timespec dl = deadline_in(d->cfg.push_timeout_ms);
+	struct timespec dl = mono_deadline(d->cfg.push_timeout_ms);
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		struct dblock *b = &f->blocks[i];
 		uint32_t clen = 0;
@@ -2102,7 +2091,7 @@ static void *worker_main(void *arg)
 				wake = next_walk;
 			if (wake > now) {
 				struct timespec dl =
-					deadline_in((uint32_t)(wake - now));
+					mono_deadline((uint32_t)(wake - now));
 				pthread_cond_timedwait(&d->cv, &d->mu, &dl);
 				if (d->stop)
 					break;

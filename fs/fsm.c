@@ -12,6 +12,7 @@
  *   'F' | i32 err | u64 ino | u64 victim | u64 orphaned | attr (13 x u64)
  */
 #include "fs/fsm.h"
+#include "fs/mono.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -612,14 +613,7 @@ static int read_index(struct fsm *f, uint32_t timeout_ms,
 		free(w);
 		return rc;
 	}
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (dl.tv_nsec >= 1000000000) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000;
-	}
+	struct timespec dl = mono_deadline(timeout_ms);
 	bool lost = false;
 	pthread_mutex_lock(&w->mu);
 	while (!w->done) {
@@ -772,13 +766,7 @@ static int propose_stoppable(struct fsm *f, const struct itab_op *op,
 		pthread_mutex_lock(&w->mu);
 		if (stop && !w->done)
 			break;
-		struct timespec dl;
-		clock_gettime(CLOCK_MONOTONIC, &dl);
-		dl.tv_nsec += 100000000L;
-		if (dl.tv_nsec >= 1000000000L) {
-			dl.tv_sec++;
-			dl.tv_nsec -= 1000000000L;
-		}
+		struct timespec dl = mono_deadline(100);
 		if (!w->done)
 			pthread_cond_timedwait(&w->cv, &w->mu, &dl);
 	}

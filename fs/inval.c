@@ -3,6 +3,7 @@
  */
 #define FUSE_USE_VERSION 35
 #include "fs/inval.h"
+#include "fs/mono.h"
 
 #include <errno.h>
 #include <fuse_lowlevel.h>
@@ -110,14 +111,7 @@ int inval_quiesce(struct inval *iv, uint32_t timeout_ms)
 {
 	if (!iv)
 		return 0;
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (dl.tv_nsec >= 1000000000) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000;
-	}
+	struct timespec dl = mono_deadline(timeout_ms);
 	int rc = 0;
 	pthread_mutex_lock(&iv->mu);
 	iv->stop = true;
@@ -209,14 +203,7 @@ int inval_settle(struct inval *iv, uint32_t timeout_ms)
 {
 	if (!iv)
 		return 0;
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (dl.tv_nsec >= 1000000000) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000;
-	}
+	struct timespec dl = mono_deadline(timeout_ms);
 	int rc = 0;
 	pthread_mutex_lock(&iv->mu);
 	uint64_t target = iv->pushed;

@@ -10,6 +10,7 @@
  * on the replicator thread when the op has been applied here and answers
  * the kernel with res->err or the new entry/attributes.
  */
+#include "fs/mono.h"
 #include "fs/sfs_internal.h"
 
 #include <errno.h>
@@ -331,14 +332,7 @@ static void call_free(struct sfs_call *c)
 
 int sfs_drain(struct sfs *fs, uint32_t timeout_ms)
 {
-	struct timespec dl;
-	clock_gettime(CLOCK_MONOTONIC, &dl);
-	dl.tv_sec += timeout_ms / 1000;
-	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
-	if (dl.tv_nsec >= 1000000000) {
-		dl.tv_sec++;
-		dl.tv_nsec -= 1000000000;
-	}
+	struct timespec dl = mono_deadline(timeout_ms);
 	int rc = 0;
 	pthread_mutex_lock(&fs->calls_mu);
 	while (fs->calls > 0 && rc == 0)
