@@ -551,35 +551,64 @@ int fsm_propose_sync(struct fsm *f, const struct itab_op *op,
 	return w.res.err;
 }
 
-/* A read barrier's shared state: the waiter may give up before the
- * replicator answers, so whoever lets go last frees it. */
-struct rwait {
+/* A wait shared between a waiter that may give up (timeout, shutdown)
+ * and the completion that may still come: whoever lets go last frees it.
+ * Used for read barriers and stoppable proposals. */
+struct shwait {
 	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int refs;   /* guarded by mu */
-	bool done;  /* guarded by mu */
-	int status; /* guarded by mu */
+	pthread_cond_t cv; /* on CLOCK_MONOTONIC */
+	int refs;          /* guarded by mu */
+	bool done;         /* guarded by mu */
+	int rc;            /* guarded by mu */
 };
 
-static void rwait_put(struct rwait *w)
+/* A new wait held by two parties (the waiter and the completion). */
+static struct shwait *shwait_new(void)
+{
+	struct shwait *w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&w->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	w->refs = 2;
+	return w;
+}
+
+/* Free a wait whose completion was never registered. */
+static void shwait_free(struct shwait *w)
+{
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->cv);
+	free(w);
+}
+
+/* Let go of w (mu held on entry, released). */
+static void shwait_put(struct shwait *w)
 {
 	int last = --w->refs == 0;
 	pthread_mutex_unlock(&w->mu);
-	if (last) {
-		pthread_mutex_destroy(&w->mu);
-		pthread_cond_destroy(&w->cv);
-		free(w);
-	}
+	if (last)
+		shwait_free(w);
+}
+
+/* Record the outcome and wake the waiter. */
+static void shwait_finish(struct shwait *w, int rc)
+{
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->rc = rc;
+	pthread_cond_signal(&w->cv);
+	shwait_put(w);
 }
 
 static void read_done(void *ctx, int status, const uint8_t *res, size_t reslen)
 {
-	struct rwait *w = ctx;
-	pthread_mutex_lock(&w->mu);
-	w->done = true;
-	w->status = status == -ESHUTDOWN || status == -ETIMEDOUT ? -EIO : status;
-	pthread_cond_signal(&w->cv);
-	rwait_put(w);
+	shwait_finish(ctx, status == -ESHUTDOWN || status == -ETIMEDOUT ? -EIO
+									 : status);
 }
 
 /* fsm_read_index_sync and fsm_read_barrier; with leader_known, give up
@@ -596,21 +625,12 @@ static int read_index(struct fsm *f, uint32_t timeout_ms,
 	bool need_leader = leader_known != NULL;
 	if (need_leader && !leader_known(lctx, r))
 		return -EHOSTUNREACH;
-	struct rwait *w = calloc(1, sizeof(*w));
+	struct shwait *w = shwait_new();
 	if (!w)
 		return -ENOMEM;
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&w->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	w->refs = 2;
 	int rc = repl_read_index(r, read_done, w);
 	if (rc) {
-		pthread_mutex_destroy(&w->mu);
-		pthread_cond_destroy(&w->cv);
-		free(w);
+		shwait_free(w);
 		return rc;
 	}
 	struct timespec dl = mono_deadline(timeout_ms);
@@ -652,8 +672,8 @@ static int read_index(struct fsm *f, uint32_t timeout_ms,
 			lost = false;
 		}
 	}
-	rc = w->done ? w->status : lost ? -EHOSTUNREACH : -ETIMEDOUT;
-	rwait_put(w);
+	rc = w->done ? w->rc : lost ? -EHOSTUNREACH : -ETIMEDOUT;
+	shwait_put(w);
 	return rc;
 }
 
@@ -704,34 +724,9 @@ static int orphan_collect(void *ctx, uint64_t ino)
 	return 0;
 }
 
-/* A proposal whose waiter may stop waiting: whoever lets go last frees. */
-struct swait {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int refs;  /* guarded by mu */
-	bool done; /* guarded by mu */
-	int err;   /* guarded by mu */
-};
-
-static void swait_put(struct swait *w)
-{
-	int last = --w->refs == 0;
-	pthread_mutex_unlock(&w->mu);
-	if (last) {
-		pthread_mutex_destroy(&w->mu);
-		pthread_cond_destroy(&w->cv);
-		free(w);
-	}
-}
-
 static void swait_done(void *ctx, const struct fsm_result *res)
 {
-	struct swait *w = ctx;
-	pthread_mutex_lock(&w->mu);
-	w->done = true;
-	w->err = res->err;
-	pthread_cond_signal(&w->cv);
-	swait_put(w);
+	shwait_finish(ctx, res->err);
 }
 
 /* fsm_propose_sync that gives up (-ECANCELED) once stopping(ctx) says so
@@ -742,21 +737,12 @@ static int propose_stoppable(struct fsm *f, const struct itab_op *op,
 {
 	if (!stopping)
 		return fsm_propose_sync(f, op, NULL);
-	struct swait *w = calloc(1, sizeof(*w));
+	struct shwait *w = shwait_new();
 	if (!w)
 		return -ENOMEM;
-	pthread_mutex_init(&w->mu, NULL);
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&w->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	w->refs = 2;
 	int rc = fsm_propose_async(f, op, swait_done, w);
 	if (rc) {
-		pthread_mutex_destroy(&w->mu);
-		pthread_cond_destroy(&w->cv);
-		free(w);
+		shwait_free(w);
 		return rc;
 	}
 	pthread_mutex_lock(&w->mu);
@@ -770,8 +756,8 @@ static int propose_stoppable(struct fsm *f, const struct itab_op *op,
 		if (!w->done)
 			pthread_cond_timedwait(&w->cv, &w->mu, &dl);
 	}
-	rc = w->done ? w->err : -ECANCELED;
-	swait_put(w);
+	rc = w->done ? w->rc : -ECANCELED;
+	shwait_put(w);
 	return rc;
 }
 
