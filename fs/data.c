@@ -101,6 +101,7 @@
  * from the majority that holds it.
  */
 #include "fs/data.h"
+#include "fs/be.h"
 #include "fs/mono.h"
 
 #include "consensus/repl.h"
@@ -171,20 +172,6 @@ static void cond_init_mono(pthread_cond_t *cv)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(cv, &ca);
 	pthread_condattr_destroy(&ca);
-}
-
-static void put_be32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint32_t get_be32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
 }
 
 static bool hash_is_zero(const uint8_t h[ITAB_HASH_LEN])
@@ -542,7 +529,7 @@ static int fetch_from(struct data *d, uint64_t from,
 		*unreachable = true;
 		return rc;
 	}
-	int st = rlen >= 4 ? (int32_t)get_be32(rep) : -EPROTO;
+	int st = rlen >= 4 ? (int32_t)be_get32(rep) : -EPROTO;
 	size_t dl = rlen >= 4 ? rlen - 4 : 0;
 	if (st == 0 && dl > cap)
 		st = -EFBIG;
@@ -954,7 +941,7 @@ static void push_cb(void *ctx, int status, const uint8_t *reply, size_t len)
 	pp->inflight--;
 	int st = status;
 	if (st == 0)
-		st = len >= 4 ? (int32_t)get_be32(reply) : -EPROTO;
+		st = len >= 4 ? (int32_t)be_get32(reply) : -EPROTO;
 	if (st == 0) {
 		p->acks[r->block]++;
 	} else if (status == 0 && st == -EAGAIN && !pp->dead) {
@@ -1693,7 +1680,7 @@ static void reply_status(struct data *d, uint64_t to, uint64_t req_id,
 			 uint16_t kind, int st)
 {
 	uint8_t b[4];
-	put_be32(b, (uint32_t)(int32_t)st);
+	be_put32(b, (uint32_t)(int32_t)st);
 	link_reply(d->link, to, req_id, kind, b, sizeof b);
 }
 
@@ -1726,7 +1713,7 @@ static void serve_one(struct data *d, uint64_t from, uint64_t req_id,
 				rc = -ENOENT;
 		}
 		if (rc == 0) {
-			put_be32(out, 0);
+			be_put32(out, 0);
 			link_reply(d->link, from, req_id, kind, out, 4 + got);
 		} else {
 			reply_status(d, from, req_id, kind, rc);
@@ -1741,7 +1728,7 @@ static void serve_one(struct data *d, uint64_t from, uint64_t req_id,
 			if (!out) {
 				reply_status(d, from, req_id, kind, -ENOMEM);
 			} else {
-				put_be32(out, 0);
+				be_put32(out, 0);
 				for (size_t i = 0; i < n; i++)
 					out[4 + i] = blk_has(d->bs,
 							     p + i * ITAB_HASH_LEN) == 1;

@@ -9,6 +9,8 @@
  */
 #include "fs/digest.h"
 
+#include "fs/be.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
@@ -47,20 +49,6 @@ struct dsm {
 	struct dsm_dedupe *dd;
 	EVP_MD_CTX *md;
 };
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
 
 struct dsm_dedupe *dsm_dedupe_new(void)
 {
@@ -160,24 +148,24 @@ int dsm_dedupe_encode(const struct dsm_dedupe *t, uint8_t **buf, size_t *len)
 	uint8_t *b = malloc(n), *p = b;
 	if (!b)
 		return -ENOMEM;
-	put64(p, t->clock);
+	be_put64(p, t->clock);
 	p += 8;
 	uint64_t cnt = 0;
 	for (int i = 0; i < DSM_ORIGINS; i++)
 		cnt += t->o[i].origin != 0;
-	put64(p, cnt);
+	be_put64(p, cnt);
 	p += 8;
 	for (int i = 0; i < DSM_ORIGINS; i++) {
 		const struct dsm_origin *o = &t->o[i];
 		if (!o->origin)
 			continue;
-		put64(p, o->origin);
-		put64(p + 8, o->low);
-		put64(p + 16, o->last_use);
-		put64(p + 24, o->n);
+		be_put64(p, o->origin);
+		be_put64(p + 8, o->low);
+		be_put64(p + 16, o->last_use);
+		be_put64(p + 24, o->n);
 		p += 32;
 		for (size_t j = 0; j < o->n; j++) {
-			put64(p, o->r[j].seq);
+			be_put64(p, o->r[j].seq);
 			p[8] = (uint8_t)(o->r[j].len >> 8);
 			p[9] = (uint8_t)o->r[j].len;
 			memcpy(p + 10, o->r[j].res, DSM_RESULT_MAX);
@@ -198,8 +186,8 @@ int dsm_dedupe_decode(struct dsm_dedupe *t, const uint8_t *buf, size_t len,
 	memset(t, 0, sizeof(*t));
 	if (end - p < 16)
 		return -EINVAL;
-	t->clock = get64(p);
-	uint64_t cnt = get64(p + 8);
+	t->clock = be_get64(p);
+	uint64_t cnt = be_get64(p + 8);
 	p += 16;
 	if (cnt > DSM_ORIGINS)
 		return -EINVAL;
@@ -207,10 +195,10 @@ int dsm_dedupe_decode(struct dsm_dedupe *t, const uint8_t *buf, size_t len,
 		struct dsm_origin *o = &t->o[i];
 		if (end - p < 32)
 			return -EINVAL;
-		o->origin = get64(p);
-		o->low = get64(p + 8);
-		o->last_use = get64(p + 16);
-		uint64_t n = get64(p + 24);
+		o->origin = be_get64(p);
+		o->low = be_get64(p + 8);
+		o->last_use = be_get64(p + 16);
+		uint64_t n = be_get64(p + 24);
 		p += 32;
 		if (!o->origin || n > (uint64_t)(end - p) / (10 + DSM_RESULT_MAX))
 			return -EINVAL;
@@ -219,7 +207,7 @@ int dsm_dedupe_decode(struct dsm_dedupe *t, const uint8_t *buf, size_t len,
 			return -ENOMEM;
 		o->n = o->cap = n;
 		for (uint64_t j = 0; j < n; j++) {
-			o->r[j].seq = get64(p);
+			o->r[j].seq = be_get64(p);
 			o->r[j].len = (uint16_t)(p[8] << 8 | p[9]);
 			if (o->r[j].len > DSM_RESULT_MAX)
 				return -EINVAL;
@@ -247,8 +235,8 @@ static int dsm_encode(struct dsm *d, uint8_t **out, uint64_t *outlen)
 		return -ENOMEM;
 	}
 	memcpy(b, "SFSD\0\0\0\1", 8);
-	put64(b + 8, d->count);
-	put64(b + 16, d->applied);
+	be_put64(b + 8, d->count);
+	be_put64(b + 16, d->applied);
 	memcpy(b + 24, d->hash, 32);
 	memcpy(b + 56, dd, ddlen);
 	free(dd);
@@ -265,8 +253,8 @@ static int dsm_decode(struct dsm *d, const uint8_t *b, uint64_t n)
 	int rc = dsm_dedupe_decode(d->dd, b + 56, n - 56, &used);
 	if (rc)
 		return rc;
-	d->count = get64(b + 8);
-	d->applied = get64(b + 16);
+	d->count = be_get64(b + 8);
+	d->applied = be_get64(b + 16);
 	memcpy(d->hash, b + 24, 32);
 	return 0;
 }
@@ -370,9 +358,9 @@ static int dsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
 	    dsm_dedupe_lookup(d->dd, origin, seq, low, res, rescap, reslen))
 		return 0;
 	uint8_t hdr[24];
-	put64(hdr, origin);
-	put64(hdr + 8, seq);
-	put64(hdr + 16, len);
+	be_put64(hdr, origin);
+	be_put64(hdr + 8, seq);
+	be_put64(hdr + 16, len);
 	if (!EVP_DigestInit_ex(d->md, EVP_sha256(), NULL) ||
 	    !EVP_DigestUpdate(d->md, d->hash, 32) ||
 	    !EVP_DigestUpdate(d->md, hdr, sizeof(hdr)) ||
@@ -382,7 +370,7 @@ static int dsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
 	d->count++;
 	/* The result: the entry's ordinal, so a client sees where it went. */
 	uint8_t r[8];
-	put64(r, d->count);
+	be_put64(r, d->count);
 	size_t n = rescap < 8 ? rescap : 8;
 	memcpy(res, r, n);
 	*reslen = n;

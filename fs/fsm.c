@@ -12,6 +12,8 @@
  *   'F' | i32 err | u64 ino | u64 victim | u64 orphaned | attr (13 x u64)
  */
 #include "fs/fsm.h"
+
+#include "fs/be.h"
 #include "fs/mono.h"
 
 #include <errno.h>
@@ -39,20 +41,6 @@ struct fsm {
 	size_t abuf_cap;
 };
 
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
 int64_t fsm_now_ns(void)
 {
 	struct timespec ts;
@@ -76,11 +64,11 @@ static size_t result_encode(const struct itab_result *r, uint8_t *b)
 	b[2] = (uint8_t)(e >> 16);
 	b[3] = (uint8_t)(e >> 8);
 	b[4] = (uint8_t)e;
-	put64(b + 5, r->ino);
-	put64(b + 13, r->victim);
-	put64(b + 21, r->orphaned);
+	be_put64(b + 5, r->ino);
+	be_put64(b + 13, r->victim);
+	be_put64(b + 21, r->orphaned);
 	for (int i = 0; i < 13; i++)
-		put64(b + 29 + 8 * i, v[i]);
+		be_put64(b + 29 + 8 * i, v[i]);
 	return FSM_RES_LEN;
 }
 
@@ -91,12 +79,12 @@ static int result_decode(const uint8_t *b, size_t len, struct fsm_result *r)
 		return -EINVAL;
 	r->err = (int32_t)((uint32_t)b[1] << 24 | (uint32_t)b[2] << 16 |
 			   (uint32_t)b[3] << 8 | b[4]);
-	r->ino = get64(b + 5);
-	r->victim = get64(b + 13);
-	r->orphaned = get64(b + 21);
+	r->ino = be_get64(b + 5);
+	r->victim = be_get64(b + 13);
+	r->orphaned = be_get64(b + 21);
 	uint64_t v[13];
 	for (int i = 0; i < 13; i++)
-		v[i] = get64(b + 29 + 8 * i);
+		v[i] = be_get64(b + 29 + 8 * i);
 	struct itab_attr *a = &r->attr;
 	a->ino = v[0];
 	a->mode = (uint32_t)v[1];

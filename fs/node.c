@@ -12,6 +12,8 @@
  */
 #include "fs/node.h"
 
+#include "fs/be.h"
+
 #include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -37,20 +39,6 @@ struct node {
 	struct admin *admin;
 	char *addrs[RAFT_MAX_NODES]; /* peer addresses for status */
 };
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
 
 /* ---- the combined state machine ------------------------------------------ */
 
@@ -113,7 +101,7 @@ static int pair_snapshot(void *ctx, uint64_t *index, uint8_t **data,
 	if (rc == 0 && !b)
 		rc = -ENOMEM;
 	if (rc == 0) {
-		put64(b, dl);
+		be_put64(b, dl);
 		memcpy(b + 8, d, dl);
 		if (fl)
 			memcpy(b + 8 + dl, f, fl);
@@ -130,9 +118,9 @@ static int pair_restore(void *ctx, uint64_t index, const uint8_t *data,
 			uint64_t len)
 {
 	struct node *n = ctx;
-	if (len < 8 || get64(data) > len - 8)
+	if (len < 8 || be_get64(data) > len - 8)
 		return -EINVAL;
-	uint64_t dl = get64(data);
+	uint64_t dl = be_get64(data);
 	int rc = n->dsm_vt.restore(n->dsm_vt.ctx, index, data + 8, dl);
 	if (rc == 0 && n->fs_vt.apply)
 		rc = n->fs_vt.restore(n->fs_vt.ctx, index, data + 8 + dl,
@@ -494,7 +482,7 @@ static void waiter_done(void *ctx, int status, const uint8_t *res,
 	pthread_mutex_lock(&w->mu);
 	w->status = status;
 	if (status == 0 && reslen >= 8)
-		w->ordinal = get64(res);
+		w->ordinal = be_get64(res);
 	w->done = 1;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
@@ -539,7 +527,7 @@ static void member_done(void *ctx, int status, const uint8_t *res,
 	struct member_wait *w = ctx;
 	pthread_mutex_lock(&w->mu);
 	w->status = status;
-	w->figure = reslen >= 8 ? get64(res) : 0;
+	w->figure = reslen >= 8 ? be_get64(res) : 0;
 	w->done = 1;
 	pthread_cond_signal(&w->cv);
 	pthread_mutex_unlock(&w->mu);
