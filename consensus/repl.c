@@ -151,6 +151,7 @@ struct repl {
 	size_t n_reads, cap_reads;
 	uint64_t next_read_ctx;
 	raft_id last_leader;
+	uint64_t published_tick; /* now_tick of the last publish_status() */
 	raft_term trace_last_term; /* for quieting repeated elections */
 	const char *trace_last_detail[2]; /* [0] election, [1] role */
 	uint64_t durable_applied;
@@ -1399,7 +1400,12 @@ static void *loop(void *arg)
 		}
 		if (!r->fatal)
 			maybe_compact(r);
-		publish_status(r);
+		/* Status (state-machine figures, link stats) is refreshed once
+		 * per tick, not on every turn of a busy loop. */
+		if (r->now_tick != r->published_tick) {
+			r->published_tick = r->now_tick;
+			publish_status(r);
+		}
 	}
 	for (size_t i = 0; i < r->n_pend; i++) {
 		r->pend[i].done(r->pend[i].ctx, -ESHUTDOWN, NULL, 0);
