@@ -87,6 +87,7 @@ void raft_become_leader(struct raft *r)
 	r->role = RAFT_LEADER;
 	r->leader = r->id;
 	raft_pr_reset_all(r);
+	raft_lease_reset(r);
 	struct raft_progress *self = raft_pr_find(r, r->id);
 	if (self)
 		self->recent_active = true;
