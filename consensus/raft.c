@@ -300,7 +300,8 @@ int raft_load(struct raft *r, const struct raft_hard_state *hs,
 	r->prev_hs.commit = r->commit;
 	/* Before the crash we may have acknowledged a leader whose lease
 	 * counts on us refusing votes for election_ticks (readindex.c). */
-	r->restart_hold = r->cfg.lease_reads && r->cfg.check_quorum;
+	if (r->cfg.lease_reads && r->cfg.check_quorum)
+		r->vote_hold_until = r->now + r->cfg.election_ticks;
 	raft_trace(r, RAFT_EV_TERM, 0, last, "restarted from storage");
 	return 0;
 }
@@ -311,8 +312,6 @@ int raft_tick(struct raft *r)
 	if (!r)
 		return RAFT_EINVAL;
 	r->now++;
-	if (r->restart_hold && r->now > r->cfg.election_ticks)
-		r->restart_hold = false;
 	if (r->role == RAFT_LEADER) {
 		raft_lease_tick(r);
 		raft_tick_leader(r);

@@ -218,8 +218,11 @@ struct raft {
 	} *lease_ring;
 	uint32_t n_lease_ring;
 	raft_term lease_off_term; /* a transfer ran in this term: no lease */
-	bool restart_hold; /* after raft_load(): honour acknowledgements
-			    * we may have sent before the crash */
+	/* Lease reads: refuse (pre-)votes without the transfer flag while
+	 * now < vote_hold_until, whatever the term: set by raft_load() (we
+	 * may have acknowledged a leader just before a crash) and when we
+	 * leave a leader we heard from less than election_ticks ago. */
+	uint64_t vote_hold_until;
 	struct raft_read_state *out_reads, *rd_reads;
 	size_t n_out_reads, cap_out_reads, cap_rd_reads;
 
@@ -302,6 +305,7 @@ void raft_handle_read_index(struct raft *r, const struct raft_msg *m);
 void raft_handle_read_index_resp(struct raft *r, const struct raft_msg *m);
 int raft_out_read(struct raft *r, uint64_t ctx, raft_index index);
 void raft_lease_tick(struct raft *r);
+bool raft_vote_held(const struct raft *r);
 void raft_lease_reset(struct raft *r);
 void raft_lease_ack(struct raft *r, struct raft_progress *pr, uint64_t round);
 bool raft_lease_valid(const struct raft *r);

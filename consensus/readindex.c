@@ -30,9 +30,11 @@
  * Why it is safe here. The lease rule of step.c: a node that received an
  * APPEND from a live leader "does not update its term or grant its vote"
  * (§4.2.3) to a vote request without the transfer flag until it has
- * ticked election_ticks times since; a restarted node does the same for
- * its first election_ticks ticks (restart_hold), as it may have answered
- * a leader just before crashing. Each leader tick starts a new round and
+ * ticked election_ticks times since; with lease_reads it keeps refusing
+ * (any term, raft_vote_held()) for the rest of that window if another
+ * message moves it to a higher term first, and for its first
+ * election_ticks ticks after a restart, as it may have answered a leader
+ * just before crashing. Each leader tick starts a new round and
  * the ring records the first round of each tick, so an APPEND_RESP that
  * echoes round k proves its sender processed an APPEND the leader sent at
  * tick >= t(k), the tick at which round k was created. If a majority of

@@ -296,6 +296,38 @@ static void restarted_node_ignores_votes_for_an_election_timeout(
 	cl_free(c);
 }
 
+/* A follower of a leasing leader that learns a higher term from a
+ * message other than a vote request (here a late pre-vote refusal) must
+ * still refuse votes in that term until its window ends, or a rival could
+ * be elected while the old leader answers from its lease. */
+static void higher_term_news_do_not_end_the_vote_hold(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster(3, NULL);
+	assert_true(cl_elect(c, 1));
+	cl_settle(c);
+	raft_term t = raft_current_term(c->n[3].r) + 5;
+	struct raft_msg m = {.type = RAFT_MSG_PREVOTE_RESP, .from = 2,
+			     .to = 3, .term = t, .reject = true};
+	assert_int_equal(raft_step(c->n[3].r, &m), 0);
+	assert_int_equal(raft_current_term(c->n[3].r), t);
+	struct raft_status st = cl_status(c, 3);
+	struct raft_msg v = {.type = RAFT_MSG_VOTE, .from = 2, .to = 3,
+			     .term = t, .prev_index = st.last_index + 10,
+			     .prev_term = t};
+	assert_int_equal(raft_step(c->n[3].r, &v), 0);
+	cl_ready(c, 3);
+	bool refused = false, granted = false;
+	for (size_t i = 0; i < c->nq; i++)
+		if (c->q[i].type == RAFT_MSG_VOTE_RESP && c->q[i].from == 3) {
+			refused |= c->q[i].reject;
+			granted |= !c->q[i].reject;
+		}
+	assert_true(refused);
+	assert_false(granted);
+	cl_free(c);
+}
+
 static void single_node_answers_read_at_once(void **state)
 {
 	(void)state;
@@ -334,6 +366,7 @@ int main(void)
 		cmocka_unit_test(transfer_disables_lease_reads_for_the_term),
 		cmocka_unit_test(
 			restarted_node_ignores_votes_for_an_election_timeout),
+		cmocka_unit_test(higher_term_news_do_not_end_the_vote_hold),
 		cmocka_unit_test(single_node_answers_read_at_once),
 		cmocka_unit_test(read_without_known_leader_fails),
 	};
