@@ -66,7 +66,7 @@ void raft_config_default(struct raft_config *cfg)
 	cfg->heartbeat_ticks = 5;
 	cfg->pre_vote = true;
 	cfg->check_quorum = true;
-	cfg->lease_reads = true;
+	cfg->lease_reads = false;
 	cfg->max_inflight_msgs = 256;
 	cfg->max_inflight_bytes = 8u << 20;
 	cfg->max_msg_bytes = 1u << 20;

@@ -224,7 +224,10 @@ struct raft_config {
 	 * while a majority acknowledged a message sent less than
 	 * election_ticks - margin ticks ago. Needs check_quorum, the same
 	 * election_ticks and check_quorum on every node, and tick rates
-	 * that agree within the margin (see readindex.c). Default true. */
+	 * that agree within the margin (see readindex.c): the driver must
+	 * not let this node's tick count fall behind real time (no dropped
+	 * ticks after a stall, reads handled after due ticks). Default
+	 * false. */
 	bool lease_reads;
 	uint32_t max_inflight_msgs;     /* per follower, default 256 */
 	uint64_t max_inflight_bytes;    /* per follower, default 8 MiB */

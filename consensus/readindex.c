@@ -49,7 +49,11 @@
  * leases without it too); (b) clocks drift little: in real time,
  * election_ticks - margin leader ticks never outlast election_ticks - 1
  * follower ticks (with the defaults 15 and 3: a follower clock may run
- * up to ~16% faster than the leader's); (c) the configuration changes one
+ * up to ~16% faster than the leader's), and a leader's tick count never
+ * falls behind real time by more than the margin when it serves a read: a
+ * driver that drops ticks after a stall, or handles queued reads before
+ * firing the ticks that came due meanwhile, breaks this (which is why
+ * lease_reads is off by default); (c) the configuration changes one
  * voter at a time, so the majority that acknowledged and the majority a
  * rival needs overlap (as for the heartbeat round). Leadership transfer
  * breaks the lease rule on purpose (the target's vote requests carry

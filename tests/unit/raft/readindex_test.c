@@ -21,6 +21,15 @@ static struct cluster *cluster(int n, const struct raft_config *cfg)
 	return c;
 }
 
+/* A cluster with leader leases on (the default is off). */
+static struct cluster *lease_cluster(int n)
+{
+	struct raft_config cfg;
+	raft_config_default(&cfg);
+	cfg.lease_reads = true;
+	return cluster(n, &cfg);
+}
+
 static bool has_read(const struct h_node *n, uint64_t ctx, raft_index *idx)
 {
 	for (size_t i = 0; i < n->n_reads; i++)
@@ -35,10 +44,8 @@ static bool has_read(const struct h_node *n, uint64_t ctx, raft_index *idx)
 static void read_index_on_leader_after_heartbeat_quorum(void **state)
 {
 	(void)state;
-	struct raft_config cfg;
-	raft_config_default(&cfg);
-	cfg.lease_reads = false; /* the heartbeat-round path */
-	struct cluster *c = cluster(3, &cfg);
+	/* The default configuration: leases off, the heartbeat-round path. */
+	struct cluster *c = cluster(3, NULL);
 	assert_true(cl_elect(c, 1));
 	assert_int_equal(cl_propose(c, 1, "w"), 0);
 	cl_settle(c);
@@ -127,7 +134,7 @@ static void stale_leader_never_answers_reads(void **state)
 static void lease_read_answered_without_round_while_fresh(void **state)
 {
 	(void)state;
-	struct cluster *c = cluster(3, NULL);
+	struct cluster *c = lease_cluster(3);
 	assert_true(cl_elect(c, 1));
 	assert_int_equal(cl_propose(c, 1, "w"), 0);
 	cl_settle(c);
@@ -154,7 +161,7 @@ static void lease_read_answered_without_round_while_fresh(void **state)
 static void lease_expired_read_needs_heartbeat_round(void **state)
 {
 	(void)state;
-	struct cluster *c = cluster(3, NULL);
+	struct cluster *c = lease_cluster(3);
 	assert_true(cl_elect(c, 1));
 	cl_settle(c); /* acks of the no-op: lease from the election tick */
 	cl_isolate(c, 1);
@@ -189,7 +196,7 @@ static void partitioned_lease_leader_never_answers_after_new_leader(
 	void **state)
 {
 	(void)state;
-	struct cluster *c = cluster(3, NULL);
+	struct cluster *c = lease_cluster(3);
 	assert_true(cl_elect(c, 1));
 	assert_int_equal(cl_propose(c, 1, "old"), 0);
 	cl_settle(c);
@@ -241,7 +248,7 @@ static bool drop_timeout_now(void *arg, struct raft_msg *m)
 static void transfer_disables_lease_reads_for_the_term(void **state)
 {
 	(void)state;
-	struct cluster *c = cluster(3, NULL);
+	struct cluster *c = lease_cluster(3);
 	assert_true(cl_elect(c, 1));
 	cl_settle(c);
 	assert_int_equal(raft_read_index(c->n[1].r, 1), 0);
@@ -272,7 +279,7 @@ static void restarted_node_ignores_votes_for_an_election_timeout(
 	void **state)
 {
 	(void)state;
-	struct cluster *c = cluster(3, NULL);
+	struct cluster *c = lease_cluster(3);
 	assert_true(cl_elect(c, 1));
 	cl_settle(c);
 	cl_crash(c, 3);
@@ -303,7 +310,7 @@ static void restarted_node_ignores_votes_for_an_election_timeout(
 static void higher_term_news_do_not_end_the_vote_hold(void **state)
 {
 	(void)state;
-	struct cluster *c = cluster(3, NULL);
+	struct cluster *c = lease_cluster(3);
 	assert_true(cl_elect(c, 1));
 	cl_settle(c);
 	raft_term t = raft_current_term(c->n[3].r) + 5;
