@@ -34,9 +34,27 @@ void raft_reset_timeout(struct raft *r)
 	r->rand_timeout = raft_prng_range(&r->prng, t, 2 * t);
 }
 
-/* Common to every role change: timers, votes, a new term if any. */
+/* True while lease reads require us to refuse vote requests that do not
+ * come from a leadership transfer (see raft_impl.h, readindex.c). */
+bool raft_vote_held(const struct raft *r)
+{
+	return r->now < r->vote_hold_until;
+}
+
+/* Common to every role change: timers, votes, a new term if any. A
+ * follower that forgets a leader it heard from less than election_ticks
+ * ago keeps refusing votes for the rest of that window: the leader may
+ * hold a lease that counts on it (readindex.c). */
 static void reset(struct raft *r, raft_term term)
 {
+	if (r->cfg.lease_reads && r->cfg.check_quorum &&
+	    r->role != RAFT_LEADER && r->leader != 0 &&
+	    r->election_elapsed < r->cfg.election_ticks) {
+		uint64_t until = r->now + r->cfg.election_ticks -
+				 r->election_elapsed;
+		if (until > r->vote_hold_until)
+			r->vote_hold_until = until;
+	}
 	if (term != r->term) {
 		r->term = term;
 		r->vote = 0;
@@ -87,6 +105,7 @@ void raft_become_leader(struct raft *r)
 	r->role = RAFT_LEADER;
 	r->leader = r->id;
 	raft_pr_reset_all(r);
+	raft_lease_reset(r);
 	struct raft_progress *self = raft_pr_find(r, r->id);
 	if (self)
 		self->recent_active = true;
@@ -280,6 +299,10 @@ void raft_handle_vote(struct raft *r, const struct raft_msg *m)
 	}
 	bool can = r->vote == m->from || (r->vote == 0 && r->leader == 0) ||
 		   (pre && m->term > r->term);
+	/* Lease reads: a same-term request gets no new vote while we hold
+	 * (a higher-term one was already dropped in step.c). */
+	if (can && r->vote != m->from && !m->transfer && raft_vote_held(r))
+		can = false;
 	bool uptodate = m->prev_term > lt ||
 			(m->prev_term == lt && m->prev_index >= li);
 	struct raft_msg *o = raft_out_msg(

@@ -48,6 +48,7 @@ static void pr_reset(struct raft *r, struct raft_progress *pr)
 	pr->probe_sent = false;
 	pr->recent_active = false;
 	pr->read_ack = 0;
+	pr->lease_tick = 0;
 	pr->stall = 0;
 	pr->pending_snap = 0;
 	pr->snap_off = 0;

@@ -66,6 +66,7 @@ void raft_config_default(struct raft_config *cfg)
 	cfg->heartbeat_ticks = 5;
 	cfg->pre_vote = true;
 	cfg->check_quorum = true;
+	cfg->lease_reads = false;
 	cfg->max_inflight_msgs = 256;
 	cfg->max_inflight_bytes = 8u << 20;
 	cfg->max_msg_bytes = 1u << 20;
@@ -122,9 +123,16 @@ struct raft *raft_new(const struct raft_config *cfg)
 		raft_free(r);
 		return NULL;
 	}
+	r->n_lease_ring = c.election_ticks + 1;
+	r->lease_ring = calloc(r->n_lease_ring, sizeof(*r->lease_ring));
+	if (!r->lease_ring) {
+		raft_free(r);
+		return NULL;
+	}
 	raft_prng_seed(&r->prng, c.seed, c.id);
 	r->role = RAFT_FOLLOWER;
 	r->unstable = 1;
+	r->now = 1;
 	raft_reset_timeout(r);
 	return r;
 }
@@ -154,6 +162,7 @@ void raft_free(struct raft *r)
 		free(r->infl_pool[i]);
 	free(r->hist);
 	free(r->reads);
+	free(r->lease_ring);
 	free(r->out_reads);
 	free(r->rd_reads);
 	free(r->snap_data);
@@ -289,6 +298,10 @@ int raft_load(struct raft *r, const struct raft_hard_state *hs,
 	r->prev_hs.term = r->term;
 	r->prev_hs.vote = r->vote;
 	r->prev_hs.commit = r->commit;
+	/* Before the crash we may have acknowledged a leader whose lease
+	 * counts on us refusing votes for election_ticks (readindex.c). */
+	if (r->cfg.lease_reads && r->cfg.check_quorum)
+		r->vote_hold_until = r->now + r->cfg.election_ticks;
 	raft_trace(r, RAFT_EV_TERM, 0, last, "restarted from storage");
 	return 0;
 }
@@ -298,10 +311,13 @@ int raft_tick(struct raft *r)
 {
 	if (!r)
 		return RAFT_EINVAL;
-	if (r->role == RAFT_LEADER)
+	r->now++;
+	if (r->role == RAFT_LEADER) {
+		raft_lease_tick(r);
 		raft_tick_leader(r);
-	else
+	} else {
 		raft_tick_election(r);
+	}
 	return 0;
 }
 

@@ -220,6 +220,15 @@ struct raft_config {
 	uint32_t heartbeat_ticks; /* default 5 */
 	bool pre_vote;            /* default true */
 	bool check_quorum;        /* default true */
+	/* Leader lease for ReadIndex (readindex.c): answer a read at once
+	 * while a majority acknowledged a message sent less than
+	 * election_ticks - margin ticks ago. Needs check_quorum, the same
+	 * election_ticks and check_quorum on every node, and tick rates
+	 * that agree within the margin (see readindex.c): the driver must
+	 * not let this node's tick count fall behind real time (no dropped
+	 * ticks after a stall, reads handled after due ticks). Default
+	 * false. */
+	bool lease_reads;
 	uint32_t max_inflight_msgs;     /* per follower, default 256 */
 	uint64_t max_inflight_bytes;    /* per follower, default 8 MiB */
 	uint64_t max_msg_bytes;         /* per AppendEntries, default 1 MiB */
@@ -321,7 +330,9 @@ int raft_propose_conf(struct raft *r, enum raft_conf_op op, raft_id node,
 
 /* Linearizable read barrier (Raft thesis §6.4). On the leader: once it has
  * committed an entry of its term and a majority acknowledged a heartbeat
- * round started after this call, ready.reads gets {ctx, commit index}. On
+ * round started after this call, ready.reads gets {ctx, commit index}.
+ * With cfg.lease_reads, a leader whose lease is fresh answers at once,
+ * without a round (see readindex.c for the rule and its assumptions). On
  * a follower: asks the leader. RAFT_ENOTLEADER when no leader is known.
  * A read that cannot complete (leadership lost) is dropped silently; the
  * driver times it out. */

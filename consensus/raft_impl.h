@@ -81,6 +81,9 @@ struct raft_progress {
 	bool probe_sent;     /* PROBE: one APPEND out, wait for an answer */
 	bool recent_active;  /* heard from since the last quorum check */
 	uint64_t read_ack;   /* highest ReadIndex round acknowledged */
+	uint64_t lease_tick; /* lower bound of the leader tick at which the
+			      * latest acknowledged message was sent; 0:
+			      * none in this leadership */
 	uint32_t stall;      /* REPLICATE: ticks without an acknowledgement */
 	/* SNAPSHOT state */
 	raft_index pending_snap; /* index of the snapshot being sent, 0: none */
@@ -204,6 +207,22 @@ struct raft {
 	struct raft_read_req *reads;
 	size_t n_reads, cap_reads;
 	uint64_t read_round;
+	/* Lease (readindex.c). `now` counts raft_tick() calls from 1. The
+	 * ring maps ticks to rounds: lease_ring[t % n_lease_ring] holds the
+	 * first round created at tick t, so a message carrying round k was
+	 * sent at tick >= the last t whose first round is <= k. */
+	uint64_t now;
+	struct raft_lease_mark {
+		uint64_t tick; /* 0: unused */
+		uint64_t first_round;
+	} *lease_ring;
+	uint32_t n_lease_ring;
+	raft_term lease_off_term; /* a transfer ran in this term: no lease */
+	/* Lease reads: refuse (pre-)votes without the transfer flag while
+	 * now < vote_hold_until, whatever the term: set by raft_load() (we
+	 * may have acknowledged a leader just before a crash) and when we
+	 * leave a leader we heard from less than election_ticks ago. */
+	uint64_t vote_hold_until;
 	struct raft_read_state *out_reads, *rd_reads;
 	size_t n_out_reads, cap_out_reads, cap_rd_reads;
 
@@ -285,6 +304,11 @@ void raft_reads_check(struct raft *r);
 void raft_handle_read_index(struct raft *r, const struct raft_msg *m);
 void raft_handle_read_index_resp(struct raft *r, const struct raft_msg *m);
 int raft_out_read(struct raft *r, uint64_t ctx, raft_index index);
+void raft_lease_tick(struct raft *r);
+bool raft_vote_held(const struct raft *r);
+void raft_lease_reset(struct raft *r);
+void raft_lease_ack(struct raft *r, struct raft_progress *pr, uint64_t round);
+bool raft_lease_valid(const struct raft *r);
 
 /* ---- snapshot.c --------------------------------------------------------- */
 

@@ -380,6 +380,7 @@ void raft_handle_append_resp(struct raft *r, const struct raft_msg *m)
 	pr->probe_sent = false;
 	if (m->ctx > pr->read_ack && m->ctx <= r->read_round) {
 		pr->read_ack = m->ctx;
+		raft_lease_ack(r, pr, m->ctx);
 		raft_reads_check(r);
 		if (r->role != RAFT_LEADER)
 			return;

@@ -110,15 +110,21 @@ static void answer_stale(struct raft *r, const struct raft_msg *m)
  * (thesis §4.2.3: "if a server receives a RequestVote request within the
  * minimum election timeout of hearing from a current leader, it does not
  * update its term or grant its vote") unless a leadership transfer asked
- * for it. Returns false when m must not be processed further.
+ * for it. With lease_reads the rule also holds while raft_vote_held():
+ * for the first election_ticks ticks after a restart (we may have
+ * acknowledged a leader just before crashing), and for the rest of the
+ * window when some other message moved us to a higher term before it
+ * ended; that leader's lease (readindex.c) counts on this rule. Returns
+ * false when m must not be processed further.
  */
 static bool term_rules(struct raft *r, const struct raft_msg *m)
 {
 	bool vote_req = m->type == RAFT_MSG_VOTE || m->type == RAFT_MSG_PREVOTE;
 	if (m->term > r->term) {
 		if (vote_req && !m->transfer && r->cfg.check_quorum &&
-		    r->leader != 0 &&
-		    r->election_elapsed < r->cfg.election_ticks) {
+		    ((r->leader != 0 &&
+		      r->election_elapsed < r->cfg.election_ticks) ||
+		     raft_vote_held(r))) {
 			raft_trace(r, RAFT_EV_DROP, m->from, 0,
 				   "vote request while a leader is live");
 			return false;

@@ -52,6 +52,9 @@ int raft_transfer_leader(struct raft *r, raft_id target)
 	raft_transfer_abort(r, "superseded by another transfer");
 	r->transferee = target;
 	r->transfer_elapsed = 0;
+	/* The target's vote requests bypass the lease rule (step.c): no
+	 * lease read for the rest of this term (readindex.c). */
+	r->lease_off_term = r->term;
 	r->transfer_sent = false;
 	raft_trace(r, RAFT_EV_TRANSFER, target, 0, "transfer started");
 	raft_transfer_check(r, raft_pr_find(r, target));

@@ -936,6 +936,7 @@ static void job_free(struct sim *s, struct job *j)
 static void node_config(struct sim *s, struct node *n, struct raft_config *c)
 {
 	raft_config_default(c);
+	c->lease_reads = true; /* the simulator's ticks are exact: check leases */
 	c->id = n->id;
 	c->seed = mix(s->o.seed * 1000003ULL ^ (n->id << 20) ^ n->starts);
 	if (s->o.election_ticks)
