@@ -225,8 +225,9 @@ struct raft_config {
 	 * election_ticks - margin ticks ago. Needs check_quorum, the same
 	 * election_ticks and check_quorum on every node, and tick rates
 	 * that agree within the margin (see readindex.c): the driver must
-	 * not let this node's tick count fall behind real time (no dropped
-	 * ticks after a stall, reads handled after due ticks). Default
+	 * not let this node's tick count fall behind real time: fire the
+	 * ticks that came due before stepping messages or reads, and call
+	 * raft_lease_drop() when skipping ticks after a stall. Default
 	 * false. */
 	bool lease_reads;
 	uint32_t max_inflight_msgs;     /* per follower, default 256 */
@@ -312,6 +313,11 @@ int raft_load(struct raft *r, const struct raft_hard_state *hs,
 	      raft_index applied);
 
 int raft_tick(struct raft *r);
+/* The driver could not fire ticks for a while and skips them (its loop
+ * stalled): with lease_reads, forget what the lease was built on, since
+ * this node's tick count fell behind real time. Reads use heartbeat
+ * rounds until a majority acknowledges messages sent after this call. */
+int raft_lease_drop(struct raft *r);
 int raft_step(struct raft *r, const struct raft_msg *m);
 
 /* Leader only. Appends a NORMAL entry; *index and *term (may be NULL)

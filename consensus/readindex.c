@@ -50,10 +50,10 @@
  * election_ticks - margin leader ticks never outlast election_ticks - 1
  * follower ticks (with the defaults 15 and 3: a follower clock may run
  * up to ~16% faster than the leader's), and a leader's tick count never
- * falls behind real time by more than the margin when it serves a read: a
- * driver that drops ticks after a stall, or handles queued reads before
- * firing the ticks that came due meanwhile, breaks this (which is why
- * lease_reads is off by default); (c) the configuration changes one
+ * falls behind real time by more than the margin when it serves a read: the
+ * driver fires due ticks before it steps queued messages and reads, and
+ * calls raft_lease_drop() when it skips ticks after a stall (lease_reads
+ * is off by default for drivers that do neither); (c) the configuration changes one
  * voter at a time, so the majority that acknowledged and the majority a
  * rival needs overlap (as for the heartbeat round). Leadership transfer
  * breaks the lease rule on purpose (the target's vote requests carry
@@ -121,6 +121,18 @@ void raft_lease_reset(struct raft *r)
 	memset(r->lease_ring, 0, r->n_lease_ring * sizeof(*r->lease_ring));
 	if (r->cfg.lease_reads)
 		lease_mark(r);
+}
+
+/* The driver skipped ticks: our tick count lags real time, so no mark
+ * or acknowledgement recorded so far may back a lease any more. */
+int raft_lease_drop(struct raft *r)
+{
+	if (!r)
+		return RAFT_EINVAL;
+	for (uint32_t i = 0; i < r->n_prs; i++)
+		r->prs[i].lease_tick = 0;
+	raft_lease_reset(r);
+	return 0;
 }
 
 /* Leader tick: open this tick's round (messages sent from now on carry a

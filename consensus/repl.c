@@ -1367,22 +1367,23 @@ static void *loop(void *arg)
 			}
 			break;
 		}
-		while (batch) {
-			struct item *n = batch->next;
-			handle(r, batch);
-			batch = n;
-		}
+		/* Ticks are the core's clock and its leader lease counts
+		 * them: fire the ticks that came due before stepping the
+		 * queued messages and reads, so that no read is judged by a
+		 * clock that lags. */
 		uint64_t now = now_ms();
 		uint64_t lag = now >= next ? now - next : 0;
 		if (lag >= (uint64_t)r->cfg.tick_ms * r->cfg.heartbeat_ticks) {
 			/* The loop stalled (slow disk, a blocking callback).
-			 * Ticks are the core's logical clock: firing the whole
-			 * backlog at once, with no peer message in between,
-			 * would fail check-quorum and start elections. Fire one
-			 * tick; proposal deadlines keep real time. */
+			 * Firing the whole backlog at once, with no peer
+			 * message in between, would fail check-quorum and
+			 * start elections. Skip it, fire one tick, and drop
+			 * the lease that counted on the skipped ticks;
+			 * proposal deadlines keep real time. */
 			uint64_t missed = lag / r->cfg.tick_ms;
 			LOG(WARN, "replicator loop stalled for %llu ms",
 			    (unsigned long long)lag);
+			raft_lease_drop(r->raft);
 			r->now_tick += missed;
 			next += missed * r->cfg.tick_ms;
 		}
@@ -1391,6 +1392,11 @@ static void *loop(void *arg)
 			r->now_tick++;
 			on_tick(r);
 			next += r->cfg.tick_ms;
+		}
+		while (batch) {
+			struct item *n = batch->next;
+			handle(r, batch);
+			batch = n;
 		}
 		fwd_flush(r);
 		if (!r->fatal && process_ready(r) < 0) {
@@ -1988,6 +1994,7 @@ int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
 	rc.id = cfg->id;
 	rc.election_ticks = r->cfg.election_ticks;
 	rc.heartbeat_ticks = r->cfg.heartbeat_ticks;
+	rc.lease_reads = !r->cfg.no_lease_reads;
 	rc.seed = r->next_seq ^ (cfg->id * 0x9e3779b97f4a7c15ull);
 	rc.trace = trace;
 	rc.trace_ctx = r;

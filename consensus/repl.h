@@ -86,6 +86,11 @@ struct repl_cfg {
 	uint32_t heartbeat_ticks;    /* default 5 */
 	uint32_t propose_timeout_ms; /* default 10000: then -EIO */
 	uint64_t compact_every;      /* entries between compactions, 10000 */
+	/* Leader lease for ReadIndex (see consensus/readindex.c): the leader
+	 * answers a read without a heartbeat round while a majority
+	 * acknowledged it recently. On unless no_lease_reads; every node of
+	 * a cluster must use the same setting and election_ticks. */
+	int no_lease_reads;
 	struct repl_sm sm;
 };
 

@@ -188,6 +188,33 @@ static void lease_expired_read_needs_heartbeat_round(void **state)
 	cl_free(c);
 }
 
+/* A driver that skipped ticks drops the lease: the next read needs a
+ * heartbeat round, and acknowledgements of that round renew the lease. */
+static void lease_drop_forces_round_until_renewed(void **state)
+{
+	(void)state;
+	struct cluster *c = lease_cluster(3);
+	assert_true(cl_elect(c, 1));
+	cl_settle(c);
+	assert_int_equal(raft_read_index(c->n[1].r, 1), 0);
+	cl_ready(c, 1);
+	assert_true(has_read(&c->n[1], 1, NULL)); /* fresh lease */
+	assert_int_equal(raft_lease_drop(c->n[1].r), 0);
+	assert_int_equal(raft_read_index(c->n[1].r, 2), 0);
+	cl_ready(c, 1);
+	assert_false(has_read(&c->n[1], 2, NULL)); /* no lease: a round */
+	assert_true(c->nq > 0);
+	cl_settle(c);
+	assert_true(has_read(&c->n[1], 2, NULL));
+	int appends = c->sent[RAFT_MSG_APPEND];
+	assert_int_equal(raft_read_index(c->n[1].r, 3), 0);
+	cl_ready(c, 1);
+	assert_true(has_read(&c->n[1], 3, NULL)); /* renewed by that round */
+	assert_int_equal(c->sent[RAFT_MSG_APPEND], appends);
+	assert_int_equal(raft_lease_drop(NULL), RAFT_EINVAL);
+	cl_free(c);
+}
+
 /* The stale-leader pattern with check-quorum and leases on: every node's
  * clock runs; the cut-off leader reads at every tick. Whatever it answers
  * from its lease, it answers before another leader exists, and it never
@@ -368,6 +395,7 @@ int main(void)
 		cmocka_unit_test(stale_leader_never_answers_reads),
 		cmocka_unit_test(lease_read_answered_without_round_while_fresh),
 		cmocka_unit_test(lease_expired_read_needs_heartbeat_round),
+		cmocka_unit_test(lease_drop_forces_round_until_renewed),
 		cmocka_unit_test(
 			partitioned_lease_leader_never_answers_after_new_leader),
 		cmocka_unit_test(transfer_disables_lease_reads_for_the_term),
