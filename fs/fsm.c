@@ -39,6 +39,15 @@ struct fsm {
 	struct inval *inval; /* guarded by mu; used under mu in apply */
 	uint8_t *abuf;       /* apply thread only: re-encoded entry */
 	size_t abuf_cap;
+	/* Inodes whose kernel pages match the table (fsm_pages_keep): an
+	 * open-addressing set of inode numbers (0: empty slot) with a flag
+	 * per slot, valid = no content change applied since the last open.
+	 * Inode numbers are never reused, so a slot is only ever cleared by
+	 * forgetting the whole set. */
+	pthread_mutex_t pmu;
+	uint64_t *pino;
+	bool *pvalid;
+	size_t pcap, pn;
 };
 
 int64_t fsm_now_ns(void)
@@ -153,6 +162,94 @@ static void queue_invalidations(struct fsm *f, const struct itab_op *op,
 	}
 }
 
+/* ---- kernel page cache validity ------------------------------------------------ */
+
+static size_t pslot(const struct fsm *f, uint64_t ino)
+{
+	uint64_t h = ino * 0x9e3779b97f4a7c15ull;
+	size_t i = (size_t)(h >> 32) & (f->pcap - 1);
+	while (f->pino[i] != 0 && f->pino[i] != ino)
+		i = (i + 1) & (f->pcap - 1);
+	return i;
+}
+
+/* Forget every inode (pmu held). */
+static void pages_forget(struct fsm *f)
+{
+	if (f->pcap) {
+		memset(f->pino, 0, f->pcap * sizeof(*f->pino));
+		memset(f->pvalid, 0, f->pcap * sizeof(*f->pvalid));
+	}
+	f->pn = 0;
+}
+
+/* Room for one more inode (pmu held): grow while below FSM_PAGES_MAX,
+ * else forget everything. false when memory ran out (then: keep
+ * nothing). */
+static bool pages_room(struct fsm *f)
+{
+	if (f->pn >= FSM_PAGES_MAX)
+		pages_forget(f);
+	if ((f->pn + 1) * 4 <= f->pcap * 3)
+		return true;
+	size_t ncap = f->pcap ? f->pcap * 2 : 256;
+	uint64_t *ino = calloc(ncap, sizeof(*ino));
+	bool *valid = calloc(ncap, sizeof(*valid));
+	if (!ino || !valid) {
+		free(ino);
+		free(valid);
+		return false;
+	}
+	uint64_t *oino = f->pino;
+	bool *ovalid = f->pvalid;
+	size_t ocap = f->pcap;
+	f->pino = ino;
+	f->pvalid = valid;
+	f->pcap = ncap;
+	for (size_t i = 0; i < ocap; i++)
+		if (oino[i]) {
+			size_t j = pslot(f, oino[i]);
+			f->pino[j] = oino[i];
+			f->pvalid[j] = ovalid[i];
+		}
+	free(oino);
+	free(ovalid);
+	return true;
+}
+
+bool fsm_pages_keep(struct fsm *f, uint64_t ino)
+{
+	bool keep = false;
+	if (ino == 0)
+		return false;
+	pthread_mutex_lock(&f->pmu);
+	if (pages_room(f)) {
+		size_t i = pslot(f, ino);
+		if (f->pino[i] == ino) {
+			keep = f->pvalid[i];
+		} else {
+			f->pino[i] = ino;
+			f->pn++;
+		}
+		f->pvalid[i] = true;
+	}
+	pthread_mutex_unlock(&f->pmu);
+	return keep;
+}
+
+/* An applied entry changed ino's content: its cached pages (if any) are
+ * stale for the next open. */
+static void pages_changed(struct fsm *f, uint64_t ino)
+{
+	pthread_mutex_lock(&f->pmu);
+	if (f->pcap) {
+		size_t i = pslot(f, ino);
+		if (f->pino[i] == ino)
+			f->pvalid[i] = false;
+	}
+	pthread_mutex_unlock(&f->pmu);
+}
+
 /* ---- the state machine --------------------------------------------------------- */
 
 /* Make sure the apply buffer holds n bytes. */
@@ -221,6 +318,12 @@ static int fsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
 	else
 		*reslen = 0;
 	if (decoded && !r.skipped && !r.duplicate) {
+		/* From any node: a local change drops the pages at the
+		 * next open too (conservative: one re-read). */
+		if (r.err == 0 && (op.code == ITAB_OP_WRITE ||
+				   (op.code == ITAB_OP_SETATTR &&
+				    (op.valid & ITAB_SET_SIZE))))
+			pages_changed(f, op.ino);
 		pthread_mutex_lock(&f->mu);
 		if (f->data)
 			data_applied(f->data, &op, &r);
@@ -299,11 +402,15 @@ static int fsm_snapshot(void *ctx, uint64_t *index, uint8_t **data,
 
 /* repl_sm.restore: replace the table. The kernel may cache anything of
  * the old table: entries and attributes expire after their 1 s timeout,
- * pages are dropped at the next open. */
+ * pages are dropped at the next open (no inode's pages are known valid
+ * any more). */
 static int fsm_restore(void *ctx, uint64_t index, const uint8_t *data,
 		       uint64_t len)
 {
 	struct fsm *f = ctx;
+	pthread_mutex_lock(&f->pmu);
+	pages_forget(f);
+	pthread_mutex_unlock(&f->pmu);
 	int rc = itab_restore(f->itab, data, len);
 	if (rc == 0 && itab_applied_index(f->itab) != index)
 		LOG(WARN, "snapshot for index %llu restored the table at %llu",
@@ -357,6 +464,7 @@ int fsm_new(struct itab *t, uint64_t self_id, struct fsm **out)
 	f->itab = t;
 	f->self_id = self_id;
 	pthread_mutex_init(&f->mu, NULL);
+	pthread_mutex_init(&f->pmu, NULL);
 	*out = f;
 	return 0;
 }
@@ -366,6 +474,9 @@ void fsm_free(struct fsm *f)
 	if (!f)
 		return;
 	pthread_mutex_destroy(&f->mu);
+	pthread_mutex_destroy(&f->pmu);
+	free(f->pino);
+	free(f->pvalid);
 	free(f->abuf);
 	free(f);
 }

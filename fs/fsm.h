@@ -75,6 +75,16 @@ int fsm_inval_settle(struct fsm *f, uint32_t timeout_ms);
  * inval. */
 void fsm_inval_inode(struct fsm *f, uint64_t ino);
 
+/* open(): may the kernel keep the pages it caches for ino? True when ino
+ * was opened on this node before and no change of its content (a WRITE, a
+ * size change) has been applied since, from any node, nor a snapshot
+ * installed: the pages were filled from the content the table still has.
+ * Marks ino as opened either way. Call after the read barrier and after
+ * any O_TRUNC of this open. Memory is bounded: past FSM_PAGES_MAX inodes
+ * the set is forgotten (every next open drops its pages once). */
+#define FSM_PAGES_MAX (1u << 16)
+bool fsm_pages_keep(struct fsm *f, uint64_t ino);
+
 /* The replicator set with fsm_set_repl (borrowed; NULL before). */
 struct repl *fsm_repl(struct fsm *f);
 

@@ -48,7 +48,8 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * first read of this open. The inode's own attributes are dropped
 	 * too: a lookup racing with another node's WRITE may have cached the
 	 * old size after that WRITE's invalidation (see fsm_inval_inode). */
-	if (sfs_read_barrier(fs) == 0) {
+	bool caught_up = sfs_read_barrier(fs) == 0;
+	if (caught_up) {
 		fsm_inval_inode(fs->fsm, ino);
 		fsm_inval_settle(fs->fsm, SFS_SETTLE_MS);
 	}
@@ -77,7 +78,11 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	}
 	sfs_fh_data(fs, fh); /* open the data handle now, on this worker */
 	fi->fh = (uint64_t)(uintptr_t)fh;
-	fi->keep_cache = 0; /* pages of an earlier open may be stale */
+	/* Pages cached by an earlier open stay when no change of the
+	 * content was applied since (from any node), as of the commit index
+	 * the barrier caught up with; otherwise the kernel drops them. Not
+	 * caught up (no leader): drop them, as changes may be missing. */
+	fi->keep_cache = fsm_pages_keep(fs->fsm, ino) && caught_up;
 	sfs_ref(fs, ino, 0, 1);
 	if (fuse_reply_open(req, fi) != 0) {
 		if (fh->df)

@@ -178,6 +178,32 @@ t_close_to_open() {
 	rm -f "$M1"/cto*
 }
 
+# The kernel keeps a file's pages across opens only while its content is
+# unchanged: a node that read a file (pages cached) and reopens it after
+# another node overwrote bytes in place (same size, no truncation) and put
+# the old mtime back (as rsync or tar do: size and mtime then tell the
+# kernel nothing) must read the new bytes, every time; reading it again
+# unchanged must give the same bytes from the cache.
+t_cached_pages_follow_changes() {
+	local i v src=$T/pc.src when="2020-01-01 00:00:00"
+	head -c 300000 /dev/urandom >"$src" && cp "$src" "$M1/pc" || return 1
+	touch -m -d "$when" "$M1/pc" || return 1
+	cmp "$src" "$M2/pc" && cmp "$src" "$M2/pc" || return 1 # read twice
+	for i in $(seq 1 10); do
+		printf 'change %04d' "$i" |
+			dd of="$src" bs=1 seek=$((i * 20000)) conv=notrunc status=none
+		dd if="$src" of="$M1/pc" bs=64k conv=notrunc,fsync status=none || return 1
+		touch -m -d "$when" "$M1/pc" || return 1
+		cmp "$src" "$M2/pc" || { echo "round $i: node 2 read old bytes"; return 1; }
+		cmp "$src" "$M2/pc" || { echo "round $i: second read differs"; return 1; }
+		v=$(dd if="$M3/pc" bs=1 skip=$((i * 20000)) count=11 status=none)
+		[ "$v" = "$(printf 'change %04d' "$i")" ] || { echo "round $i: node 3 read '$v'"; return 1; }
+	done
+	: >"$src" && truncate -s 0 "$M1/pc" || return 1
+	[ "$(stat -c %s "$M2/pc")" = 0 ] && cmp "$src" "$M2/pc" || { echo "truncate not seen on node 2"; return 1; }
+	rm -f "$M1/pc"
+}
+
 t_mkdir_deep() {
 	mkdir -p "$M1/deep/a/b/c/d/e/f/g" || return 1
 	eventually test -d "$M3/deep/a/b/c/d/e/f/g" && eventually test -d "$M2/deep/a/b/c/d/e/f/g"
@@ -267,6 +293,7 @@ echo "fs_smoke: checks"
 check "file created on node 1 is listed and stat-able on nodes 2 and 3" t_create_visible
 check "echo > file on node 1, cat on 2 and 3; 1.5 MB file copied via 2 equals on 1 and 3" t_content
 check "close-to-open: write on node 1, then open+read on 2/3 sees it (no retry)" t_close_to_open
+check "cached pages: in-place overwrites on node 1 seen by every reopen on 2 and 3" t_cached_pages_follow_changes
 check "mkdir -p deep tree on node 1 visible on 2 and 3" t_mkdir_deep
 check "mv on node 2 moves the file for nodes 1 and 3" t_mv
 check "ln (hard link) on node 3: nlink 2 and content on 1 and 2" t_hardlink

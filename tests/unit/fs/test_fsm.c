@@ -298,6 +298,67 @@ static void test_remote_ops_queue_invalidations_local_ops_do_not(void **state)
 	assert_int_equal(rec.entries + rec.inodes, 0);
 }
 
+/* fsm_pages_keep: pages survive an open only while no content change
+ * (WRITE, size change; from any node) was applied since the last open,
+ * and a snapshot install forgets everything. */
+static void test_pages_kept_until_content_changes(void **state)
+{
+	struct tfx *t = *state;
+	uint8_t res[256];
+	size_t reslen;
+	struct itab_op op = op_create(ITAB_ROOT_INO, "p");
+	struct fsm_result r;
+	assert_int_equal(fsm_propose_sync(t->f, &op, &r), 0);
+	uint64_t ino = r.ino;
+	assert_false(fsm_pages_keep(t->f, ino)); /* first open: drop */
+	assert_true(fsm_pages_keep(t->f, ino));  /* nothing changed */
+	assert_false(fsm_pages_keep(t->f, 0));
+
+	/* Attributes only (chmod, times): the pages stay. */
+	struct itab_op sa = {.code = ITAB_OP_SETATTR, .ino = ino,
+			     .valid = ITAB_SET_MODE, .mode = 0600, .now_ns = 5};
+	apply_as(t, &sa, OTHER, 1, res, &reslen);
+	assert_true(fsm_pages_keep(t->f, ino));
+
+	/* Another node's WRITE: drop once, then keep again. */
+	struct itab_op w = {.code = ITAB_OP_WRITE, .ino = ino, .size = 10,
+			    .now_ns = 6};
+	apply_as(t, &w, OTHER, 2, res, &reslen);
+	assert_false(fsm_pages_keep(t->f, ino));
+	assert_true(fsm_pages_keep(t->f, ino));
+
+	/* A size change, from this node too. */
+	sa.valid = ITAB_SET_SIZE;
+	sa.size = 3;
+	apply_as(t, &sa, SELF, 3, res, &reslen);
+	assert_false(fsm_pages_keep(t->f, ino));
+	assert_true(fsm_pages_keep(t->f, ino));
+
+	/* A failed change changed nothing. */
+	struct itab_op bad = {.code = ITAB_OP_WRITE, .ino = ino + 1000,
+			      .size = 1, .now_ns = 7};
+	apply_as(t, &bad, OTHER, 4, res, &reslen);
+	assert_true(fsm_pages_keep(t->f, ino));
+
+	/* Many inodes: the set grows, and past its bound it forgets (every
+	 * inode then drops its pages once), never keeping wrongly. */
+	for (uint64_t i = 1; i <= FSM_PAGES_MAX + 10; i++)
+		(void)fsm_pages_keep(t->f, 1000000 + i);
+	assert_false(fsm_pages_keep(t->f, ino));
+	assert_false(fsm_pages_keep(t->f, 1000000 + 1));
+	assert_true(fsm_pages_keep(t->f, 1000000 + FSM_PAGES_MAX + 10));
+	assert_true(fsm_pages_keep(t->f, ino));
+
+	/* A snapshot install: nothing is known valid any more. */
+	uint64_t idx, len;
+	uint8_t *data;
+	assert_int_equal(t->r.sm.snapshot(t->r.sm.ctx, &idx, &data, &len), 0);
+	assert_int_equal(t->r.sm.restore(t->r.sm.ctx, idx, data, len), 0);
+	free(data);
+	assert_false(fsm_pages_keep(t->f, ino));
+	assert_true(fsm_pages_keep(t->f, ino));
+}
+
 static void test_snapshot_restores_into_another_table(void **state)
 {
 	struct tfx *t = *state;
@@ -475,6 +536,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_empty_entry_advances_applied_index, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_malformed_entry_is_a_noop_that_advances, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_remote_ops_queue_invalidations_local_ops_do_not, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_pages_kept_until_content_changes, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_snapshot_restores_into_another_table, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_propose_before_repl_is_enotconn, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_restore_asks_the_data_path_for_missing_blocks, setup, teardown),
