@@ -185,10 +185,12 @@ static uint64_t get64(const uint8_t *p)
 	return v;
 }
 
+/* The loop's clock. CLOCK_BOOTTIME also counts time spent suspended, so
+ * a suspend shows up as a stall (and drops the leader lease). */
 static uint64_t now_ms(void)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
+	clock_gettime(CLOCK_BOOTTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
@@ -1333,6 +1335,36 @@ static void handle(struct repl *r, struct item *it)
 	free(it);
 }
 
+/* Fire the ticks due by now (the core's clock), then the driver's timers
+ * once. After a stall of a heartbeat interval or more the backlog is
+ * skipped: firing it at once, with no peer message in between, would fail
+ * check-quorum and start elections; one tick is fired, the lease that
+ * counted on the skipped ticks is dropped, and proposal deadlines keep
+ * real time. */
+static void fire_due_ticks(struct repl *r, uint64_t *next)
+{
+	uint64_t now = now_ms();
+	if (now < *next)
+		return;
+	uint64_t lag = now - *next;
+	if (lag >= (uint64_t)r->cfg.tick_ms * r->cfg.heartbeat_ticks) {
+		uint64_t missed = lag / r->cfg.tick_ms;
+		LOG(WARN, "replicator loop stalled for %llu ms",
+		    (unsigned long long)lag);
+		raft_lease_drop(r->raft);
+		r->now_tick += missed;
+		*next += missed * r->cfg.tick_ms;
+	}
+	/* Every due tick before on_tick(): it may re-send reads, which a
+	 * leader answers from its lease at once. */
+	while (now >= *next) {
+		raft_tick(r->raft);
+		r->now_tick++;
+		*next += r->cfg.tick_ms;
+	}
+	on_tick(r);
+}
+
 static void *loop(void *arg)
 {
 	struct repl *r = arg;
@@ -1368,35 +1400,16 @@ static void *loop(void *arg)
 			break;
 		}
 		/* Ticks are the core's clock and its leader lease counts
-		 * them: fire the ticks that came due before stepping the
-		 * queued messages and reads, so that no read is judged by a
-		 * clock that lags. */
-		uint64_t now = now_ms();
-		uint64_t lag = now >= next ? now - next : 0;
-		if (lag >= (uint64_t)r->cfg.tick_ms * r->cfg.heartbeat_ticks) {
-			/* The loop stalled (slow disk, a blocking callback).
-			 * Firing the whole backlog at once, with no peer
-			 * message in between, would fail check-quorum and
-			 * start elections. Skip it, fire one tick, and drop
-			 * the lease that counted on the skipped ticks;
-			 * proposal deadlines keep real time. */
-			uint64_t missed = lag / r->cfg.tick_ms;
-			LOG(WARN, "replicator loop stalled for %llu ms",
-			    (unsigned long long)lag);
-			raft_lease_drop(r->raft);
-			r->now_tick += missed;
-			next += missed * r->cfg.tick_ms;
-		}
-		while (now >= next) {
-			raft_tick(r->raft);
-			r->now_tick++;
-			on_tick(r);
-			next += r->cfg.tick_ms;
-		}
+		 * them: the ticks that came due are fired before each queued
+		 * message or read is stepped, so that no read is judged by a
+		 * clock that lags (a long batch included). */
+		fire_due_ticks(r, &next);
 		while (batch) {
 			struct item *n = batch->next;
 			handle(r, batch);
 			batch = n;
+			if (batch)
+				fire_due_ticks(r, &next);
 		}
 		fwd_flush(r);
 		if (!r->fatal && process_ready(r) < 0) {

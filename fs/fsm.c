@@ -47,6 +47,8 @@ struct fsm {
 	pthread_mutex_t pmu;
 	uint64_t *pino;
 	bool *pvalid;
+	uint32_t *pgen;  /* content changes seen while in the set */
+	uint32_t pepoch; /* bumped whenever the set is forgotten */
 	size_t pcap, pn;
 };
 
@@ -173,19 +175,21 @@ static size_t pslot(const struct fsm *f, uint64_t ino)
 	return i;
 }
 
-/* Forget every inode (pmu held). */
+/* Forget every inode (pmu held); tickets handed out before stop
+ * matching. */
 static void pages_forget(struct fsm *f)
 {
 	if (f->pcap) {
 		memset(f->pino, 0, f->pcap * sizeof(*f->pino));
 		memset(f->pvalid, 0, f->pcap * sizeof(*f->pvalid));
+		memset(f->pgen, 0, f->pcap * sizeof(*f->pgen));
 	}
 	f->pn = 0;
+	f->pepoch++;
 }
 
-/* Room for one more inode (pmu held): grow while below FSM_PAGES_MAX,
- * else forget everything. false when memory ran out (then: keep
- * nothing). */
+/* Room for one more inode (pmu held): forget everything at
+ * FSM_PAGES_MAX, grow past 3/4 full. false when memory ran out. */
 static bool pages_room(struct fsm *f)
 {
 	if (f->pn >= FSM_PAGES_MAX)
@@ -195,57 +199,78 @@ static bool pages_room(struct fsm *f)
 	size_t ncap = f->pcap ? f->pcap * 2 : 256;
 	uint64_t *ino = calloc(ncap, sizeof(*ino));
 	bool *valid = calloc(ncap, sizeof(*valid));
-	if (!ino || !valid) {
+	uint32_t *gen = calloc(ncap, sizeof(*gen));
+	if (!ino || !valid || !gen) {
 		free(ino);
 		free(valid);
+		free(gen);
 		return false;
 	}
 	uint64_t *oino = f->pino;
 	bool *ovalid = f->pvalid;
+	uint32_t *ogen = f->pgen;
 	size_t ocap = f->pcap;
 	f->pino = ino;
 	f->pvalid = valid;
+	f->pgen = gen;
 	f->pcap = ncap;
 	for (size_t i = 0; i < ocap; i++)
 		if (oino[i]) {
 			size_t j = pslot(f, oino[i]);
 			f->pino[j] = oino[i];
 			f->pvalid[j] = ovalid[i];
+			f->pgen[j] = ogen[i];
 		}
 	free(oino);
 	free(ovalid);
+	free(ogen);
 	return true;
 }
 
-bool fsm_pages_keep(struct fsm *f, uint64_t ino)
+bool fsm_pages_valid(struct fsm *f, uint64_t ino, uint64_t *ticket)
 {
-	bool keep = false;
+	bool valid = false;
+	*ticket = UINT64_MAX; /* matches nothing */
 	if (ino == 0)
 		return false;
 	pthread_mutex_lock(&f->pmu);
 	if (pages_room(f)) {
 		size_t i = pslot(f, ino);
-		if (f->pino[i] == ino) {
-			keep = f->pvalid[i];
-		} else {
+		if (f->pino[i] != ino) {
 			f->pino[i] = ino;
+			f->pvalid[i] = false;
+			f->pgen[i] = 0;
 			f->pn++;
 		}
-		f->pvalid[i] = true;
+		valid = f->pvalid[i];
+		*ticket = (uint64_t)f->pepoch << 32 | f->pgen[i];
 	}
 	pthread_mutex_unlock(&f->pmu);
-	return keep;
+	return valid;
 }
 
-/* An applied entry changed ino's content: its cached pages (if any) are
- * stale for the next open. */
-static void pages_changed(struct fsm *f, uint64_t ino)
+void fsm_pages_dropped(struct fsm *f, uint64_t ino, uint64_t ticket)
+{
+	pthread_mutex_lock(&f->pmu);
+	if (f->pcap && ticket >> 32 == f->pepoch) {
+		size_t i = pslot(f, ino);
+		if (f->pino[i] == ino && f->pgen[i] == (uint32_t)ticket)
+			f->pvalid[i] = true;
+	}
+	pthread_mutex_unlock(&f->pmu);
+}
+
+/* A content change applied, or a caller that cannot vouch for the pages:
+ * the next open drops them. */
+void fsm_pages_stale(struct fsm *f, uint64_t ino)
 {
 	pthread_mutex_lock(&f->pmu);
 	if (f->pcap) {
 		size_t i = pslot(f, ino);
-		if (f->pino[i] == ino)
+		if (f->pino[i] == ino) {
 			f->pvalid[i] = false;
+			f->pgen[i]++;
+		}
 	}
 	pthread_mutex_unlock(&f->pmu);
 }
@@ -323,7 +348,7 @@ static int fsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
 		if (r.err == 0 && (op.code == ITAB_OP_WRITE ||
 				   (op.code == ITAB_OP_SETATTR &&
 				    (op.valid & ITAB_SET_SIZE))))
-			pages_changed(f, op.ino);
+			fsm_pages_stale(f, op.ino);
 		pthread_mutex_lock(&f->mu);
 		if (f->data)
 			data_applied(f->data, &op, &r);
@@ -412,6 +437,11 @@ static int fsm_restore(void *ctx, uint64_t index, const uint8_t *data,
 	pages_forget(f);
 	pthread_mutex_unlock(&f->pmu);
 	int rc = itab_restore(f->itab, data, len);
+	/* Again: an open during the restore (which reads the old table
+	 * until it swaps) may have vouched for pages of the old content. */
+	pthread_mutex_lock(&f->pmu);
+	pages_forget(f);
+	pthread_mutex_unlock(&f->pmu);
 	if (rc == 0 && itab_applied_index(f->itab) != index)
 		LOG(WARN, "snapshot for index %llu restored the table at %llu",
 		    (unsigned long long)index,
@@ -477,6 +507,7 @@ void fsm_free(struct fsm *f)
 	pthread_mutex_destroy(&f->pmu);
 	free(f->pino);
 	free(f->pvalid);
+	free(f->pgen);
 	free(f->abuf);
 	free(f);
 }
@@ -517,6 +548,14 @@ void fsm_inval_inode(struct fsm *f, uint64_t ino)
 	pthread_mutex_lock(&f->mu);
 	inval_inode(f->inval, ino, 0);
 	pthread_mutex_unlock(&f->mu);
+}
+
+int fsm_inval_pages(struct fsm *f, uint64_t ino)
+{
+	pthread_mutex_lock(&f->mu);
+	int rc = f->inval ? inval_inode(f->inval, ino, 1) : -ENOTCONN;
+	pthread_mutex_unlock(&f->mu);
+	return rc;
 }
 
 struct itab *fsm_itab(struct fsm *f)

@@ -75,15 +75,27 @@ int fsm_inval_settle(struct fsm *f, uint32_t timeout_ms);
  * inval. */
 void fsm_inval_inode(struct fsm *f, uint64_t ino);
 
-/* open(): may the kernel keep the pages it caches for ino? True when ino
- * was opened on this node before and no change of its content (a WRITE, a
- * size change) has been applied since, from any node, nor a snapshot
- * installed: the pages were filled from the content the table still has.
- * Marks ino as opened either way. Call after the read barrier and after
- * any O_TRUNC of this open. Memory is bounded: past FSM_PAGES_MAX inodes
- * the set is forgotten (every next open drops its pages once). */
+/* Kernel page cache across opens. fsm_pages_valid(): may the kernel keep
+ * the pages it caches for ino? True when pages were last dropped (or
+ * refilled) after the latest change of its content applied here (a WRITE,
+ * a size change, from any node), and no snapshot was installed since.
+ * Call after the read barrier and after any O_TRUNC of this open. When it
+ * is false, drop the pages (and wait until they are dropped), then call
+ * fsm_pages_dropped() with the ticket it gave: that marks them valid
+ * unless the content changed meanwhile. fsm_pages_stale() marks them
+ * invalid again (an open whose reply failed). Memory is bounded: past
+ * FSM_PAGES_MAX inodes the set is forgotten (every next open drops its
+ * pages once). */
 #define FSM_PAGES_MAX (1u << 16)
-bool fsm_pages_keep(struct fsm *f, uint64_t ino);
+bool fsm_pages_valid(struct fsm *f, uint64_t ino, uint64_t *ticket);
+void fsm_pages_dropped(struct fsm *f, uint64_t ino, uint64_t ticket);
+void fsm_pages_stale(struct fsm *f, uint64_t ino);
+
+/* Queue an invalidation of ino's cached pages (and attributes) for the
+ * kernel of this node; never blocks (fsm_inval_settle() waits for it).
+ * 0 when queued, a negative errno when it was dropped; -ENOTCONN without
+ * an inval (then nothing can be dropped). */
+int fsm_inval_pages(struct fsm *f, uint64_t ino);
 
 /* The replicator set with fsm_set_repl (borrowed; NULL before). */
 struct repl *fsm_repl(struct fsm *f);

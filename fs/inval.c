@@ -146,7 +146,7 @@ void inval_stop(struct inval *iv)
 }
 
 /* Append it (owned) to the queue, or drop it when full. */
-static void push(struct inval *iv, struct inval_item *it)
+static int push(struct inval *iv, struct inval_item *it)
 {
 	pthread_mutex_lock(&iv->mu);
 	if (iv->n >= INVAL_QUEUE_MAX || iv->stop) {
@@ -156,7 +156,7 @@ static void push(struct inval *iv, struct inval_item *it)
 			    (unsigned long long)iv->dropped);
 		pthread_mutex_unlock(&iv->mu);
 		free(it);
-		return;
+		return -EAGAIN;
 	}
 	it->next = NULL;
 	if (iv->tail)
@@ -168,6 +168,7 @@ static void push(struct inval *iv, struct inval_item *it)
 	iv->pushed++;
 	pthread_cond_signal(&iv->cv);
 	pthread_mutex_unlock(&iv->mu);
+	return 0;
 }
 
 void inval_entry(struct inval *iv, uint64_t parent, const char *name,
@@ -183,20 +184,20 @@ void inval_entry(struct inval *iv, uint64_t parent, const char *name,
 	it->name_len = name_len;
 	memcpy(it->name, name, name_len);
 	it->name[name_len] = 0;
-	push(iv, it);
+	(void)push(iv, it);
 }
 
-void inval_inode(struct inval *iv, uint64_t ino, int data)
+int inval_inode(struct inval *iv, uint64_t ino, int data)
 {
 	if (!iv || !ino)
-		return;
+		return 0;
 	struct inval_item *it = malloc(sizeof(*it));
 	if (!it)
-		return;
+		return -ENOMEM;
 	it->ino = ino;
 	it->data = data;
 	it->name_len = 0;
-	push(iv, it);
+	return push(iv, it);
 }
 
 int inval_settle(struct inval *iv, uint32_t timeout_ms)

@@ -45,8 +45,9 @@ void inval_entry(struct inval *iv, uint64_t parent, const char *name,
 		 size_t name_len);
 
 /* Queue: forget the attributes of ino and, when data is set, its cached
- * pages too. */
-void inval_inode(struct inval *iv, uint64_t ino, int data);
+ * pages too. 0 when queued (or no inval / ino 0: nothing to do), -EAGAIN
+ * when dropped (queue full, stopping), -ENOMEM. */
+int inval_inode(struct inval *iv, uint64_t ino, int data);
 
 /* Wait until every item queued before the call has been sent (at most
  * timeout_ms: then -ETIMEDOUT). For a request handler that must not

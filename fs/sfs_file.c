@@ -49,19 +49,20 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * too: a lookup racing with another node's WRITE may have cached the
 	 * old size after that WRITE's invalidation (see fsm_inval_inode). */
 	bool caught_up = sfs_read_barrier(fs) == 0;
-	if (caught_up) {
+	if (caught_up)
 		fsm_inval_inode(fs->fsm, ino);
-		fsm_inval_settle(fs->fsm, SFS_SETTLE_MS);
-	}
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
 	if (rc == 0 && S_ISDIR(a.mode))
 		rc = -EISDIR;
 	if (rc == 0 && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY &&
 	    S_ISREG(a.mode)) {
-		/* atomic O_TRUNC: the kernel leaves the truncation to us. */
+		/* atomic O_TRUNC: the kernel leaves the truncation to us. The
+		 * size is read after the flush, which may have grown it. */
 		if (fs->data)
 			rc = data_flush_ino(fs->data, ino);
+		if (rc == 0)
+			rc = itab_getattr(fs->itab, ino, &a);
 		if (rc == 0 && a.size) {
 			struct itab_op op = {.code = ITAB_OP_SETATTR, .ino = ino,
 					     .valid = ITAB_SET_SIZE, .size = 0};
@@ -79,10 +80,20 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	sfs_fh_data(fs, fh); /* open the data handle now, on this worker */
 	fi->fh = (uint64_t)(uintptr_t)fh;
 	/* Pages cached by an earlier open stay when no change of the
-	 * content was applied since (from any node), as of the commit index
-	 * the barrier caught up with; otherwise the kernel drops them. Not
-	 * caught up (no leader): drop them, as changes may be missing. */
-	fi->keep_cache = fsm_pages_keep(fs->fsm, ino) && caught_up;
+	 * content was applied since they were last dropped (from any node,
+	 * up to the commit index the barrier caught up with). Otherwise drop
+	 * them before answering, and only then vouch for what is cached
+	 * from now on (a concurrent open must not keep them before they are
+	 * gone). Not caught up (no leader): drop them, as changes may be
+	 * missing. The queued attribute invalidation is settled here too. */
+	uint64_t ticket;
+	bool keep = caught_up && fsm_pages_valid(fs->fsm, ino, &ticket);
+	bool dropping = caught_up && !keep &&
+			fsm_inval_pages(fs->fsm, ino) == 0;
+	if (caught_up && fsm_inval_settle(fs->fsm, SFS_SETTLE_MS) == 0 &&
+	    dropping)
+		fsm_pages_dropped(fs->fsm, ino, ticket);
+	fi->keep_cache = keep;
 	sfs_ref(fs, ino, 0, 1);
 	if (fuse_reply_open(req, fi) != 0) {
 		if (fh->df)

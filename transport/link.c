@@ -46,6 +46,7 @@
 #include <nng/protocol/pipeline0/pull.h>
 #include <nng/protocol/pipeline0/push.h>
 #include <nng/supplemental/tls/tls.h>
+#include <nng/supplemental/util/platform.h>
 
 #include "transport/log.h"
 
@@ -125,7 +126,7 @@ struct link {
 	bool stopping;
 
 	atomic_uint_fast64_t next_req_id;
-	atomic_uint_fast64_t rx_ok, rx_bad, rx_stray;
+	atomic_uint_fast64_t rx_ok, rx_bad, rx_stray, rx_fail;
 };
 
 /* Monotonic milliseconds. */
@@ -777,10 +778,17 @@ static void rx_cb(void *arg)
 	int rv = nng_aio_result(l->rx_aio);
 	if (rv == NNG_ECLOSED || rv == NNG_ECANCELED)
 		return;
-	if (rv == 0)
+	if (rv == 0) {
 		rx_frame(l, nng_aio_get_msg(l->rx_aio));
-	else
-		LOG(WARN, "link: receive failed: %s", nng_strerror(rv));
+	} else {
+		/* Should not happen (out of memory...): do not spin a task
+		 * thread or flood the log while it lasts. */
+		uint64_t n = atomic_fetch_add(&l->rx_fail, 1) + 1;
+		if (n <= 10 || (n & (n - 1)) == 0)
+			LOG(WARN, "link: receive failed: %s [%llu so far]",
+			    nng_strerror(rv), (unsigned long long)n);
+		nng_msleep(10);
+	}
 	nng_recv_aio(l->pull, l->rx_aio);
 }
 

@@ -90,11 +90,12 @@ void inval_entry(struct inval *iv, uint64_t parent, const char *name,
 	rec.name[name_len] = 0;
 }
 
-void inval_inode(struct inval *iv, uint64_t ino, int data)
+int inval_inode(struct inval *iv, uint64_t ino, int data)
 {
 	rec.inodes++;
 	rec.ino = ino;
 	rec.data = data;
+	return 0;
 }
 
 int inval_settle(struct inval *iv, uint32_t timeout_ms)
@@ -298,9 +299,20 @@ static void test_remote_ops_queue_invalidations_local_ops_do_not(void **state)
 	assert_int_equal(rec.entries + rec.inodes, 0);
 }
 
-/* fsm_pages_keep: pages survive an open only while no content change
- * (WRITE, size change; from any node) was applied since the last open,
- * and a snapshot install forgets everything. */
+/* An open as sfs_open does it: valid? else drop (here: nothing to drop)
+ * and vouch. Returns whether the pages were kept. */
+static bool open_pages(struct fsm *f, uint64_t ino)
+{
+	uint64_t ticket;
+	if (fsm_pages_valid(f, ino, &ticket))
+		return true;
+	fsm_pages_dropped(f, ino, ticket);
+	return false;
+}
+
+/* Kernel pages survive an open only while no content change (WRITE, size
+ * change; from any node) was applied since they were last dropped, and a
+ * snapshot install forgets everything. */
 static void test_pages_kept_until_content_changes(void **state)
 {
 	struct tfx *t = *state;
@@ -310,53 +322,81 @@ static void test_pages_kept_until_content_changes(void **state)
 	struct fsm_result r;
 	assert_int_equal(fsm_propose_sync(t->f, &op, &r), 0);
 	uint64_t ino = r.ino;
-	assert_false(fsm_pages_keep(t->f, ino)); /* first open: drop */
-	assert_true(fsm_pages_keep(t->f, ino));  /* nothing changed */
-	assert_false(fsm_pages_keep(t->f, 0));
+	assert_false(open_pages(t->f, ino)); /* first open: drop */
+	assert_true(open_pages(t->f, ino));  /* nothing changed */
+	uint64_t ticket;
+	assert_false(fsm_pages_valid(t->f, 0, &ticket));
 
 	/* Attributes only (chmod, times): the pages stay. */
 	struct itab_op sa = {.code = ITAB_OP_SETATTR, .ino = ino,
 			     .valid = ITAB_SET_MODE, .mode = 0600, .now_ns = 5};
 	apply_as(t, &sa, OTHER, 1, res, &reslen);
-	assert_true(fsm_pages_keep(t->f, ino));
+	assert_true(open_pages(t->f, ino));
 
 	/* Another node's WRITE: drop once, then keep again. */
 	struct itab_op w = {.code = ITAB_OP_WRITE, .ino = ino, .size = 10,
 			    .now_ns = 6};
 	apply_as(t, &w, OTHER, 2, res, &reslen);
-	assert_false(fsm_pages_keep(t->f, ino));
-	assert_true(fsm_pages_keep(t->f, ino));
+	assert_false(open_pages(t->f, ino));
+	assert_true(open_pages(t->f, ino));
 
 	/* A size change, from this node too. */
 	sa.valid = ITAB_SET_SIZE;
 	sa.size = 3;
 	apply_as(t, &sa, SELF, 3, res, &reslen);
-	assert_false(fsm_pages_keep(t->f, ino));
-	assert_true(fsm_pages_keep(t->f, ino));
+	assert_false(open_pages(t->f, ino));
+	assert_true(open_pages(t->f, ino));
 
 	/* A failed change changed nothing. */
 	struct itab_op bad = {.code = ITAB_OP_WRITE, .ino = ino + 1000,
 			      .size = 1, .now_ns = 7};
 	apply_as(t, &bad, OTHER, 4, res, &reslen);
-	assert_true(fsm_pages_keep(t->f, ino));
+	assert_true(open_pages(t->f, ino));
+
+	/* Two opens at once: neither keeps pages until one has dropped
+	 * them, and a change applied while one drops voids its vouching. */
+	apply_as(t, &w, OTHER, 5, res, &reslen);
+	uint64_t t1, t2;
+	assert_false(fsm_pages_valid(t->f, ino, &t1));
+	assert_false(fsm_pages_valid(t->f, ino, &t2));
+	apply_as(t, &w, OTHER, 6, res, &reslen); /* while they drop */
+	fsm_pages_dropped(t->f, ino, t1);
+	fsm_pages_dropped(t->f, ino, t2);
+	assert_false(open_pages(t->f, ino));
+	assert_true(open_pages(t->f, ino));
+	fsm_pages_stale(t->f, ino); /* e.g. a failed open */
+	assert_false(open_pages(t->f, ino));
 
 	/* Many inodes: the set grows, and past its bound it forgets (every
 	 * inode then drops its pages once), never keeping wrongly. */
 	for (uint64_t i = 1; i <= FSM_PAGES_MAX + 10; i++)
-		(void)fsm_pages_keep(t->f, 1000000 + i);
-	assert_false(fsm_pages_keep(t->f, ino));
-	assert_false(fsm_pages_keep(t->f, 1000000 + 1));
-	assert_true(fsm_pages_keep(t->f, 1000000 + FSM_PAGES_MAX + 10));
-	assert_true(fsm_pages_keep(t->f, ino));
+		(void)open_pages(t->f, 1000000 + i);
+	assert_false(open_pages(t->f, ino));
+	assert_false(open_pages(t->f, 1000000 + 1));
+	assert_true(open_pages(t->f, 1000000 + FSM_PAGES_MAX + 10));
+	assert_true(open_pages(t->f, ino));
 
 	/* A snapshot install: nothing is known valid any more. */
 	uint64_t idx, len;
 	uint8_t *data;
 	assert_int_equal(t->r.sm.snapshot(t->r.sm.ctx, &idx, &data, &len), 0);
+	assert_true(fsm_pages_valid(t->f, ino, &t1));
 	assert_int_equal(t->r.sm.restore(t->r.sm.ctx, idx, data, len), 0);
 	free(data);
-	assert_false(fsm_pages_keep(t->f, ino));
-	assert_true(fsm_pages_keep(t->f, ino));
+	fsm_pages_dropped(t->f, ino, t1); /* a ticket from before: void */
+	assert_false(open_pages(t->f, ino));
+	assert_true(open_pages(t->f, ino));
+
+	/* A ticket from before a forgetting vouches for nothing, even for a
+	 * slot created anew with the same change count. */
+	uint64_t fresh = 5000000;
+	assert_false(fsm_pages_valid(t->f, fresh, &t1));
+	assert_int_equal(t->r.sm.snapshot(t->r.sm.ctx, &idx, &data, &len), 0);
+	assert_int_equal(t->r.sm.restore(t->r.sm.ctx, idx, data, len), 0);
+	free(data);
+	assert_false(fsm_pages_valid(t->f, fresh, &t2));
+	fsm_pages_dropped(t->f, fresh, t1);
+	assert_false(fsm_pages_valid(t->f, fresh, &t2));
 }
 
 static void test_snapshot_restores_into_another_table(void **state)
