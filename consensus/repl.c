@@ -152,6 +152,7 @@ struct repl {
 	uint64_t next_read_ctx;
 	raft_id last_leader;
 	uint64_t published_tick; /* now_tick of the last publish_status() */
+	uint64_t next_tick;      /* loop clock (now_ms) of the next tick */
 	raft_term trace_last_term; /* for quieting repeated elections */
 	const char *trace_last_detail[2]; /* [0] election, [1] role */
 	uint64_t durable_applied;
@@ -1207,6 +1208,8 @@ static void maybe_compact(struct repl *r)
 	r->last_compact = durable;
 }
 
+static void fire_due_ticks(struct repl *r);
+
 /* Drain the core's ready batches until it has nothing more. */
 static int process_ready(struct repl *r)
 {
@@ -1219,6 +1222,12 @@ static int process_ready(struct repl *r)
 			return rc;
 		}
 		send_msgs(r, rd.msgs_after_persist, rd.n_msgs_after_persist);
+		/* The write may have taken a while; raft_persisted() can
+		 * commit the leader's first entry of its term and start the
+		 * reads waiting for it, judged by the lease: catch up on
+		 * ticks first (the core takes inputs while a ready is in
+		 * flight). */
+		fire_due_ticks(r);
 		raft_persisted(r->raft, rd.id);
 		rc = apply_entries(r, rd.committed, rd.n_committed);
 		for (size_t i = 0; i < rd.n_reads; i++)
@@ -1341,8 +1350,9 @@ static void handle(struct repl *r, struct item *it)
  * check-quorum and start elections; one tick is fired, the lease that
  * counted on the skipped ticks is dropped, and proposal deadlines keep
  * real time. */
-static void fire_due_ticks(struct repl *r, uint64_t *next)
+static void fire_due_ticks(struct repl *r)
 {
+	uint64_t *next = &r->next_tick;
 	uint64_t now = now_ms();
 	if (now < *next)
 		return;
@@ -1368,13 +1378,13 @@ static void fire_due_ticks(struct repl *r, uint64_t *next)
 static void *loop(void *arg)
 {
 	struct repl *r = arg;
-	uint64_t next = now_ms() + r->cfg.tick_ms;
+	r->next_tick = now_ms() + r->cfg.tick_ms;
 	for (;;) {
 		pthread_mutex_lock(&r->mu);
-		while (!r->in && !r->stop && now_ms() < next) {
+		while (!r->in && !r->stop && now_ms() < r->next_tick) {
 			struct timespec ts; /* cv runs on CLOCK_MONOTONIC */
 			clock_gettime(CLOCK_MONOTONIC, &ts);
-			uint64_t wait = next - now_ms();
+			uint64_t wait = r->next_tick - now_ms();
 			if (wait > r->cfg.tick_ms)
 				wait = r->cfg.tick_ms;
 			ts.tv_nsec += (long)(wait * 1000000);
@@ -1403,13 +1413,13 @@ static void *loop(void *arg)
 		 * them: the ticks that came due are fired before each queued
 		 * message or read is stepped, so that no read is judged by a
 		 * clock that lags (a long batch included). */
-		fire_due_ticks(r, &next);
+		fire_due_ticks(r);
 		while (batch) {
 			struct item *n = batch->next;
 			handle(r, batch);
 			batch = n;
 			if (batch)
-				fire_due_ticks(r, &next);
+				fire_due_ticks(r);
 		}
 		fwd_flush(r);
 		if (!r->fatal && process_ready(r) < 0) {
