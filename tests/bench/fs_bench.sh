@@ -28,7 +28,8 @@
 # The script fails (non-zero) only when something does not work.
 #
 #   SANDFS_BIN=build/bin bash tests/bench/fs_bench.sh
-#   BENCH_FILES1=2000 BENCH_FILES8=500 BENCH_SEQ_MB=1024   (the defaults)
+#   BENCH_FILES1=2000 BENCH_FILES8=500 BENCH_SEQ_MB=1024 BENCH_READS=3
+#                                                         (the defaults)
 #   BENCH_ONLY=bindfs   measure bindfs alone (a dry run of the script)
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,6 +39,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 FILES1=${BENCH_FILES1:-2000}
 FILES8=${BENCH_FILES8:-500}
 SEQ_MB=${BENCH_SEQ_MB:-1024}
+READS=${BENCH_READS:-3}
 ONLY=${BENCH_ONLY:-}
 
 command -v bindfs >/dev/null || { echo "FAIL: bindfs is not installed (apt-get install bindfs)"; exit 1; }
@@ -109,21 +111,28 @@ seq_write() {
 	fs_pass "$fs: dd write of $SEQ_MB MiB, conv=fsync ($ms ms)"
 }
 
-# seq_read FS KEY FILE [warm]: MiB/s into R[FS KEY], content checked by
-# size; the page cache is dropped first unless "warm"
+# seq_read FS KEY FILE [warm]: MiB/s into R[FS KEY], the median of
+# BENCH_READS (3) reads, content checked by size; the page cache is dropped
+# before each read unless "warm" (one machine's figures swing by 2x from
+# run to run; the median of three steadies them)
 seq_read() {
-	local fs=$1 key=$2 f=$3 t0 ms bytes
-	[[ ${4:-} == warm ]] || drop_caches
-	t0=$(fs_now_ms)
-	# dd's own count of the bytes read (no pipe: a warm read outruns one)
-	bytes=$(LC_ALL=C dd if="$f" of=/dev/null bs=1M 2>&1 | sed -n 's/^\([0-9]*\) bytes.*/\1/p')
-	ms=$(($(fs_now_ms) - t0))
-	if [[ $bytes != $((SEQ_MB << 20)) ]]; then
-		fs_fail "$fs: dd read of $f ($bytes bytes)"
-		return 1
-	fi
-	R["$fs $key"]=$(awk -v m="$SEQ_MB" -v t="$ms" 'BEGIN { printf "%.0f", m * 1000 / t }')
-	fs_pass "$fs: dd read of $SEQ_MB MiB ($key, $ms ms)"
+	local fs=$1 key=$2 f=$3 t0 ms bytes i all=()
+	for i in $(seq 1 "$READS"); do
+		[[ ${4:-} == warm ]] || drop_caches
+		t0=$(fs_now_ms)
+		# dd's own count of the bytes read (no pipe: a fast read
+		# outruns one)
+		bytes=$(LC_ALL=C dd if="$f" of=/dev/null bs=1M 2>&1 |
+			sed -n 's/^\([0-9]*\) bytes.*/\1/p')
+		ms=$(($(fs_now_ms) - t0))
+		if [[ $bytes != $((SEQ_MB << 20)) ]]; then
+			fs_fail "$fs: dd read of $f ($bytes bytes)"
+			return 1
+		fi
+		all+=("$(awk -v m="$SEQ_MB" -v t="$ms" 'BEGIN { printf "%.0f", m * 1000 / (t > 0 ? t : 1) }')")
+	done
+	R["$fs $key"]=$(printf '%s\n' "${all[@]}" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')
+	fs_pass "$fs: dd read of $SEQ_MB MiB ($key: ${all[*]} MiB/s, median ${R["$fs $key"]})"
 }
 
 # ---- setup -----------------------------------------------------------------
