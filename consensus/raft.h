@@ -364,9 +364,15 @@ void raft_snapshot_meta(const struct raft *r, struct raft_snapshot_meta *meta);
  * records it in its log store after raft_compact(). */
 void raft_snapshot_meta(const struct raft *r, struct raft_snapshot_meta *m);
 
-/* Offer snapshot data for state at `index` (the driver's applied index,
- * index >= the compacted prefix). Copied. Used to feed followers that are
- * behind the compacted prefix. */
+/* Offer snapshot data for state at `index` (the driver's applied index
+ * or an earlier one still in the log, index >= the compacted prefix).
+ * Copied. Used to feed followers that are behind the compacted prefix.
+ * The answer to rd.want_snapshot; it may come several readies later (the
+ * driver serializing elsewhere). */
+/* The driver cannot answer rd.want_snapshot (serializing failed, or the
+ * data it made is older than the log now holds): ask again when a
+ * follower still needs a snapshot. */
+int raft_snapshot_unavailable(struct raft *r);
 int raft_set_snapshot(struct raft *r, raft_index index, const void *data,
 		      uint64_t len);
 

@@ -153,6 +153,15 @@ struct repl {
 	raft_id last_leader;
 	uint64_t published_tick; /* now_tick of the last publish_status() */
 	uint64_t next_tick;      /* loop clock (now_ms) of the next tick */
+	/* Snapshot data serialized on snap_thread (sm.snapshot_finish):
+	 * running from snapshot_begin until the loop collected the result;
+	 * snap_ready and the result are guarded by mu. */
+	pthread_t snap_thread;
+	bool snap_running, snap_ready;
+	void *snap_job;
+	uint64_t snap_idx, snap_len;
+	uint8_t *snap_data;
+	int snap_rc;
 	raft_term trace_last_term; /* for quieting repeated elections */
 	const char *trace_last_detail[2]; /* [0] election, [1] role */
 	uint64_t durable_applied;
@@ -1210,6 +1219,88 @@ static void maybe_compact(struct repl *r)
 
 static void fire_due_ticks(struct repl *r);
 
+/* ---- snapshot data for lagging followers ------------------------------------ */
+
+static void *snap_main(void *arg)
+{
+	struct repl *r = arg;
+	uint8_t *data = NULL;
+	uint64_t len = 0;
+	int rc = r->cfg.sm.snapshot_finish(r->cfg.sm.ctx, r->snap_job, &data,
+					   &len);
+	pthread_mutex_lock(&r->mu);
+	r->snap_rc = rc;
+	r->snap_data = rc == 0 ? data : NULL;
+	r->snap_len = rc == 0 ? len : 0;
+	r->snap_ready = true;
+	pthread_cond_signal(&r->cv);
+	pthread_mutex_unlock(&r->mu);
+	if (rc != 0)
+		free(data);
+	return NULL;
+}
+
+/* Offer data to the core, or tell it there is none (it asks again). */
+static void snapshot_offer(struct repl *r, int rc, uint64_t idx,
+			   const uint8_t *data, uint64_t len)
+{
+	if (rc == 0 && raft_set_snapshot(r->raft, idx, data, len) != 0)
+		rc = -ESTALE; /* the log moved past idx meanwhile */
+	if (rc != 0) {
+		LOG(WARN, "snapshot data for lagging followers: %s; asking "
+			  "again", strerror(-rc));
+		raft_snapshot_unavailable(r->raft);
+	}
+}
+
+/* The core wants snapshot data: serialize on snap_thread when the state
+ * machine can (the loop carries on; snapshot_collect hands the result
+ * over), else here. One at a time: the core asks once until answered. */
+static void snapshot_start(struct repl *r)
+{
+	if (r->snap_running)
+		return;
+	uint64_t idx = 0;
+	if (!r->cfg.sm.snapshot_begin) {
+		uint8_t *data = NULL;
+		uint64_t len = 0;
+		int rc = r->cfg.sm.snapshot(r->cfg.sm.ctx, &idx, &data, &len);
+		snapshot_offer(r, rc, idx, data, len);
+		free(data);
+		return;
+	}
+	void *job = NULL;
+	int rc = r->cfg.sm.snapshot_begin(r->cfg.sm.ctx, &idx, &job);
+	if (rc != 0) {
+		snapshot_offer(r, rc, 0, NULL, 0);
+		return;
+	}
+	r->snap_job = job;
+	r->snap_idx = idx;
+	r->snap_running = true;
+	if (pthread_create(&r->snap_thread, NULL, snap_main, r) != 0) {
+		/* No thread: serialize here after all. */
+		snap_main(r);
+		r->snap_thread = pthread_self();
+	}
+}
+
+/* Hand a finished background snapshot to the core (loop thread). */
+static void snapshot_collect(struct repl *r)
+{
+	pthread_mutex_lock(&r->mu);
+	bool ready = r->snap_ready;
+	pthread_mutex_unlock(&r->mu);
+	if (!ready)
+		return;
+	if (!pthread_equal(r->snap_thread, pthread_self()))
+		pthread_join(r->snap_thread, NULL);
+	r->snap_running = r->snap_ready = false;
+	snapshot_offer(r, r->snap_rc, r->snap_idx, r->snap_data, r->snap_len);
+	free(r->snap_data);
+	r->snap_data = NULL;
+}
+
 /* Drain the core's ready batches until it has nothing more. */
 static int process_ready(struct repl *r)
 {
@@ -1234,16 +1325,8 @@ static int process_ready(struct repl *r)
 			for (size_t j = 0; j < r->n_reads; j++)
 				if (r->reads[j].ctx_id == rd.reads[i].ctx)
 					r->reads[j].index = rd.reads[i].index;
-		if (rd.want_snapshot) {
-			uint64_t idx;
-			uint8_t *data;
-			uint64_t len;
-			if (r->cfg.sm.snapshot(r->cfg.sm.ctx, &idx, &data,
-					       &len) == 0) {
-				raft_set_snapshot(r->raft, idx, data, len);
-				free(data);
-			}
-		}
+		if (rd.want_snapshot)
+			snapshot_start(r);
 		raft_advance(r->raft, &rd);
 		if (rc < 0)
 			return rc;
@@ -1381,7 +1464,8 @@ static void *loop(void *arg)
 	r->next_tick = now_ms() + r->cfg.tick_ms;
 	for (;;) {
 		pthread_mutex_lock(&r->mu);
-		while (!r->in && !r->stop && now_ms() < r->next_tick) {
+		while (!r->in && !r->stop && !r->snap_ready &&
+		       now_ms() < r->next_tick) {
 			struct timespec ts; /* cv runs on CLOCK_MONOTONIC */
 			clock_gettime(CLOCK_MONOTONIC, &ts);
 			uint64_t wait = r->next_tick - now_ms();
@@ -1422,6 +1506,7 @@ static void *loop(void *arg)
 				fire_due_ticks(r);
 		}
 		fwd_flush(r);
+		snapshot_collect(r);
 		if (!r->fatal && process_ready(r) < 0) {
 			r->fatal = 1;
 			LOG(ERROR, "replicator stopped after a storage failure; "
@@ -1435,6 +1520,14 @@ static void *loop(void *arg)
 			r->published_tick = r->now_tick;
 			publish_status(r);
 		}
+	}
+	if (r->snap_running) {
+		/* The state machine must outlive the serialization. */
+		if (!pthread_equal(r->snap_thread, pthread_self()))
+			pthread_join(r->snap_thread, NULL);
+		r->snap_running = r->snap_ready = false;
+		free(r->snap_data);
+		r->snap_data = NULL;
 	}
 	for (size_t i = 0; i < r->n_pend; i++) {
 		r->pend[i].done(r->pend[i].ctx, -ESHUTDOWN, NULL, 0);

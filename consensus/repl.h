@@ -46,6 +46,16 @@ struct repl_sm {
 	 * *data is malloc'ed; the replicator frees it. */
 	int (*snapshot)(void *ctx, uint64_t *index, uint8_t **data,
 			uint64_t *len);
+	/* Optional, to serialize away from the replicator thread (a big
+	 * state would otherwise stall it, and a stalled leader loses its
+	 * followers): snapshot_begin fixes the state at the applied index
+	 * (*index) and hands out a job, on the replicator thread and
+	 * cheaply; snapshot_finish serializes that state on another thread,
+	 * beside apply and restore, then frees the job (also on failure).
+	 * Data as for snapshot. Without them, snapshot is used. */
+	int (*snapshot_begin)(void *ctx, uint64_t *index, void **job);
+	int (*snapshot_finish)(void *ctx, void *job, uint8_t **data,
+			       uint64_t *len);
 	/* Replace the state with a snapshot taken at index; durable on
 	 * return. */
 	int (*restore)(void *ctx, uint64_t index, const uint8_t *data,

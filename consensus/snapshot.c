@@ -88,6 +88,15 @@ int raft_set_snapshot(struct raft *r, raft_index index, const void *data,
 	return 0;
 }
 
+/* See raft.h. */
+int raft_snapshot_unavailable(struct raft *r)
+{
+	if (!r)
+		return RAFT_EINVAL;
+	r->want_reported = false;
+	return 0;
+}
+
 /* Leader: send pr the next chunk of the held snapshot (from offset 0 when
  * the snapshot changed), or ask the driver for data. */
 void raft_send_snapshot(struct raft *r, struct raft_progress *pr)

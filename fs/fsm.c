@@ -425,6 +425,35 @@ static int fsm_snapshot(void *ctx, uint64_t *index, uint8_t **data,
 	return 0;
 }
 
+/* repl_sm.snapshot_begin/finish: the same dump, serialized away from the
+ * replicator thread (a LevelDB snapshot keeps the point in time while
+ * entries go on being applied). */
+static int fsm_snapshot_begin(void *ctx, uint64_t *index, void **job)
+{
+	struct fsm *f = ctx;
+	struct itab_snap *sn;
+	int rc = itab_snapshot_begin(f->itab, &sn, index);
+	if (rc == 0)
+		*job = sn;
+	return rc;
+}
+
+static int fsm_snapshot_finish(void *ctx, void *job, uint8_t **data,
+			       uint64_t *len)
+{
+	struct fsm *f = ctx;
+	struct growbuf g = {0};
+	int rc = itab_snapshot_write(f->itab, job, growbuf_write, &g);
+	itab_snapshot_end(f->itab, job);
+	if (rc < 0) {
+		free(g.b);
+		return rc;
+	}
+	*data = g.b;
+	*len = g.len;
+	return 0;
+}
+
 /* repl_sm.restore: replace the table. The kernel may cache anything of
  * the old table: entries and attributes expire after their 1 s timeout,
  * pages are dropped at the next open (no inode's pages are known valid
@@ -478,6 +507,8 @@ struct repl_sm fsm_sm(struct fsm *f)
 		.applied = fsm_applied,
 		.sync = fsm_sync,
 		.snapshot = fsm_snapshot,
+		.snapshot_begin = fsm_snapshot_begin,
+		.snapshot_finish = fsm_snapshot_finish,
 		.restore = fsm_restore,
 		.describe = fsm_describe,
 	};

@@ -731,23 +731,47 @@ static int snap_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, si
 }
 
 /* Dump the whole DB at one LevelDB snapshot. */
-int itab_snapshot(struct itab *t, itab_write_cb cb, void *ctx)
+struct itab_snap {
+	const leveldb_snapshot_t *s;
+	leveldb_readoptions_t *ro;
+};
+
+int itab_snapshot_begin(struct itab *t, struct itab_snap **out,
+			uint64_t *index)
+{
+	struct itab_snap *sn = calloc(1, sizeof(*sn));
+	leveldb_readoptions_t *ro = leveldb_readoptions_create();
+	if (!sn || !ro) {
+		free(sn);
+		if (ro)
+			leveldb_readoptions_destroy(ro);
+		return -ENOMEM;
+	}
+	/* Under the lock apply writes with: the LevelDB snapshot and the
+	 * applied index are of the same point. */
+	pthread_rwlock_rdlock(&t->lock);
+	sn->s = leveldb_create_snapshot(t->db);
+	*index = t->ctr.applied;
+	pthread_rwlock_unlock(&t->lock);
+	leveldb_readoptions_set_snapshot(ro, sn->s);
+	leveldb_readoptions_set_fill_cache(ro, 0);
+	sn->ro = ro;
+	*out = sn;
+	return 0;
+}
+
+int itab_snapshot_write(struct itab *t, struct itab_snap *sn, itab_write_cb cb,
+			void *ctx)
 {
 	struct snap_out *o = calloc(1, sizeof(*o));
 	if (!o)
 		return -ENOMEM;
 	o->cb = cb, o->ctx = ctx, o->fnv = FNV_INIT;
-	pthread_rwlock_rdlock(&t->lock);
-	const leveldb_snapshot_t *s = leveldb_create_snapshot(t->db);
-	pthread_rwlock_unlock(&t->lock);
-	leveldb_readoptions_t *ro = leveldb_readoptions_create();
-	leveldb_readoptions_set_snapshot(ro, s);
-	leveldb_readoptions_set_fill_cache(ro, 0);
 	uint8_t hdr[12];
 	memcpy(hdr, SNAP_MAGIC, 8);
 	be_put32(hdr + 8, SNAP_VERSION);
 	snap_put(o, hdr, 12, true);
-	int rc = scan(t, ro, (const uint8_t *)"", 0, NULL, 0, snap_one, o);
+	int rc = scan(t, sn->ro, (const uint8_t *)"", 0, NULL, 0, snap_one, o);
 	uint8_t tail[20];
 	be_put32(tail, SNAP_END);
 	be_put64(tail + 4, o->count);
@@ -758,10 +782,29 @@ int itab_snapshot(struct itab *t, itab_write_cb cb, void *ctx)
 		o->err = cb(ctx, o->buf, o->len);
 	if (!rc)
 		rc = o->err;
-	leveldb_readoptions_destroy(ro);
-	leveldb_release_snapshot(t->db, s);
 	free(o);
 	return rc < 0 ? rc : (rc ? -EIO : 0);
+}
+
+void itab_snapshot_end(struct itab *t, struct itab_snap *sn)
+{
+	if (!sn)
+		return;
+	leveldb_readoptions_destroy(sn->ro);
+	leveldb_release_snapshot(t->db, sn->s);
+	free(sn);
+}
+
+int itab_snapshot(struct itab *t, itab_write_cb cb, void *ctx)
+{
+	struct itab_snap *sn;
+	uint64_t index;
+	int rc = itab_snapshot_begin(t, &sn, &index);
+	if (rc)
+		return rc;
+	rc = itab_snapshot_write(t, sn, cb, ctx);
+	itab_snapshot_end(t, sn);
+	return rc;
 }
 
 /* Walk a dump; with wb, add its puts to wb. -EINVAL if malformed. */

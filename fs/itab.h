@@ -316,6 +316,17 @@ typedef int (*itab_write_cb)(void *ctx, const void *buf, size_t len);
  * byte stream. Equal tables give equal bytes. Safe beside apply. */
 int itab_snapshot(struct itab *t, itab_write_cb cb, void *ctx);
 
+/* The same in two steps, for a dump made away from the apply thread:
+ * itab_snapshot_begin() fixes the point in time (cheap; *index gets its
+ * applied index), itab_snapshot_write() writes that state (any thread,
+ * beside apply and restore), itab_snapshot_end() releases it. */
+struct itab_snap;
+int itab_snapshot_begin(struct itab *t, struct itab_snap **out,
+			uint64_t *index);
+int itab_snapshot_write(struct itab *t, struct itab_snap *s, itab_write_cb cb,
+			void *ctx);
+void itab_snapshot_end(struct itab *t, struct itab_snap *s);
+
 /* Replace the whole table by a dump from itab_snapshot(). Validates the
  * whole dump first (-EINVAL, table untouched). Apply thread only. */
 int itab_restore(struct itab *t, const void *data, size_t len);

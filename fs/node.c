@@ -114,6 +114,72 @@ static int pair_snapshot(void *ctx, uint64_t *index, uint8_t **data,
 	return rc;
 }
 
+/* Two-step snapshot of the pair: the digest (small) is serialized at
+ * once; the file system's state is fixed now and serialized later, on the
+ * replicator's snapshot thread. */
+struct pair_job {
+	uint8_t *d;
+	uint64_t dl;
+	void *fjob; /* NULL without a file system */
+};
+
+static int pair_snapshot_begin(void *ctx, uint64_t *index, void **job)
+{
+	struct node *n = ctx;
+	struct pair_job *j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	uint64_t di, fi;
+	int rc = n->dsm_vt.snapshot(n->dsm_vt.ctx, &di, &j->d, &j->dl);
+	if (rc == 0 && n->fs_vt.apply) {
+		rc = n->fs_vt.snapshot_begin(n->fs_vt.ctx, &fi, &j->fjob);
+		if (rc == 0 && fi != di) {
+			uint8_t *f = NULL;
+			uint64_t fl;
+			if (n->fs_vt.snapshot_finish(n->fs_vt.ctx, j->fjob, &f,
+						     &fl) == 0)
+				free(f);
+			j->fjob = NULL;
+			rc = -EAGAIN;
+		}
+	}
+	if (rc) {
+		free(j->d);
+		free(j);
+		return rc;
+	}
+	*index = di;
+	*job = j;
+	return 0;
+}
+
+static int pair_snapshot_finish(void *ctx, void *job, uint8_t **data,
+				uint64_t *len)
+{
+	struct node *n = ctx;
+	struct pair_job *j = job;
+	uint8_t *f = NULL;
+	uint64_t fl = 0;
+	int rc = 0;
+	if (j->fjob)
+		rc = n->fs_vt.snapshot_finish(n->fs_vt.ctx, j->fjob, &f, &fl);
+	uint8_t *b = rc == 0 ? malloc(8 + j->dl + fl) : NULL;
+	if (rc == 0 && !b)
+		rc = -ENOMEM;
+	if (rc == 0) {
+		be_put64(b, j->dl);
+		memcpy(b + 8, j->d, j->dl);
+		if (fl)
+			memcpy(b + 8 + j->dl, f, fl);
+		*data = b;
+		*len = 8 + j->dl + fl;
+	}
+	free(f);
+	free(j->d);
+	free(j);
+	return rc;
+}
+
 static int pair_restore(void *ctx, uint64_t index, const uint8_t *data,
 			uint64_t len)
 {
@@ -874,6 +940,8 @@ int node_start(const struct node_opts *o, struct node **out, char *err,
 				.applied = pair_applied,
 				.sync = pair_sync,
 				.snapshot = pair_snapshot,
+				.snapshot_begin = pair_snapshot_begin,
+				.snapshot_finish = pair_snapshot_finish,
 				.restore = pair_restore,
 				.conf_changed = pair_conf_changed,
 				.describe = pair_describe,
