@@ -369,12 +369,14 @@ void raft_snapshot_meta(const struct raft *r, struct raft_snapshot_meta *m);
  * Copied. Used to feed followers that are behind the compacted prefix.
  * The answer to rd.want_snapshot; it may come several readies later (the
  * driver serializing elsewhere). */
-/* The driver cannot answer rd.want_snapshot (serializing failed, or the
- * data it made is older than the log now holds): ask again when a
- * follower still needs a snapshot. */
-int raft_snapshot_unavailable(struct raft *r);
 int raft_set_snapshot(struct raft *r, raft_index index, const void *data,
 		      uint64_t len);
+
+/* The driver cannot answer rd.want_snapshot (serializing failed, or the
+ * data it made is older than the log now holds): the core asks again the
+ * next time a follower needs a snapshot. Call it after a pause, not from
+ * the ready loop: a follower that needs a snapshot asks at every ready. */
+int raft_snapshot_unavailable(struct raft *r);
 
 /* Get the pending work. Returns true if rd holds anything. rd is borrowed
  * until raft_advance(). At most one ready may be outstanding at a time

@@ -162,6 +162,7 @@ struct repl {
 	uint64_t snap_idx, snap_len;
 	uint8_t *snap_data;
 	int snap_rc;
+	uint64_t snap_retry; /* now_tick to tell the core to ask again; 0 */
 	raft_term trace_last_term; /* for quieting repeated elections */
 	const char *trace_last_detail[2]; /* [0] election, [1] role */
 	uint64_t durable_applied;
@@ -1196,6 +1197,10 @@ static int persist(struct repl *r, const struct raft_ready *rd)
 /* Compact the log behind the durable state machine. */
 static void maybe_compact(struct repl *r)
 {
+	/* Not while snapshot data is being made: compacting past its index
+	 * would make it useless before it is done. */
+	if (r->snap_running)
+		return;
 	raft_index applied = r->cfg.sm.applied(r->cfg.sm.ctx);
 	if (applied < r->last_compact + r->cfg.compact_every)
 		return;
@@ -1240,16 +1245,24 @@ static void *snap_main(void *arg)
 	return NULL;
 }
 
-/* Offer data to the core, or tell it there is none (it asks again). */
+/* Offer data to the core, or, failing that, let it ask again after a
+ * heartbeat interval (on_tick): asking at once would spin the ready loop
+ * on a failure that repeats. */
 static void snapshot_offer(struct repl *r, int rc, uint64_t idx,
 			   const uint8_t *data, uint64_t len)
 {
-	if (rc == 0 && raft_set_snapshot(r->raft, idx, data, len) != 0)
-		rc = -ESTALE; /* the log moved past idx meanwhile */
-	if (rc != 0) {
-		LOG(WARN, "snapshot data for lagging followers: %s; asking "
-			  "again", strerror(-rc));
-		raft_snapshot_unavailable(r->raft);
+	const char *why = rc ? strerror(-rc) : NULL;
+	if (rc == 0) {
+		int crc = raft_set_snapshot(r->raft, idx, data, len);
+		if (crc != 0)
+			why = crc == RAFT_EINVAL ? "the log moved past it"
+						 : "out of memory";
+	}
+	if (why) {
+		LOG(WARN, "snapshot data for lagging followers (index %llu): "
+			  "%s; trying again",
+		    (unsigned long long)idx, why);
+		r->snap_retry = r->now_tick + r->cfg.heartbeat_ticks;
 	}
 }
 
@@ -1280,6 +1293,8 @@ static void snapshot_start(struct repl *r)
 	r->snap_running = true;
 	if (pthread_create(&r->snap_thread, NULL, snap_main, r) != 0) {
 		/* No thread: serialize here after all. */
+		LOG(WARN, "no thread for the snapshot: serializing it on the "
+			  "replicator thread");
 		snap_main(r);
 		r->snap_thread = pthread_self();
 	}
@@ -1339,6 +1354,10 @@ static int process_ready(struct repl *r)
 
 static void on_tick(struct repl *r)
 {
+	if (r->snap_retry && r->now_tick >= r->snap_retry) {
+		r->snap_retry = 0;
+		raft_snapshot_unavailable(r->raft);
+	}
 	raft_id leader = raft_leader(r->raft);
 	bool leader_changed = leader != r->last_leader;
 	if (leader_changed) {

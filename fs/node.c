@@ -121,6 +121,8 @@ struct pair_job {
 	uint8_t *d;
 	uint64_t dl;
 	void *fjob; /* NULL without a file system */
+	uint8_t *f; /* a file system without snapshot_begin: its data */
+	uint64_t fl;
 };
 
 static int pair_snapshot_begin(void *ctx, uint64_t *index, void **job)
@@ -131,20 +133,23 @@ static int pair_snapshot_begin(void *ctx, uint64_t *index, void **job)
 		return -ENOMEM;
 	uint64_t di, fi;
 	int rc = n->dsm_vt.snapshot(n->dsm_vt.ctx, &di, &j->d, &j->dl);
+	/* Both halves must be of one index (they differ after a crash until
+	 * the log is re-applied past both): checked before any work. */
+	if (rc == 0 && n->fs_vt.apply &&
+	    n->fs_vt.applied(n->fs_vt.ctx) != di)
+		rc = -EAGAIN;
 	if (rc == 0 && n->fs_vt.apply) {
-		rc = n->fs_vt.snapshot_begin(n->fs_vt.ctx, &fi, &j->fjob);
-		if (rc == 0 && fi != di) {
-			uint8_t *f = NULL;
-			uint64_t fl;
-			if (n->fs_vt.snapshot_finish(n->fs_vt.ctx, j->fjob, &f,
-						     &fl) == 0)
-				free(f);
-			j->fjob = NULL;
-			rc = -EAGAIN;
-		}
+		if (n->fs_vt.snapshot_begin)
+			rc = n->fs_vt.snapshot_begin(n->fs_vt.ctx, &fi,
+						     &j->fjob);
+		else
+			rc = n->fs_vt.snapshot(n->fs_vt.ctx, &fi, &j->f,
+					       &j->fl);
+		/* (nothing applies on this thread meanwhile: fi == di) */
 	}
 	if (rc) {
 		free(j->d);
+		free(j->f);
 		free(j);
 		return rc;
 	}
@@ -158,8 +163,8 @@ static int pair_snapshot_finish(void *ctx, void *job, uint8_t **data,
 {
 	struct node *n = ctx;
 	struct pair_job *j = job;
-	uint8_t *f = NULL;
-	uint64_t fl = 0;
+	uint8_t *f = j->f;
+	uint64_t fl = j->fl;
 	int rc = 0;
 	if (j->fjob)
 		rc = n->fs_vt.snapshot_finish(n->fs_vt.ctx, j->fjob, &f, &fl);

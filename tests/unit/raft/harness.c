@@ -212,7 +212,7 @@ static uint64_t get64(const uint8_t *p)
 }
 
 /* Snapshot of the state machine: applied, hash, n_normal, padding. */
-static uint8_t *sm_save(struct cluster *c, struct h_node *n, uint64_t *len)
+uint8_t *sm_save(struct cluster *c, struct h_node *n, uint64_t *len)
 {
 	uint64_t l = c->snap_pad < 24 ? 24 : c->snap_pad;
 	uint8_t *d = xrealloc(NULL, l);
@@ -324,8 +324,9 @@ bool cl_ready(struct cluster *c, raft_id id)
 		apply(n, &rd.committed[i]);
 	for (size_t i = 0; i < rd.n_reads && n->n_reads < 64; i++)
 		n->reads[n->n_reads++] = rd.reads[i];
-	if (rd.want_snapshot) {
+	if (rd.want_snapshot)
 		n->want_snapshot++;
+	if (rd.want_snapshot && !n->defer_snapshot) {
 		uint64_t len;
 		uint8_t *d = sm_save(c, n, &len);
 		raft_set_snapshot(n->r, n->applied, d, len);

@@ -43,6 +43,7 @@ struct h_node {
 	int events[16]; /* by enum raft_event_type */
 	const char *last_drop;
 	int want_snapshot;
+	bool defer_snapshot; /* count want_snapshot, do not answer it */
 	int snapshots_installed;
 	/* manual persistence: after-persist messages held until cl_persist */
 	bool manual_persist;
@@ -109,5 +110,8 @@ bool cl_consistent(struct cluster *c, raft_index upto);
 
 struct raft_status cl_status(struct cluster *c, raft_id id);
 uint64_t cl_seed(void); /* from SEED= or fixed, printed */
+
+/* The harness state machine's snapshot bytes for n (malloc'ed). */
+uint8_t *sm_save(struct cluster *c, struct h_node *n, uint64_t *len);
 
 #endif

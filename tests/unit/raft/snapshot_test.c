@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -86,6 +87,50 @@ static void lagging_follower_gets_chunked_snapshot_then_replicates(
 	cl_free(c);
 }
 
+/* The driver may answer want_snapshot later (serializing elsewhere):
+ * the core asks once until answered, asks again after
+ * raft_snapshot_unavailable(), takes data at an index older than its
+ * applied one as long as the log still holds it, and refuses data the log
+ * moved past. */
+static void snapshot_answered_late_or_not_at_all(void **state)
+{
+	(void)state;
+	struct cluster *c = snap_cluster();
+	c->n[1].defer_snapshot = true;
+	lag_and_compact(c);
+	raft_index at = c->n[1].applied; /* "begin": the state fixed here */
+	uint64_t len;
+	uint8_t *d = sm_save(c, &c->n[1], &len);
+	cl_heal(c);
+	cl_tick(c, 0, 30);
+	/* Asked, but not at every heartbeat (6 in 30 ticks): once, and again
+	 * only when check-quorum starts a new round (every 15 ticks). */
+	int w = c->n[1].want_snapshot;
+	assert_true(w >= 1 && w <= 3);
+	assert_int_equal(c->n[3].snapshots_installed, 0);
+	assert_int_equal(raft_snapshot_unavailable(c->n[1].r), 0);
+	cl_tick(c, 0, 6); /* the next heartbeat asks again */
+	assert_true(c->n[1].want_snapshot > w);
+	/* Meanwhile entries were applied: the data is older, still fine. */
+	assert_int_equal(cl_propose(c, 1, "later"), 0);
+	cl_settle(c);
+	assert_true(c->n[1].applied > at);
+	assert_int_equal(raft_set_snapshot(c->n[1].r, at, d, len), 0);
+	cl_tick(c, 0, 30);
+	assert_int_equal(c->n[3].snapshots_installed, 1);
+	assert_int_equal(c->n[3].applied, c->n[1].applied);
+	assert_int_equal(c->n[3].hash, c->n[1].hash);
+	/* Data the log has moved past is refused. */
+	for (int i = 0; i < 20; i++)
+		assert_int_equal(cl_propose(c, 1, "x"), 0);
+	cl_settle(c);
+	assert_int_equal(cl_compact(c, 1), 0);
+	assert_int_equal(raft_set_snapshot(c->n[1].r, at, d, len), RAFT_EINVAL);
+	assert_int_equal(raft_snapshot_unavailable(NULL), RAFT_EINVAL);
+	free(d);
+	cl_free(c);
+}
+
 struct lose {
 	uint64_t offset;
 	int seen;
@@ -160,6 +205,7 @@ int main(void)
 		cmocka_unit_test(
 			lagging_follower_gets_chunked_snapshot_then_replicates),
 		cmocka_unit_test(lost_chunk_is_resent_from_its_offset),
+		cmocka_unit_test(snapshot_answered_late_or_not_at_all),
 		cmocka_unit_test(silent_follower_gets_no_more_chunks),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
