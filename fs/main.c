@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -256,6 +257,16 @@ static int cmd_serve(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	/* Blocked until the wait below (and in every thread the node
+	 * starts, which inherit the mask): a signal between the check of
+	 * g_stop and the wait would otherwise be lost. */
+	sigset_t stopsigs, waitmask;
+	sigemptyset(&stopsigs);
+	sigaddset(&stopsigs, SIGINT);
+	sigaddset(&stopsigs, SIGTERM);
+	pthread_sigmask(SIG_BLOCK, &stopsigs, &waitmask);
+	sigdelset(&waitmask, SIGINT);
+	sigdelset(&waitmask, SIGTERM);
 	struct node *n;
 	char err[512] = "";
 	int rc = node_start(&o, &n, err, sizeof(err));
@@ -266,7 +277,7 @@ static int cmd_serve(int argc, char **argv)
 	}
 	LOG(INFO, "serving; data in %s", o.data_dir);
 	while (!g_stop)
-		pause();
+		sigsuspend(&waitmask);
 	LOG(INFO, "stopping");
 	node_stop(n);
 	return 0;

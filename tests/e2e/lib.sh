@@ -118,12 +118,14 @@ e2e_reap() {
 		kill -TERM "$pid" 2>/dev/null
 		for ((i = 0; i < 50; i++)); do
 			# a child that exited stays a zombie until waited for
-			[[ $(ps -o stat= -p "$pid" 2>/dev/null) == Z* ]] && break
+			# (ps under a timeout: reading /proc of a process that is
+			# exiting can block)
+			[[ $(timeout 1 ps -o stat= -p "$pid" 2>/dev/null) == Z* ]] && break
 			kill -0 "$pid" 2>/dev/null || break
 			sleep 0.1
 		done
 		if kill -0 "$pid" 2>/dev/null &&
-			[[ $(ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]; then
+			[[ $(timeout 1 ps -o stat= -p "$pid" 2>/dev/null) != Z* ]]; then
 			echo "note: pid $pid ignored SIGTERM for 5 s; sending SIGKILL" >&2
 			kill -KILL "$pid" 2>/dev/null
 			E2E_REAP_KILLED=1
