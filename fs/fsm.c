@@ -39,10 +39,11 @@ struct fsm {
 	struct inval *inval; /* guarded by mu; used under mu in apply */
 	uint8_t *abuf;       /* apply thread only: re-encoded entry */
 	size_t abuf_cap;
-	/* Inodes whose kernel pages match the table (fsm_pages_keep): an
-	 * open-addressing set of inode numbers (0: empty slot) with a flag
-	 * per slot, valid = no content change applied since the last open.
-	 * Inode numbers are never reused, so a slot is only ever cleared by
+	/* Inodes whose kernel pages match the table (fsm_pages_valid): an
+	 * open-addressing set of inode numbers (0: empty slot) with, per
+	 * slot, valid = pages dropped after the latest content change, and
+	 * a change count for the tickets of fsm_pages_dropped. Inode
+	 * numbers are never reused, so a slot is only ever cleared by
 	 * forgetting the whole set. */
 	pthread_mutex_t pmu;
 	uint64_t *pino;
