@@ -1292,11 +1292,14 @@ static void snapshot_start(struct repl *r)
 	r->snap_idx = idx;
 	r->snap_running = true;
 	if (pthread_create(&r->snap_thread, NULL, snap_main, r) != 0) {
-		/* No thread: serialize here after all. */
 		LOG(WARN, "no thread for the snapshot: serializing it on the "
 			  "replicator thread");
-		snap_main(r);
-		r->snap_thread = pthread_self();
+		r->snap_running = false;
+		uint8_t *data = NULL;
+		uint64_t len = 0;
+		rc = r->cfg.sm.snapshot_finish(r->cfg.sm.ctx, job, &data, &len);
+		snapshot_offer(r, rc, idx, data, len);
+		free(data);
 	}
 }
 
@@ -1308,8 +1311,7 @@ static void snapshot_collect(struct repl *r)
 	pthread_mutex_unlock(&r->mu);
 	if (!ready)
 		return;
-	if (!pthread_equal(r->snap_thread, pthread_self()))
-		pthread_join(r->snap_thread, NULL);
+	pthread_join(r->snap_thread, NULL);
 	r->snap_running = r->snap_ready = false;
 	snapshot_offer(r, r->snap_rc, r->snap_idx, r->snap_data, r->snap_len);
 	free(r->snap_data);
@@ -1542,8 +1544,7 @@ static void *loop(void *arg)
 	}
 	if (r->snap_running) {
 		/* The state machine must outlive the serialization. */
-		if (!pthread_equal(r->snap_thread, pthread_self()))
-			pthread_join(r->snap_thread, NULL);
+		pthread_join(r->snap_thread, NULL);
 		r->snap_running = r->snap_ready = false;
 		free(r->snap_data);
 		r->snap_data = NULL;

@@ -40,15 +40,15 @@ struct fsm {
 	uint8_t *abuf;       /* apply thread only: re-encoded entry */
 	size_t abuf_cap;
 	/* Inodes whose kernel pages match the table (fsm_pages_valid): an
-	 * open-addressing set of inode numbers (0: empty slot) with, per
-	 * slot, valid = pages dropped after the latest content change, and
-	 * a change count for the tickets of fsm_pages_dropped. Inode
-	 * numbers are never reused, so a slot is only ever cleared by
-	 * forgetting the whole set. */
+	 * open-addressing set (ino 0: empty slot). Inode numbers are never
+	 * reused, so a slot is only ever cleared by forgetting the whole
+	 * set. */
 	pthread_mutex_t pmu;
-	uint64_t *pino;
-	bool *pvalid;
-	uint32_t *pgen;  /* content changes seen while in the set */
+	struct pslot {
+		uint64_t ino;
+		uint32_t gen; /* content changes seen while in the set */
+		bool valid;   /* pages dropped after the latest change */
+	} *pset;
 	uint32_t pepoch; /* bumped whenever the set is forgotten */
 	size_t pcap, pn;
 };
@@ -167,24 +167,31 @@ static void queue_invalidations(struct fsm *f, const struct itab_op *op,
 
 /* ---- kernel page cache validity ------------------------------------------------ */
 
-static size_t pslot(const struct fsm *f, uint64_t ino)
+/* ino's slot, or the empty slot where it would go (pcap > 0, pmu held). */
+static struct pslot *pslot(const struct fsm *f, uint64_t ino)
 {
 	uint64_t h = ino * 0x9e3779b97f4a7c15ull;
 	size_t i = (size_t)(h >> 32) & (f->pcap - 1);
-	while (f->pino[i] != 0 && f->pino[i] != ino)
+	while (f->pset[i].ino != 0 && f->pset[i].ino != ino)
 		i = (i + 1) & (f->pcap - 1);
-	return i;
+	return &f->pset[i];
+}
+
+/* ino's slot if it is in the set, else NULL (pmu held). */
+static struct pslot *pfind(const struct fsm *f, uint64_t ino)
+{
+	if (!f->pcap)
+		return NULL;
+	struct pslot *sl = pslot(f, ino);
+	return sl->ino == ino ? sl : NULL;
 }
 
 /* Forget every inode (pmu held); tickets handed out before stop
  * matching. */
 static void pages_forget(struct fsm *f)
 {
-	if (f->pcap) {
-		memset(f->pino, 0, f->pcap * sizeof(*f->pino));
-		memset(f->pvalid, 0, f->pcap * sizeof(*f->pvalid));
-		memset(f->pgen, 0, f->pcap * sizeof(*f->pgen));
-	}
+	if (f->pcap)
+		memset(f->pset, 0, f->pcap * sizeof(*f->pset));
 	f->pn = 0;
 	f->pepoch++;
 }
@@ -198,33 +205,17 @@ static bool pages_room(struct fsm *f)
 	if ((f->pn + 1) * 4 <= f->pcap * 3)
 		return true;
 	size_t ncap = f->pcap ? f->pcap * 2 : 256;
-	uint64_t *ino = calloc(ncap, sizeof(*ino));
-	bool *valid = calloc(ncap, sizeof(*valid));
-	uint32_t *gen = calloc(ncap, sizeof(*gen));
-	if (!ino || !valid || !gen) {
-		free(ino);
-		free(valid);
-		free(gen);
+	struct pslot *nset = calloc(ncap, sizeof(*nset));
+	if (!nset)
 		return false;
-	}
-	uint64_t *oino = f->pino;
-	bool *ovalid = f->pvalid;
-	uint32_t *ogen = f->pgen;
+	struct pslot *old = f->pset;
 	size_t ocap = f->pcap;
-	f->pino = ino;
-	f->pvalid = valid;
-	f->pgen = gen;
+	f->pset = nset;
 	f->pcap = ncap;
 	for (size_t i = 0; i < ocap; i++)
-		if (oino[i]) {
-			size_t j = pslot(f, oino[i]);
-			f->pino[j] = oino[i];
-			f->pvalid[j] = ovalid[i];
-			f->pgen[j] = ogen[i];
-		}
-	free(oino);
-	free(ovalid);
-	free(ogen);
+		if (old[i].ino)
+			*pslot(f, old[i].ino) = old[i];
+	free(old);
 	return true;
 }
 
@@ -236,15 +227,13 @@ bool fsm_pages_valid(struct fsm *f, uint64_t ino, uint64_t *ticket)
 		return false;
 	pthread_mutex_lock(&f->pmu);
 	if (pages_room(f)) {
-		size_t i = pslot(f, ino);
-		if (f->pino[i] != ino) {
-			f->pino[i] = ino;
-			f->pvalid[i] = false;
-			f->pgen[i] = 0;
+		struct pslot *sl = pslot(f, ino);
+		if (sl->ino != ino) {
+			*sl = (struct pslot){.ino = ino};
 			f->pn++;
 		}
-		valid = f->pvalid[i];
-		*ticket = (uint64_t)f->pepoch << 32 | f->pgen[i];
+		valid = sl->valid;
+		*ticket = (uint64_t)f->pepoch << 32 | sl->gen;
 	}
 	pthread_mutex_unlock(&f->pmu);
 	return valid;
@@ -253,11 +242,9 @@ bool fsm_pages_valid(struct fsm *f, uint64_t ino, uint64_t *ticket)
 void fsm_pages_dropped(struct fsm *f, uint64_t ino, uint64_t ticket)
 {
 	pthread_mutex_lock(&f->pmu);
-	if (f->pcap && ticket >> 32 == f->pepoch) {
-		size_t i = pslot(f, ino);
-		if (f->pino[i] == ino && f->pgen[i] == (uint32_t)ticket)
-			f->pvalid[i] = true;
-	}
+	struct pslot *sl = pfind(f, ino);
+	if (sl && ticket >> 32 == f->pepoch && sl->gen == (uint32_t)ticket)
+		sl->valid = true;
 	pthread_mutex_unlock(&f->pmu);
 }
 
@@ -266,12 +253,10 @@ void fsm_pages_dropped(struct fsm *f, uint64_t ino, uint64_t ticket)
 void fsm_pages_stale(struct fsm *f, uint64_t ino)
 {
 	pthread_mutex_lock(&f->pmu);
-	if (f->pcap) {
-		size_t i = pslot(f, ino);
-		if (f->pino[i] == ino) {
-			f->pvalid[i] = false;
-			f->pgen[i]++;
-		}
+	struct pslot *sl = pfind(f, ino);
+	if (sl) {
+		sl->valid = false;
+		sl->gen++;
 	}
 	pthread_mutex_unlock(&f->pmu);
 }
@@ -408,27 +393,9 @@ static int growbuf_write(void *ctx, const void *buf, size_t len)
 	return 0;
 }
 
-/* repl_sm.snapshot: the itab dump at its applied index (nothing applies
- * meanwhile: we are on the replicator thread). */
-static int fsm_snapshot(void *ctx, uint64_t *index, uint8_t **data,
-			uint64_t *len)
-{
-	struct fsm *f = ctx;
-	struct growbuf g = {0};
-	*index = itab_applied_index(f->itab);
-	int rc = itab_snapshot(f->itab, growbuf_write, &g);
-	if (rc < 0) {
-		free(g.b);
-		return rc;
-	}
-	*data = g.b;
-	*len = g.len;
-	return 0;
-}
-
-/* repl_sm.snapshot_begin/finish: the same dump, serialized away from the
- * replicator thread (a LevelDB snapshot keeps the point in time while
- * entries go on being applied). */
+/* repl_sm.snapshot_begin/finish: the itab dump at its applied index,
+ * serialized away from the replicator thread (a LevelDB snapshot keeps the
+ * point in time while entries go on being applied). */
 static int fsm_snapshot_begin(void *ctx, uint64_t *index, void **job)
 {
 	struct fsm *f = ctx;
@@ -453,6 +420,15 @@ static int fsm_snapshot_finish(void *ctx, void *job, uint8_t **data,
 	*data = g.b;
 	*len = g.len;
 	return 0;
+}
+
+/* repl_sm.snapshot: the same in one go. */
+static int fsm_snapshot(void *ctx, uint64_t *index, uint8_t **data,
+			uint64_t *len)
+{
+	void *job;
+	int rc = fsm_snapshot_begin(ctx, index, &job);
+	return rc ? rc : fsm_snapshot_finish(ctx, job, data, len);
 }
 
 /* repl_sm.restore: replace the table. The kernel may cache anything of
@@ -537,9 +513,7 @@ void fsm_free(struct fsm *f)
 		return;
 	pthread_mutex_destroy(&f->mu);
 	pthread_mutex_destroy(&f->pmu);
-	free(f->pino);
-	free(f->pvalid);
-	free(f->pgen);
+	free(f->pset);
 	free(f->abuf);
 	free(f);
 }

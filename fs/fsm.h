@@ -83,7 +83,7 @@ void fsm_inval_inode(struct fsm *f, uint64_t ino);
  * is false, drop the pages (and wait until they are dropped), then call
  * fsm_pages_dropped() with the ticket it gave: that marks them valid
  * unless the content changed meanwhile. fsm_pages_stale() marks them
- * invalid again (an open whose reply failed). Memory is bounded: past
+ * invalid (what applying a content change does). Memory is bounded: past
  * FSM_PAGES_MAX inodes the set is forgotten (every next open drops its
  * pages once). */
 #define FSM_PAGES_MAX (1u << 16)

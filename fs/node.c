@@ -82,39 +82,8 @@ static int pair_sync(void *ctx, uint64_t *index)
 	return rc;
 }
 
-/* Snapshot of the pair: u64 digest length | digest | fs state. Both are
- * taken at the same applied index (the replicator thread is in here, so
- * nothing applies meanwhile). */
-static int pair_snapshot(void *ctx, uint64_t *index, uint8_t **data,
-			 uint64_t *len)
-{
-	struct node *n = ctx;
-	uint8_t *d = NULL, *f = NULL;
-	uint64_t dl = 0, fl = 0, di, fi;
-	int rc = n->dsm_vt.snapshot(n->dsm_vt.ctx, &di, &d, &dl);
-	if (rc == 0 && n->fs_vt.apply) {
-		rc = n->fs_vt.snapshot(n->fs_vt.ctx, &fi, &f, &fl);
-		if (rc == 0 && fi != di)
-			rc = -EAGAIN;
-	}
-	uint8_t *b = rc == 0 ? malloc(8 + dl + fl) : NULL;
-	if (rc == 0 && !b)
-		rc = -ENOMEM;
-	if (rc == 0) {
-		be_put64(b, dl);
-		memcpy(b + 8, d, dl);
-		if (fl)
-			memcpy(b + 8 + dl, f, fl);
-		*data = b;
-		*len = 8 + dl + fl;
-		*index = di;
-	}
-	free(d);
-	free(f);
-	return rc;
-}
-
-/* Two-step snapshot of the pair: the digest (small) is serialized at
+/* Snapshot of the pair: u64 digest length | digest | fs state, both at
+ * one applied index. In two steps: the digest (small) is serialized at
  * once; the file system's state is fixed now and serialized later, on the
  * replicator's snapshot thread. */
 struct pair_job {
@@ -183,6 +152,15 @@ static int pair_snapshot_finish(void *ctx, void *job, uint8_t **data,
 	free(j->d);
 	free(j);
 	return rc;
+}
+
+/* The same in one go. */
+static int pair_snapshot(void *ctx, uint64_t *index, uint8_t **data,
+			 uint64_t *len)
+{
+	void *job;
+	int rc = pair_snapshot_begin(ctx, index, &job);
+	return rc ? rc : pair_snapshot_finish(ctx, job, data, len);
 }
 
 static int pair_restore(void *ctx, uint64_t index, const uint8_t *data,

@@ -807,52 +807,42 @@ static void sfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	propose_kind(get_fs(req), req, CALL_ERR, &op);
 }
 
+/* getxattr/listxattr: n is what the table gave for a buffer of `size`
+ * bytes (size 0: only the length is asked for). */
+static void reply_xattr(fuse_req_t req, long n, size_t size, const char *buf)
+{
+	if (n < 0)
+		fuse_reply_err(req, (int)-n);
+	else if (size == 0)
+		fuse_reply_xattr(req, (size_t)n);
+	else
+		fuse_reply_buf(req, buf, (size_t)n);
+}
+
 static void sfs_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 size_t size)
 {
 	struct sfs *fs = get_fs(req);
-	if (size == 0) {
-		long n = itab_getxattr(fs->itab, ino, name, strlen(name), NULL, 0);
-		if (n < 0)
-			fuse_reply_err(req, (int)-n);
-		else
-			fuse_reply_xattr(req, (size_t)n);
-		return;
-	}
-	char *buf = malloc(size);
-	if (!buf) {
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	long n = itab_getxattr(fs->itab, ino, name, strlen(name), buf, size);
-	if (n < 0)
-		fuse_reply_err(req, (int)-n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
+	reply_xattr(req,
+		    itab_getxattr(fs->itab, ino, name, strlen(name), buf, size),
+		    size, buf);
 	free(buf);
 }
 
 static void sfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
 	struct sfs *fs = get_fs(req);
-	if (size == 0) {
-		long n = itab_listxattr(fs->itab, ino, NULL, 0);
-		if (n < 0)
-			fuse_reply_err(req, (int)-n);
-		else
-			fuse_reply_xattr(req, (size_t)n);
-		return;
-	}
-	char *buf = malloc(size);
-	if (!buf) {
+	char *buf = size ? malloc(size) : NULL;
+	if (size && !buf) {
 		fuse_reply_err(req, ENOMEM);
 		return;
 	}
-	long n = itab_listxattr(fs->itab, ino, buf, size);
-	if (n < 0)
-		fuse_reply_err(req, (int)-n);
-	else
-		fuse_reply_buf(req, buf, (size_t)n);
+	reply_xattr(req, itab_listxattr(fs->itab, ino, buf, size), size, buf);
 	free(buf);
 }
 

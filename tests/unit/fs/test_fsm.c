@@ -299,6 +299,17 @@ static void test_remote_ops_queue_invalidations_local_ops_do_not(void **state)
 	assert_int_equal(rec.entries + rec.inodes, 0);
 }
 
+/* A snapshot of the table installed again over itself (what a follower
+ * does with the leader's): a restore. */
+static void reinstall(struct tfx *t)
+{
+	uint64_t idx, len;
+	uint8_t *data;
+	assert_int_equal(t->r.sm.snapshot(t->r.sm.ctx, &idx, &data, &len), 0);
+	assert_int_equal(t->r.sm.restore(t->r.sm.ctx, idx, data, len), 0);
+	free(data);
+}
+
 /* An open as sfs_open does it: valid? else drop (here: nothing to drop)
  * and vouch. Returns whether the pages were kept. */
 static bool open_pages(struct fsm *f, uint64_t ino)
@@ -377,12 +388,8 @@ static void test_pages_kept_until_content_changes(void **state)
 	assert_true(open_pages(t->f, ino));
 
 	/* A snapshot install: nothing is known valid any more. */
-	uint64_t idx, len;
-	uint8_t *data;
-	assert_int_equal(t->r.sm.snapshot(t->r.sm.ctx, &idx, &data, &len), 0);
 	assert_true(fsm_pages_valid(t->f, ino, &t1));
-	assert_int_equal(t->r.sm.restore(t->r.sm.ctx, idx, data, len), 0);
-	free(data);
+	reinstall(t);
 	fsm_pages_dropped(t->f, ino, t1); /* a ticket from before: void */
 	assert_false(open_pages(t->f, ino));
 	assert_true(open_pages(t->f, ino));
@@ -391,9 +398,7 @@ static void test_pages_kept_until_content_changes(void **state)
 	 * slot created anew with the same change count. */
 	uint64_t fresh = 5000000;
 	assert_false(fsm_pages_valid(t->f, fresh, &t1));
-	assert_int_equal(t->r.sm.snapshot(t->r.sm.ctx, &idx, &data, &len), 0);
-	assert_int_equal(t->r.sm.restore(t->r.sm.ctx, idx, data, len), 0);
-	free(data);
+	reinstall(t);
 	assert_false(fsm_pages_valid(t->f, fresh, &t2));
 	fsm_pages_dropped(t->f, fresh, t1);
 	assert_false(fsm_pages_valid(t->f, fresh, &t2));
