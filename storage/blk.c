@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <openssl/evp.h>
@@ -16,15 +17,23 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #define TMP_PREFIX ".tmp-"
 #define QUARANTINE "quarantine"
+#define CRC_XATTR "user.sandfs.crc32c"
 
 struct blk_store {
 	char *dir;
 	int dirfd;
 	unsigned flags;
+	/* Set once the file system refused a user xattr: no CRCs are stored
+	 * and every read is checked with SHA-256. */
+	atomic_bool no_xattr;
+	/* Verification counters (blk_counters); relaxed atomics. */
+	atomic_uint_fast64_t crc_checks, sha_checks, crc_failures,
+	    sha_failures, crc_added;
 };
 
 /* "HH/<64 hex>" relative to the store; fan-out dir "HH" in fan. */
@@ -49,6 +58,44 @@ void blk_sha256(const void *data, size_t len, uint8_t out[BLK_HASH_LEN])
 	 * zeroed hash then simply matches no block. */
 	if (!EVP_Digest(data, len, out, &olen, EVP_sha256(), NULL))
 		memset(out, 0, BLK_HASH_LEN);
+}
+
+/* The CRC stored with a block: CRC-32C over its name and then its content,
+ * so a block file swapped for another block's file (content and CRC) fails
+ * too. */
+static uint32_t block_crc(const uint8_t hash[BLK_HASH_LEN], const void *data,
+			  size_t len)
+{
+	return stor_crc32c(stor_crc32c(0, hash, BLK_HASH_LEN), data, len);
+}
+
+/* True for the errors of a file system without user xattrs. */
+static bool xattr_unsupported(int err)
+{
+	return err == ENOTSUP || err == EOPNOTSUPP;
+}
+
+/* Stores the block's CRC on fd: 0, or -errno (-ENOSPC...). A file system
+ * without user xattrs is remembered and is not an error. */
+static int store_crc(struct blk_store *bs, int fd,
+		     const uint8_t hash[BLK_HASH_LEN], const void *data,
+		     size_t len)
+{
+	if (atomic_load_explicit(&bs->no_xattr, memory_order_relaxed))
+		return 0;
+	uint8_t v[4];
+	stor_put_be32(v, block_crc(hash, data, len));
+	if (fsetxattr(fd, CRC_XATTR, v, sizeof v, 0) == 0)
+		return 0;
+	if (xattr_unsupported(errno)) {
+		if (!atomic_exchange(&bs->no_xattr, true))
+			STOR_WARN("block store %s: the file system keeps no "
+				  "user xattrs; local reads are checked with "
+				  "SHA-256 instead of a stored CRC32C",
+				  bs->dir);
+		return 0;
+	}
+	return -errno;
 }
 
 void blk_hex(const uint8_t hash[BLK_HASH_LEN], char out[BLK_HEX_LEN + 1])
@@ -206,6 +253,8 @@ static int put_verified(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
 		return rc;
 	}
 	int rc = write_all(fd, data, len);
+	if (rc == 0)
+		rc = store_crc(bs, fd, hash, data, len);
 	if (rc == 0 && (bs->flags & BLK_SYNC) && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)
@@ -274,6 +323,56 @@ static void quarantine(struct blk_store *bs, const struct blk_name *n)
 		unlinkat(bs->dirfd, n->rel, 0);
 }
 
+/* Checks buf[0..len), read from fd, against the block's name: against
+ * the CRC stored with it, or (full, or no CRC stored) against its SHA-256.
+ * A block stored before CRCs existed gets its CRC once it passed SHA-256.
+ * A failure is logged and the file quarantined: -EBADMSG. */
+static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
+		  const uint8_t hash[BLK_HASH_LEN], const void *buf, size_t len,
+		  bool full)
+{
+	uint8_t v[4];
+	ssize_t vl = fgetxattr(fd, CRC_XATTR, v, sizeof v);
+	int xerr = vl < 0 ? errno : 0;
+	bool has_crc = vl == (ssize_t)sizeof v;
+	const char *what = NULL;
+	if (has_crc) {
+		atomic_fetch_add_explicit(&bs->crc_checks, 1,
+					  memory_order_relaxed);
+		if (block_crc(hash, buf, len) != stor_get_be32(v)) {
+			atomic_fetch_add_explicit(&bs->crc_failures, 1,
+						  memory_order_relaxed);
+			what = "its stored CRC32C";
+		}
+	}
+	if (!what && (full || !has_crc)) {
+		atomic_fetch_add_explicit(&bs->sha_checks, 1,
+					  memory_order_relaxed);
+		uint8_t h[BLK_HASH_LEN];
+		blk_sha256(buf, len, h);
+		if (memcmp(h, hash, BLK_HASH_LEN) != 0) {
+			atomic_fetch_add_explicit(&bs->sha_failures, 1,
+						  memory_order_relaxed);
+			what = "its hash";
+		}
+	}
+	if (what) {
+		STOR_ERR("block store %s: block %s is corrupt (%zu bytes do "
+			 "not match %s); moved to %s/, refetch it",
+			 bs->dir, n->hex, len, what, QUARANTINE);
+		quarantine(bs, n);
+		return -EBADMSG;
+	}
+	/* No CRC yet (a block from before CRCs, or one whose xattr was
+	 * lost): it just passed SHA-256, so store one now. */
+	if (!has_crc && (xerr == ENODATA || vl >= 0) &&
+	    store_crc(bs, fd, hash, buf, len) == 0 &&
+	    !atomic_load_explicit(&bs->no_xattr, memory_order_relaxed))
+		atomic_fetch_add_explicit(&bs->crc_added, 1,
+					  memory_order_relaxed);
+	return 0;
+}
+
 /* See blk.h. */
 #define BLK_DIRECT_ALIGN 4096u
 #define BLK_DIRECT_MIN (64u << 10)
@@ -329,19 +428,58 @@ int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
 	if (got > want)
 		got = want; /* the file grew meanwhile: only what fstat saw */
 	*len = got;
-	uint8_t h[BLK_HASH_LEN];
-	blk_sha256(buf, got, h);
-	if (memcmp(h, hash, BLK_HASH_LEN) != 0) {
-		STOR_ERR(
-		    "block store %s: block %s is corrupt (%zu bytes do not "
-		    "match its hash); moved to %s/, refetch it",
-		    bs->dir, n.hex, got, QUARANTINE);
-		quarantine(bs, &n);
-		rc = -EBADMSG;
-	}
+	rc = verify(bs, fd, &n, hash, buf, got, false);
 out:
 	close(fd);
 	return rc;
+}
+
+/* See blk.h. */
+int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
+{
+	struct blk_name n;
+	make_name(hash, &n);
+	int fd = openat(bs->dirfd, n.rel, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	struct stat st;
+	int rc = fstat(fd, &st) < 0 ? -errno : 0;
+	uint8_t *buf = rc == 0 ? malloc(st.st_size ? (size_t)st.st_size : 1)
+			       : NULL;
+	if (rc == 0 && !buf)
+		rc = -ENOMEM;
+	size_t got = 0;
+	while (rc == 0 && got < (size_t)st.st_size) {
+		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			rc = -errno;
+		else if (r == 0)
+			break;
+		else
+			got += (size_t)r;
+	}
+	if (rc == 0)
+		rc = verify(bs, fd, &n, hash, buf, got, true);
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+/* See blk.h. */
+void blk_counters(struct blk_store *bs, struct blk_counters *out)
+{
+	out->crc_checks = atomic_load_explicit(&bs->crc_checks,
+					       memory_order_relaxed);
+	out->sha_checks = atomic_load_explicit(&bs->sha_checks,
+					       memory_order_relaxed);
+	out->crc_failures = atomic_load_explicit(&bs->crc_failures,
+						 memory_order_relaxed);
+	out->sha_failures = atomic_load_explicit(&bs->sha_failures,
+						 memory_order_relaxed);
+	out->crc_added = atomic_load_explicit(&bs->crc_added,
+					      memory_order_relaxed);
 }
 
 /* See blk.h. */

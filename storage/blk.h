@@ -6,9 +6,22 @@
  * Writes are atomic: a temp file in the same fan-out directory, optionally
  * fsync'ed, then renamed into place (and the directory fsync'ed). A crash
  * never leaves a block file with partial content; stale temp files are
- * removed by blk_open(). Every read is verified against the name; a block
- * that fails verification is moved to blocks/quarantine/ so that a fresh
- * copy (refetched by the caller) can be stored.
+ * removed by blk_open().
+ *
+ * Verification. A block's SHA-256 is checked when it enters the store
+ * from elsewhere (blk_put_hashed: a peer's copy) and by blk_check() (fsck,
+ * scrub). blk_put() computes the name itself. With every block the store
+ * keeps a CRC-32C of (name, content) in the user xattr
+ * "user.sandfs.crc32c", written before the file is renamed into place;
+ * blk_get() checks a read from disk against that CRC (hardware CRC32C,
+ * a few percent of SHA-256's cost). That catches what the disk and file
+ * system do to a block: bit rot, torn or truncated files, a block file
+ * swapped for another block's. It does not catch a deliberate edit that
+ * also rewrites the CRC: blk_check() does. A block without a CRC (stored
+ * before this scheme, or on a file system without user xattrs) is checked
+ * with SHA-256 on read, and gets its CRC once it passed. A block that
+ * fails any check is moved to blocks/quarantine/ so that a fresh copy
+ * (refetched by the caller) can be stored.
  *
  * Threads: every function may be called from several threads at once on
  * one struct blk_store (no shared mutable state beyond the file system).
@@ -52,13 +65,28 @@ int blk_put(struct blk_store *bs, const void *data, size_t len,
 int blk_put_hashed(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
                    const void *data, size_t len);
 
-/* Reads the block into buf[0..cap) and verifies it; *len gets its size.
+/* Reads the block into buf[0..cap) and verifies it (its CRC, or SHA-256
+ * when it has none); *len gets its size.
  *   -ENOENT   not stored
  *   -ERANGE   cap too small (*len is set to the size needed)
- *   -EBADMSG  content does not match the hash: logged, the file moved to
+ *   -EBADMSG  content does not match: logged, the file moved to
  *             quarantine; the caller refetches it from a peer. */
 int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
             size_t cap, size_t *len);
+
+/* Reads the block and checks it against its SHA-256 and its CRC (fsck,
+ * scrub): 0, -ENOENT, or -EBADMSG (logged and quarantined, as blk_get). */
+int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN]);
+
+/* What the store verified since blk_open(). */
+struct blk_counters {
+	uint64_t crc_checks;   /* reads checked against a stored CRC */
+	uint64_t sha_checks;   /* reads or checks hashed with SHA-256 */
+	uint64_t crc_failures; /* CRC mismatches */
+	uint64_t sha_failures; /* SHA-256 mismatches */
+	uint64_t crc_added;    /* CRCs stored on read for blocks without one */
+};
+void blk_counters(struct blk_store *bs, struct blk_counters *out);
 
 /* Size of a stored block, without reading it: 0 or -ENOENT. */
 int blk_size(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],

@@ -68,14 +68,44 @@ static const uint32_t crc32c_table[256] = {
     0xad7d5351u,
 };
 
-/* Table-driven CRC-32C; crc is the running value (0 to start). */
-uint32_t stor_crc32c(uint32_t crc, const void *data, size_t len)
+/* Table-driven CRC-32C, a byte at a time (the portable path). */
+static uint32_t crc32c_sw(uint32_t crc, const uint8_t *p, size_t len)
 {
-	const uint8_t *p = data;
-	crc = ~crc;
 	while (len--)
 		crc = crc32c_table[(crc ^ *p++) & 0xffu] ^ (crc >> 8);
-	return ~crc;
+	return crc;
+}
+
+#if defined(__x86_64__)
+#include <nmmintrin.h>
+/* CRC-32C with the SSE4.2 crc32 instruction, 8 bytes at a time. Blocks
+ * read from the node's own disk are verified with it (blk_get), so it
+ * runs over every byte a cold read serves. */
+__attribute__((target("sse4.2"))) static uint32_t
+crc32c_hw(uint32_t crc, const uint8_t *p, size_t len)
+{
+	uint64_t c = crc;
+	for (; len >= 8; p += 8, len -= 8) {
+		uint64_t v;
+		memcpy(&v, p, 8);
+		c = _mm_crc32_u64(c, v);
+	}
+	crc = (uint32_t)c;
+	while (len--)
+		crc = _mm_crc32_u8(crc, *p++);
+	return crc;
+}
+#endif
+
+/* See util.h; crc is the running value (0 to start). */
+uint32_t stor_crc32c(uint32_t crc, const void *data, size_t len)
+{
+	crc = ~crc;
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("sse4.2"))
+		return ~crc32c_hw(crc, data, len);
+#endif
+	return ~crc32c_sw(crc, data, len);
 }
 
 /* See util.h: classify a LevelDB status string. */

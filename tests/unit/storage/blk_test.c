@@ -17,6 +17,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 
 struct fx {
 	char *tmp;
@@ -186,6 +187,121 @@ static void corrupt_block_fails_verification_and_can_be_refetched(void **state)
 	assert_int_equal(truncate(file, 3), 0);
 	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), -EBADMSG);
 	free(q);
+	free(file);
+}
+
+/* Reads from the store are checked against the stored CRC32C, not
+ * SHA-256; the counters say which check ran. */
+static void reads_check_the_stored_crc_not_sha256(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	assert_int_equal(blk_put(f->bs, "crc me", 6, h), 0);
+	char *file = block_file(f, h);
+	uint8_t v[4];
+	assert_int_equal(getxattr(file, "user.sandfs.crc32c", v, sizeof v), 4);
+	char buf[16];
+	size_t len;
+	struct blk_counters c;
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), 0);
+	blk_counters(f->bs, &c);
+	assert_int_equal(c.crc_checks, 3);
+	assert_int_equal(c.sha_checks, 0);
+	/* A damaged CRC is a damaged block: quarantined, refetchable. */
+	v[0] ^= 1;
+	assert_int_equal(setxattr(file, "user.sandfs.crc32c", v, 4, 0), 0);
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), -EBADMSG);
+	assert_int_equal(blk_has(f->bs, h), 0);
+	blk_counters(f->bs, &c);
+	assert_int_equal(c.crc_failures, 1);
+	free(file);
+}
+
+/* A block stored before CRCs existed (no xattr) is read with SHA-256 once,
+ * gets its CRC, and is CRC-checked from then on; a damaged one is caught
+ * by SHA-256. */
+static void blocks_without_a_crc_are_hashed_once_then_get_one(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	assert_int_equal(blk_put(f->bs, "old block", 9, h), 0);
+	char *file = block_file(f, h);
+	assert_int_equal(removexattr(file, "user.sandfs.crc32c"), 0);
+	char buf[16];
+	size_t len;
+	struct blk_counters c;
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), 0);
+	assert_memory_equal(buf, "old block", 9);
+	blk_counters(f->bs, &c);
+	assert_int_equal(c.sha_checks, 1);
+	assert_int_equal(c.crc_added, 1);
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), 0);
+	blk_counters(f->bs, &c);
+	assert_int_equal(c.sha_checks, 1);
+	assert_int_equal(c.crc_checks, 1);
+	/* damaged and without a CRC: SHA-256 still catches it */
+	assert_int_equal(removexattr(file, "user.sandfs.crc32c"), 0);
+	FILE *fp = fopen(file, "r+");
+	assert_non_null(fp);
+	fputc('X', fp);
+	fclose(fp);
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), -EBADMSG);
+	blk_counters(f->bs, &c);
+	assert_int_equal(c.sha_failures, 1);
+	free(file);
+}
+
+/* The CRC covers the block's name: another block's file (content and CRC)
+ * renamed over this one fails the check. */
+static void a_block_file_swapped_for_another_fails(void **state)
+{
+	struct fx *f = *state;
+	uint8_t a[BLK_HASH_LEN], b[BLK_HASH_LEN];
+	assert_int_equal(blk_put(f->bs, "block a", 7, a), 0);
+	assert_int_equal(blk_put(f->bs, "block b", 7, b), 0);
+	char *fa = block_file(f, a), *fb = block_file(f, b);
+	assert_int_equal(rename(fb, fa), 0);
+	char buf[16];
+	size_t len;
+	assert_int_equal(blk_get(f->bs, a, buf, sizeof buf, &len), -EBADMSG);
+	free(fa);
+	free(fb);
+}
+
+/* blk_check hashes: an edit that also rewrote a valid CRC passes a read
+ * (the documented limit of the CRC) but not blk_check. */
+static void check_hashes_and_catches_what_the_crc_cannot(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	assert_int_equal(blk_put(f->bs, "genuine", 7, h), 0);
+	assert_int_equal(blk_check(f->bs, h), 0);
+	char *file = block_file(f, h);
+	FILE *fp = fopen(file, "w");
+	assert_non_null(fp);
+	fputs("forged!", fp);
+	fclose(fp);
+	/* CRC-32C(name, "forged!") as the store computes it */
+	uint32_t crc = ~0u;
+	const uint8_t *parts[2] = {h, (const uint8_t *)"forged!"};
+	size_t lens[2] = {BLK_HASH_LEN, 7};
+	for (int p = 0; p < 2; p++)
+		for (size_t i = 0; i < lens[p]; i++) {
+			crc ^= parts[p][i];
+			for (int k = 0; k < 8; k++)
+				crc = (crc >> 1) ^ (0x82F63B78u & -(crc & 1u));
+		}
+	crc = ~crc;
+	uint8_t v[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16),
+			(uint8_t)(crc >> 8), (uint8_t)crc};
+	assert_int_equal(setxattr(file, "user.sandfs.crc32c", v, 4, 0), 0);
+	char buf[16];
+	size_t len;
+	assert_int_equal(blk_get(f->bs, h, buf, sizeof buf, &len), 0);
+	assert_int_equal(blk_check(f->bs, h), -EBADMSG);
+	assert_int_equal(blk_has(f->bs, h), 0);
+	assert_int_equal(blk_check(f->bs, h), -ENOENT);
 	free(file);
 }
 
@@ -455,6 +571,10 @@ int main(void)
 	    T(put_hashed_refuses_content_that_does_not_match),
 	    T(corrupt_block_fails_verification_and_can_be_refetched),
 	    T(aligned_large_reads_are_exact_and_verified),
+	    T(reads_check_the_stored_crc_not_sha256),
+	    T(blocks_without_a_crc_are_hashed_once_then_get_one),
+	    T(a_block_file_swapped_for_another_fails),
+	    T(check_hashes_and_catches_what_the_crc_cannot),
 	    T(list_reports_every_block_once_and_can_stop),
 	    T(stale_temp_files_are_removed_on_open),
 	    T(concurrent_puts_of_the_same_blocks_all_succeed),
