@@ -179,7 +179,10 @@ struct raft_msg {
 	 * voters skip the "heard from a leader recently" check. */
 	bool transfer;
 
-	/* SNAPSHOT: meta of the snapshot, this chunk's offset, done flag. */
+	/* SNAPSHOT: meta of the snapshot, this chunk's offset, done flag.
+	 * APPEND: done=true on an append without entries (a commit notice)
+	 * means the leader wants no answer when it is accepted; a refusal
+	 * is answered as always. */
 	struct raft_snapshot_meta snap;
 	uint64_t offset;
 	bool done;

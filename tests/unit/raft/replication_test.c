@@ -356,6 +356,52 @@ static void committed_entries_handed_out_only_when_durable(void **state)
 	cl_free(c);
 }
 
+/* Drops the first APPEND carrying entries to node 3 (*arg counts). */
+static bool drop_entries_to_3(void *arg, struct raft_msg *m)
+{
+	int *dropped = arg;
+	if (m->type != RAFT_MSG_APPEND || m->to != 3 || m->n_entries == 0 ||
+	    *dropped)
+		return false;
+	*dropped = 1;
+	return true;
+}
+
+/* A commit notice (an append without entries to a follower in step) is
+ * not answered when accepted: a proposal costs one append and one answer
+ * per follower, plus the notice that lets them apply. A notice the
+ * follower cannot accept (it missed the entries) is answered with a
+ * refusal, and the leader repairs it without waiting for a heartbeat. */
+static void commit_notices_are_not_answered_unless_refused(void **state)
+{
+	(void)state;
+	struct cluster *c = cluster(3, NULL);
+	assert_true(cl_elect(c, 1));
+	cl_settle(c);
+	memset(c->sent, 0, sizeof c->sent);
+	assert_int_equal(cl_propose(c, 1, "one"), 0);
+	cl_settle(c);
+	raft_index last = cl_status(c, 1).last_index;
+	for (raft_id i = 1; i <= 3; i++)
+		assert_int_equal(c->n[i].applied, last);
+	assert_int_equal(c->sent[RAFT_MSG_APPEND], 4); /* entries + notice */
+	assert_int_equal(c->sent[RAFT_MSG_APPEND_RESP], 2);
+
+	int dropped = 0;
+	c->filter = drop_entries_to_3;
+	c->farg = &dropped;
+	assert_int_equal(cl_propose(c, 1, "two"), 0);
+	cl_settle(c); /* no tick: no heartbeat helps */
+	c->filter = NULL;
+	assert_int_equal(dropped, 1);
+	assert_int_equal(c->n[2].applied, last + 1);
+	assert_true(c->append_rejects > 0); /* 3 refused the notice */
+	assert_int_equal(cl_status(c, 3).commit, last + 1);
+	assert_int_equal(c->n[3].applied, last + 1);
+	assert_true(cl_consistent(c, last + 1));
+	cl_free(c);
+}
+
 int main(void)
 {
 	seed = cl_seed();
@@ -371,6 +417,8 @@ int main(void)
 			persistence_gates_acks_votes_and_leader_self_count),
 		cmocka_unit_test(
 			committed_entries_handed_out_only_when_durable),
+		cmocka_unit_test(
+			commit_notices_are_not_answered_unless_refused),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
