@@ -1228,6 +1228,7 @@ static void fire_due_ticks(struct repl *r);
 
 static void *snap_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-snap");
 	struct repl *r = arg;
 	uint8_t *data = NULL;
 	uint64_t len = 0;
@@ -1481,6 +1482,7 @@ static void fire_due_ticks(struct repl *r)
 
 static void *loop(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-repl");
 	struct repl *r = arg;
 	r->next_tick = now_ms() + r->cfg.tick_ms;
 	for (;;) {
@@ -1680,6 +1682,7 @@ static void on_conf_reply(void *ctx, int status, const uint8_t *reply,
  * never will be. */
 static void *req_worker(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-req");
 	struct repl *r = arg;
 	for (;;) {
 		pthread_mutex_lock(&r->wmu);

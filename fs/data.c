@@ -733,6 +733,7 @@ static int block_read(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
  * while the kernel is still copying the current one. */
 static void *ra_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-readahead");
 	struct data *d = arg;
 	pthread_mutex_lock(&d->cache_mu);
 	while (!d->ra_stop) {
@@ -1153,6 +1154,7 @@ static void store_run(struct data *d, struct store_job *j)
 
 static void *store_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-store");
 	struct data *d = arg;
 	pthread_mutex_lock(&d->store_mu);
 	for (;;) {
@@ -1988,6 +1990,7 @@ static void catchup_fetch(struct catchup *c, uint8_t *tmp)
 /* A helper fetcher of a walk (the worker is another). */
 static void *catchup_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-catchup");
 	struct catchup *c = arg;
 	uint8_t *tmp = malloc(c->d->bsize);
 	if (tmp) /* without memory the other fetchers do the work */
@@ -2061,6 +2064,7 @@ void data_catch_up(struct data *d)
 /* The background thread: deletions, catch-up fetches, periodic GC. */
 static void *worker_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-data");
 	struct data *d = arg;
 	uint8_t *tmp = malloc(d->bsize);
 	struct wq_item *retry = NULL;

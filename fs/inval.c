@@ -56,6 +56,7 @@ static void send_one(struct inval *iv, const struct inval_item *it)
 /* The thread: pop and send until stopped. */
 static void *inval_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-inval");
 	struct inval *iv = arg;
 	pthread_mutex_lock(&iv->mu);
 	for (;;) {

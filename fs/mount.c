@@ -294,6 +294,7 @@ static bool orphan_open_here(void *ctx, uint64_t ino)
  * for the partition to heal) or teardown begins. */
 static void *start_chores(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-chores");
 	struct mounted *m = arg;
 	int64_t t0 = mono_ms();
 	unsigned tries = 0;

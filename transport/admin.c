@@ -105,6 +105,7 @@ static int clear_stale(const char *path, const char *url)
 /* Serve requests until the socket closes. */
 static void *admin_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-admin");
 	struct admin *a = arg;
 	for (;;) {
 		nng_msg *msg;

@@ -798,6 +798,7 @@ static void rx_cb(void *arg)
  * until stopping. Callbacks are called with no lock held. */
 static void *timer_main(void *arg)
 {
+	pthread_setname_np(pthread_self(), "sfs-linktimer");
 	struct link *l = arg;
 
 	pthread_mutex_lock(&l->req_mu);
