@@ -1,20 +1,31 @@
 /*
  * fs_ops_bench.c — small-operation rates of a mounted filesystem.
  *
- *   fs_ops_bench DIR PROCS FILES
+ *   fs_ops_bench [-d] [-o PHASE,...] DIR PROCS FILES
  *
  * Forks PROCS worker processes; worker k works in DIR/w<k>/ on FILES files
- * of its own. The phases run one after the other, all workers at once, and
+ * of its own (DIR is made when missing). The phases run one after the other, all workers at once, and
  * the parent times each phase from "go" until every worker reported done:
  *
  *   create      open(O_CREAT|O_EXCL|O_WRONLY) + close of an empty file
  *   stat_first  stat() of each file, right after the creates
  *   stat        stat() again at once: the kernel's attribute cache is warm
  *   stat_cold   stat() after a pause of COLD_PAUSE_MS: the cache expired,
- *               every stat reaches the filesystem
+ *               every stat reaches the filesystem (a lookup)
+ *   readdir  list the worker's directory (FILES entries) from opendir to
+ *            the end; FILES/20 listings (5..100), one listing is one op
  *   rename   rename() of each file to a new name in the same directory
  *   unlink   unlink() of each file
- *   small    create a file, write 4 KiB, fsync, close (FILES/4 files)
+ *   mkdir    mkdir() of FILES directories
+ *   rmdir    rmdir() of each of them
+ *   small4k_fsync  create a file, write 4 KiB, fsync, close (FILES/4 files)
+ *   small4k_read   open, read the 4 KiB back and check them, close
+ *
+ * -d drops the kernel's caches (sync, then 3 into /proc/sys/vm/drop_caches,
+ * which needs root) before stat_cold and before small4k_read, so that those
+ * reach the filesystem and its disk. -o runs only the phases named (the
+ * others are skipped; a phase that needs files an earlier phase makes needs
+ * that phase listed too, e.g. -o create,stat).
  *
  * For every phase it prints one line
  *   <phase> ops=<n> secs=<s> ops_per_s=<r> p50_us=<median> p99_us=<p99>
@@ -30,6 +41,7 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -45,14 +57,19 @@ enum {
 	PH_STAT_FIRST,
 	PH_STAT,
 	PH_STAT_COLD,
+	PH_READDIR,
 	PH_RENAME,
 	PH_UNLINK,
+	PH_MKDIR,
+	PH_RMDIR,
 	PH_SMALL,
+	PH_SMALL_READ,
 	PH_N
 };
 static const char *const phase_name[PH_N] = {
-	"create", "stat_first", "stat", "stat_cold", "rename", "unlink",
-	"small4k_fsync"};
+	"create", "stat_first", "stat",  "stat_cold",	  "readdir",
+	"rename", "unlink",	"mkdir", "rmdir",	  "small4k_fsync",
+	"small4k_read"};
 
 /* The parent waits this long before stat_cold, so that the kernel's
  * attribute cache (1 s by default, for sandfs and bindfs alike) expired. */
@@ -75,11 +92,38 @@ static int cmp_ll(const void *a, const void *b)
 /* Number of operations a worker does in phase ph. */
 static int phase_ops(int ph, int files)
 {
-	return ph == PH_SMALL ? (files / 4 > 0 ? files / 4 : 1) : files;
+	if (ph == PH_SMALL || ph == PH_SMALL_READ)
+		return files / 4 > 0 ? files / 4 : 1;
+	if (ph == PH_READDIR) {
+		int n = files / 20;
+		return n < 5 ? (files < 5 ? files : 5) : n > 100 ? 100 : n;
+	}
+	return files;
 }
 
-/* One operation of phase ph on file i in dir. 0 or -errno (printed). */
-static int do_op(int ph, const char *dir, int i, const char *buf)
+/* One full listing of dir: opendir, readdir to the end, closedir. 0 or
+ * -errno. Every entry is counted, so a listing that stops early fails. */
+static int list_dir(const char *dir, int want)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return -errno;
+	int n = 0;
+	struct dirent *e;
+	errno = 0;
+	while ((e = readdir(d)) != NULL)
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			n++;
+	int rc = errno ? -errno : 0;
+	closedir(d);
+	if (!rc && n < want)
+		rc = -ENOENT;
+	return rc;
+}
+
+/* One operation of phase ph on file i in dir (files: the worker's file
+ * count). 0 or -errno (printed). */
+static int do_op(int ph, const char *dir, int i, int files, const char *buf)
 {
 	char a[4096], b[4096];
 	struct stat st;
@@ -98,6 +142,9 @@ static int do_op(int ph, const char *dir, int i, const char *buf)
 		if (stat(a, &st) != 0)
 			rc = -errno;
 		break;
+	case PH_READDIR:
+		rc = list_dir(dir, files);
+		break;
 	case PH_RENAME:
 		snprintf(a, sizeof(a), "%s/f%d", dir, i);
 		snprintf(b, sizeof(b), "%s/renamed%d", dir, i);
@@ -107,6 +154,16 @@ static int do_op(int ph, const char *dir, int i, const char *buf)
 	case PH_UNLINK:
 		snprintf(a, sizeof(a), "%s/renamed%d", dir, i);
 		if (unlink(a) != 0)
+			rc = -errno;
+		break;
+	case PH_MKDIR:
+		snprintf(a, sizeof(a), "%s/d%d", dir, i);
+		if (mkdir(a, 0755) != 0)
+			rc = -errno;
+		break;
+	case PH_RMDIR:
+		snprintf(a, sizeof(a), "%s/d%d", dir, i);
+		if (rmdir(a) != 0)
 			rc = -errno;
 		break;
 	case PH_SMALL:
@@ -121,6 +178,21 @@ static int do_op(int ph, const char *dir, int i, const char *buf)
 		if (close(fd) != 0 && !rc)
 			rc = -errno;
 		break;
+	case PH_SMALL_READ:
+		snprintf(a, sizeof(a), "%s/small%d", dir, i);
+		fd = open(a, O_RDONLY);
+		if (fd < 0) {
+			rc = -errno;
+			break;
+		}
+		errno = 0;
+		if (read(fd, b, 4096) != 4096)
+			rc = errno ? -errno : -EIO;
+		else if (memcmp(b, buf, 4096) != 0)
+			rc = -EILSEQ; /* wrong content */
+		if (close(fd) != 0 && !rc)
+			rc = -errno;
+		break;
 	}
 	if (rc)
 		fprintf(stderr, "fs_ops_bench: %s of %s/%d: %s\n",
@@ -130,8 +202,8 @@ static int do_op(int ph, const char *dir, int i, const char *buf)
 
 /* A worker: wait for go, run the phase, report, for every phase. Worker 0
  * writes its latencies (ns, one long long per op) to lat_fd. */
-static int worker(int k, const char *top, int files, int go_fd, int done_fd,
-		  int lat_fd)
+static int worker(int k, const char *top, int files, unsigned run,
+		  int go_fd, int done_fd, int lat_fd)
 {
 	char dir[2048], buf[4096];
 	if (snprintf(dir, sizeof(dir), "%s/w%d", top, k) >= (int)sizeof(dir)) {
@@ -149,12 +221,14 @@ static int worker(int k, const char *top, int files, int go_fd, int done_fd,
 	int failed = 0;
 	for (int ph = 0; ph < PH_N; ph++) {
 		char c;
+		if (!(run & (1u << ph)))
+			continue;
 		if (read(go_fd, &c, 1) != 1)
 			break;
 		int n = phase_ops(ph, files);
 		for (int i = 0; i < n && !failed; i++) {
 			long long t0 = now_ns();
-			if (do_op(ph, dir, i, buf) != 0)
+			if (do_op(ph, dir, i, files, buf) != 0)
 				failed = 1;
 			lat[i] = now_ns() - t0;
 		}
@@ -189,17 +263,71 @@ static int read_full(int fd, void *p, size_t len)
 	return 0;
 }
 
+/* The phase mask for a comma-separated list of phase names, or 0 when a
+ * name is unknown (printed). */
+static unsigned parse_phases(const char *list)
+{
+	unsigned mask = 0;
+	char buf[512];
+	if (snprintf(buf, sizeof(buf), "%s", list) >= (int)sizeof(buf))
+		return 0;
+	for (char *save = NULL, *t = strtok_r(buf, ",", &save); t;
+	     t = strtok_r(NULL, ",", &save)) {
+		int ph = 0;
+		while (ph < PH_N && strcmp(t, phase_name[ph]))
+			ph++;
+		if (ph == PH_N) {
+			fprintf(stderr, "fs_ops_bench: unknown phase '%s'\n", t);
+			return 0;
+		}
+		mask |= 1u << ph;
+	}
+	return mask;
+}
+
+/* sync, then drop the page cache, dentries and inodes (root only; a note
+ * on stderr otherwise: the phase then runs with warm caches). */
+static void drop_caches(void)
+{
+	sync();
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+	if (fd < 0 || write(fd, "3\n", 2) != 2)
+		fprintf(stderr, "fs_ops_bench: cannot drop caches: %s\n",
+			strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 4) {
-		fprintf(stderr, "usage: fs_ops_bench DIR PROCS FILES\n");
+	const char *usage =
+		"usage: fs_ops_bench [-d] [-o PHASE,...] DIR PROCS FILES\n";
+	unsigned run = (1u << PH_N) - 1;
+	int drop = 0, opt;
+	while ((opt = getopt(argc, argv, "do:")) != -1) {
+		if (opt == 'd') {
+			drop = 1;
+		} else if (opt == 'o') {
+			if (!(run = parse_phases(optarg)))
+				return 2;
+		} else {
+			fputs(usage, stderr);
+			return 2;
+		}
+	}
+	if (argc - optind != 3) {
+		fputs(usage, stderr);
 		return 2;
 	}
-	const char *top = argv[1];
-	int procs = atoi(argv[2]), files = atoi(argv[3]);
+	const char *top = argv[optind];
+	int procs = atoi(argv[optind + 1]), files = atoi(argv[optind + 2]);
 	if (procs < 1 || procs > 256 || files < 1 || files > 10000000) {
 		fprintf(stderr, "fs_ops_bench: PROCS 1..256, FILES >= 1\n");
 		return 2;
+	}
+	if (mkdir(top, 0755) != 0 && errno != EEXIST) {
+		fprintf(stderr, "fs_ops_bench: mkdir %s: %s\n", top, strerror(errno));
+		return 1;
 	}
 	int done[2], latp[2];
 	int(*go)[2] = calloc((size_t)procs, sizeof(*go));
@@ -232,7 +360,8 @@ int main(int argc, char **argv)
 			}
 			close(done[0]);
 			close(latp[0]);
-			_exit(worker(k, top, files, go[k][0], done[1], latp[1]));
+			_exit(worker(k, top, files, run, go[k][0], done[1],
+				     latp[1]));
 		}
 	}
 	for (int k = 0; k < procs; k++)
@@ -242,11 +371,15 @@ int main(int argc, char **argv)
 	int failed = 0;
 	for (int ph = 0; ph < PH_N && !failed; ph++) {
 		int n = phase_ops(ph, files);
+		if (!(run & (1u << ph)))
+			continue;
 		if (ph == PH_STAT_COLD) {
 			struct timespec ts = {COLD_PAUSE_MS / 1000,
 					      (COLD_PAUSE_MS % 1000) * 1000000L};
 			nanosleep(&ts, NULL);
 		}
+		if (drop && (ph == PH_STAT_COLD || ph == PH_SMALL_READ))
+			drop_caches();
 		long long t0 = now_ns();
 		for (int k = 0; k < procs; k++)
 			if (write(go[k][1], ".", 1) != 1)

@@ -11,7 +11,10 @@
 #           needs golang-go and golang-etcd-server-dev).
 # Both with 1 and 64 concurrent proposers/clients and 128-byte payloads.
 #
-# Env: BENCH_N1 (3000), BENCH_N64 (30000), BENCH_SIZE (128).
+# Env: BENCH_N1 (3000), BENCH_N64 (30000), BENCH_SIZE (128), BENCH_REPS
+# (1: runs of each system, taking turns; the table shows the last),
+# BENCH_RESULTS (a file to append every run's figures to, for
+# tests/bench/run).
 # Prints a table and the targets (1-proposer p50 < 1 ms; 64-proposer ops/s
 # >= etcd's). Timing is reported, not asserted: the script fails only when
 # a cluster does not come up or a run has failed proposals.
@@ -23,12 +26,28 @@ here=$(cd "$(dirname "$0")" && pwd)
 N1=${BENCH_N1:-3000}
 N64=${BENCH_N64:-30000}
 SIZE=${BENCH_SIZE:-128}
+REPS=${BENCH_REPS:-1}
+RESULTS=${BENCH_RESULTS:-}
 WARM=1000
 declare -A R=() # "system,conc" -> bench line
 
 field() { # field NAME LINE
 	local re="(^| )$1=([^ ]+)"
 	[[ $2 =~ $re ]] && echo "${BASH_REMATCH[2]}"
+}
+
+# With BENCH_RESULTS: appends the figures of the last run of SYSTEM with
+# CONC proposers, repetition REP, as "SYSTEM<TAB>raft_<CONC>_<field><TAB>
+# REP<TAB>value" lines (fields ops, p50, p99; the format of tests/bench/run).
+results() {
+	local sys=$1 conc=$2 rep=$3 line f v
+	[[ -n $RESULTS ]] || return 0
+	line=${R[$sys,$conc]}
+	[[ $line == ok* && $(field failed "$line") == 0 ]] || return 0
+	for f in ops_per_s:ops p50_us:p50 p99_us:p99; do
+		v=$(field "${f%%:*}" "$line")
+		[[ -n $v ]] && printf '%s\traft_%s_%s\t%s\t%s\n' "$sys" "$conc" "${f#*:}" "$rep" "$v" >>"$RESULTS"
+	done
 }
 
 # Records a bench line under KEY; fails the run if it has failures.
@@ -140,11 +159,15 @@ if [[ -n $leader_ep ]]; then
 fi
 e2e_log "warm-up ($WARM operations, 8 concurrent, each system)"
 for sys in "${systems[@]}"; do run "$sys" "$WARM" 8 >/dev/null; done
-for conc in 1 64; do
-	n=$N1
-	[[ $conc == 64 ]] && n=$N64
-	for sys in "${systems[@]}"; do
-		record "$sys,$conc" "$(run "$sys" "$n" "$conc")"
+for ((rep = 1; rep <= REPS; rep++)); do
+	((REPS > 1)) && e2e_log "repetition $rep of $REPS"
+	for conc in 1 64; do
+		n=$N1
+		[[ $conc == 64 ]] && n=$N64
+		for sys in "${systems[@]}"; do
+			record "$sys,$conc" "$(run "$sys" "$n" "$conc")"
+			results "$sys" "$conc" "$rep"
+		done
 	done
 done
 
