@@ -623,10 +623,15 @@ static void test_write_clips_extents_to_size_and_rejects_bad_lists(void **state)
 	assert_int_equal(fx_apply(f, &op), -EINVAL);
 	/* explicit mtime */
 	op = op_mk(ITAB_OP_WRITE, 0, NULL);
-	op.ino = ino, op.valid = ITAB_SET_MTIME, op.mtime_ns = 42, op.now_ns = 43;
+	op.ino = ino, op.valid = ITAB_SET_MTIME, op.mtime_ns = 42, op.now_ns = 4300;
 	assert_int_equal(fx_apply(f, &op), 0);
 	assert_int_equal(ga(f, ino).mtime_ns, 42);
-	assert_int_equal(ga(f, ino).ctime_ns, 43);
+	assert_int_equal(ga(f, ino).ctime_ns, 4300);
+	/* written before a later change (ctime 4300): ctime does not go back */
+	op.mtime_ns = op.now_ns = 4200;
+	assert_int_equal(fx_apply(f, &op), 0);
+	assert_int_equal(ga(f, ino).mtime_ns, 4200);
+	assert_int_equal(ga(f, ino).ctime_ns, 4300);
 }
 
 static void test_xattr_create_replace_remove_semantics(void **state)
