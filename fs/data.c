@@ -207,6 +207,10 @@ struct data_file {
 	/* End of the dirty bytes (0: none); written under mu, read without
 	 * it by data_dirty_size(). */
 	_Atomic uint64_t dirty_end;
+	/* CLOCK_REALTIME of the last buffered write (0: none): the WRITE's
+	 * mtime and ctime, so the times are those of the write(2), not of
+	 * the flush. Written under mu, read by data_dirty_mtime(). */
+	_Atomic int64_t wtime_ns;
 	/* Read-ahead: where the last read ended, and the first block index
 	 * not yet queued for read-ahead (sequential detection only; races
 	 * between parallel readers merely skip or repeat a hint). */
@@ -853,6 +857,7 @@ static void dblocks_free(struct data *d, struct data_file *f)
 	f->n = f->cap = 0;
 	if (atomic_exchange(&f->dirty_end, 0) != 0)
 		atomic_fetch_sub(&d->n_dirty, 1);
+	atomic_store(&f->wtime_ns, 0);
 }
 
 /* ---- the majority push ------------------------------------------------------ */
@@ -1307,7 +1312,9 @@ static int flush_locked(struct data *d, struct data_file *f)
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		memcpy(ext[i].hash, f->blocks[i].buf, ITAB_HASH_LEN);
 	if (rc == 0) {
-		int64_t now = now_ns(CLOCK_REALTIME);
+		int64_t now = atomic_load(&f->wtime_ns);
+		if (now == 0)
+			now = now_ns(CLOCK_REALTIME);
 		struct itab_op op;
 		memset(&op, 0, sizeof op);
 		op.code = ITAB_OP_WRITE;
@@ -1345,6 +1352,7 @@ struct data_file *data_file_open(struct data *d, uint64_t ino)
 	f->ino = ino;
 	f->refs = 1;
 	atomic_init(&f->dirty_end, 0);
+	atomic_init(&f->wtime_ns, 0);
 	atomic_init(&f->ra_pos, 0);
 	atomic_init(&f->ra_next, 0);
 	pthread_mutex_lock(&d->mu);
@@ -1463,6 +1471,22 @@ uint64_t data_dirty_size(struct data *d, uint64_t ino)
 	return end;
 }
 
+/* See data.h. */
+int64_t data_dirty_mtime(struct data *d, uint64_t ino)
+{
+	if (atomic_load(&d->n_dirty) == 0)
+		return 0;
+	int64_t t = 0;
+	pthread_mutex_lock(&d->mu);
+	for (struct data_file *f = d->files; f; f = f->next) {
+		int64_t w = atomic_load(&f->wtime_ns);
+		if (f->ino == ino && w > t)
+			t = w;
+	}
+	pthread_mutex_unlock(&d->mu);
+	return t;
+}
+
 /* ---- write and read ------------------------------------------------------------ */
 
 /* See data.h. */
@@ -1547,6 +1571,7 @@ ssize_t data_write(struct data *d, struct data_file *f, const char *buf,
 			atomic_store(&f->dirty_end, end);
 		if (old == 0)
 			atomic_fetch_add(&d->n_dirty, 1);
+		atomic_store(&f->wtime_ns, now_ns(CLOCK_REALTIME));
 	}
 	pthread_mutex_unlock(&f->mu);
 	if (done > 0)

@@ -63,10 +63,12 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			rc = data_flush_ino(fs->data, ino);
 		if (rc == 0)
 			rc = itab_getattr(fs->itab, ino, &a);
-		if (rc == 0 && a.size) {
+		/* Also when empty: O_TRUNC sets mtime and ctime. */
+		if (rc == 0) {
 			struct itab_op op = {.code = ITAB_OP_SETATTR, .ino = ino,
 					     .valid = ITAB_SET_SIZE, .size = 0};
 			sfs_stamp(req, &op);
+			sfs_perm_truncate(req, &a, &op);
 			rc = fsm_propose_sync(fs->fsm, &op, NULL);
 		}
 	}
@@ -133,6 +135,11 @@ void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 	struct data_file *df = sfs_fh_data(fs, get_fh(fi));
 	if (!df) {
 		fuse_reply_err(req, EIO);
+		return;
+	}
+	int rc = sfs_perm_write(fs, req, ino);
+	if (rc) {
+		fuse_reply_err(req, file_errno(rc));
 		return;
 	}
 	ssize_t n = data_write(fs->data, df, buf, size, off);

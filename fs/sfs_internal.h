@@ -37,6 +37,8 @@ struct sfs {
 	struct data *data;
 	uint64_t self_id;
 	double timeout;
+	bool acl;                             /* POSIX ACLs on (not -o noacl) */
+	atomic_bool acl_kernel;               /* the kernel enforces them */
 	pthread_mutex_t mu;                   /* guards tab */
 	struct sfs_icount *tab[SFS_BUCKETS];  /* guarded by mu */
 	_Atomic int64_t barrier_down_until;   /* atomic: CLOCK_MONOTONIC ns */
@@ -91,6 +93,32 @@ void sfs_propose_err(struct sfs *fs, fuse_req_t req, const struct itab_op *op);
  * group incl. supplementary groups, other; root passes R/W always and X
  * when any x bit is set). mask of R_OK|W_OK|X_OK. 0 or -EACCES. */
 int sfs_check_access(fuse_req_t req, const struct itab_attr *a, int mask);
+
+/* True when the caller's gid or one of its supplementary groups is gid. */
+bool sfs_in_group(fuse_req_t req, uint32_t gid);
+
+/* The setuid/setgid bits of a that a write or truncate by the caller of
+ * req clears (Linux's rule; 0 for root, directories and the rest). */
+uint32_t sfs_perm_kill(fuse_req_t req, const struct itab_attr *a);
+/* Before a write by the caller of req: clear what sfs_perm_kill() says
+ * (the kernel clears most of it itself, not setgid without group execute
+ * for a caller outside the group). 0 or a negative errno (the proposal
+ * failed). */
+int sfs_perm_write(struct sfs *fs, fuse_req_t req, uint64_t ino);
+/* A SETATTR op that truncates a (truncate, ftruncate, O_TRUNC) also
+ * clears what sfs_perm_kill() says, unless it sets the mode itself. */
+void sfs_perm_truncate(fuse_req_t req, const struct itab_attr *a, struct itab_op *op);
+
+/* POSIX ACLs (sfs_perm.c). 1 for "system.posix_acl_access", 2 for
+ * "system.posix_acl_default", else 0. */
+int sfs_acl_name(const char *name);
+/* Setting an access ACL on ino drops its setgid bit: the caller is
+ * neither in the file's group nor root (posix_acl_update_mode). */
+bool sfs_acl_kills_sgid(struct sfs *fs, fuse_req_t req, uint64_t ino);
+/* At FUSE init: ask the kernel to enforce ACLs (FUSE_CAP_POSIX_ACL) and
+ * to leave the umask to us (FUSE_CAP_DONT_MASK: a default ACL replaces
+ * it), unless ACLs are off; logs what the kernel offered. */
+void sfs_acl_init(struct sfs *fs, struct fuse_conn_info *conn);
 
 /* The data handle of fh, opened on first use; NULL on failure. */
 struct data_file *sfs_fh_data(struct sfs *fs, struct sfs_fh *fh);
