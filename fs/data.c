@@ -1248,8 +1248,10 @@ static void store_wait(struct push *p)
 
 /* Commit f's dirty blocks (caller holds f->mu). On success the dirty state
  * is gone; on failure it is kept (a later flush retries) and nothing was
- * proposed. */
-static int flush_locked(struct data *d, struct data_file *f)
+ * proposed. With if_size, the WRITE applies only while the file's size is
+ * *if_size (ITAB_F_IF_SIZE); -EAGAIN when it was not, and then the dirty
+ * state is dropped. */
+static int flush_cond(struct data *d, struct data_file *f, const uint64_t *if_size)
 {
 	if (f->n == 0)
 		return 0;
@@ -1327,10 +1329,16 @@ static int flush_locked(struct data *d, struct data_file *f)
 		op.size = atomic_load(&f->dirty_end);
 		op.extents = ext;
 		op.n_extents = n;
+		if (if_size) {
+			op.flags |= ITAB_F_IF_SIZE;
+			op.rdev = *if_size;
+		}
 		rc = d->cfg.propose(d->cfg.propose_ctx, &op, NULL);
 		if (rc == -ENOENT)
 			rc = -ESTALE; /* the inode went away meanwhile */
-		if (rc < 0)
+		if (rc == -EAGAIN && if_size)
+			dblocks_free(d, f); /* placed at a size that is gone */
+		else if (rc < 0)
 			LOG(WARN, "ino %llu: WRITE of %zu blocks failed: %s",
 			    (unsigned long long)f->ino, n, strerror(-rc));
 	}
@@ -1338,6 +1346,11 @@ static int flush_locked(struct data *d, struct data_file *f)
 	if (rc == 0)
 		dblocks_free(d, f);
 	return rc;
+}
+
+static int flush_locked(struct data *d, struct data_file *f)
+{
+	return flush_cond(d, f, NULL);
 }
 
 /* ---- handles ---------------------------------------------------------------- */
@@ -1405,6 +1418,15 @@ int data_flush(struct data *d, struct data_file *f)
 {
 	pthread_mutex_lock(&f->mu);
 	int rc = flush_locked(d, f);
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
+/* See data.h. */
+int data_flush_if_size(struct data *d, struct data_file *f, uint64_t size)
+{
+	pthread_mutex_lock(&f->mu);
+	int rc = flush_cond(d, f, &size);
 	pthread_mutex_unlock(&f->mu);
 	return rc;
 }

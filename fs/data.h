@@ -106,6 +106,12 @@ ssize_t data_write(struct data *d, struct data_file *f, const char *buf,
 /* Commit buffered data: blocks to a majority, then the WRITE entry. */
 int data_flush(struct data *d, struct data_file *f);
 
+/* data_flush(), for an append: the buffered data was placed at the
+ * file's committed size `size`, and the WRITE applies only if the size is
+ * still that (ITAB_F_IF_SIZE). -EAGAIN when another append (or truncate)
+ * came first: the buffered data is dropped, nothing was written. */
+int data_flush_if_size(struct data *d, struct data_file *f, uint64_t size);
+
 /* Flush every open handle of ino on this node (before a truncate or a
  * rename-over, so buffered bytes are not lost or misplaced). */
 int data_flush_ino(struct data *d, uint64_t ino);

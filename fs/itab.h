@@ -109,7 +109,8 @@ enum itab_opcode {
 	ITAB_OP_SETATTR = 8,        /* ino, valid, mode,uid,gid,size,atime,mtime,ctime */
 	ITAB_OP_SETXATTR = 9,       /* ino, xname, value [XATTR_CREATE|XATTR_REPLACE] */
 	ITAB_OP_REMOVEXATTR = 10,   /* ino, xname */
-	ITAB_OP_WRITE = 11,         /* ino, extents, size (file grows to >= size), mtime if valid&MTIME */
+	ITAB_OP_WRITE = 11,         /* ino, extents, size (file grows to >= size), mtime if valid&MTIME
+				       [ITAB_F_IF_SIZE: only if the size is rdev, else -EAGAIN] */
 	ITAB_OP_RELEASE_ORPHAN = 12,/* ino: free it if its nlink is 0 */
 	ITAB_OP__COUNT
 };
@@ -122,6 +123,8 @@ enum itab_opcode {
 #define ITAB_F_FREE_NOW 0x100u /* UNLINK/RENAME: free a victim at nlink 0 now, no orphan */
 #define ITAB_F_KILL_SGID 0x200u /* SETXATTR of an access ACL: the caller may not keep
 				  * setgid (not in the file's group, not privileged) */
+#define ITAB_F_IF_SIZE 0x400u  /* WRITE: an append placed at size op->rdev; -EAGAIN if the
+				  * file's size is no longer that */
 
 /* op->valid for SETATTR (and ITAB_SET_MTIME for WRITE). Times are explicit:
  * the caller resolves "now" requests into op->now_ns before proposing. */

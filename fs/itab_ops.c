@@ -757,8 +757,8 @@ static int op_xattr(struct txn *tx)
 	return 0;
 }
 
-/* WRITE: commit extents (sorted, distinct indexes; zero hash = hole), grow
- * the size to at least op->size, set mtime (op's if ITAB_SET_MTIME, else
+/* WRITE: commit extents (sorted, distinct indexes; zero hash = hole) if
+ * the ITAB_F_IF_SIZE condition holds, grow the size to at least op->size, set mtime (op's if ITAB_SET_MTIME, else
  * now) and ctime (now, unless ctime is later already). Extents are
  * clipped to the new size. */
 static int op_write(struct txn *tx)
@@ -776,6 +776,12 @@ static int op_write(struct txn *tx)
 		return -EINVAL;
 	if (op->size > (uint64_t)INT64_MAX)
 		return -EFBIG;
+	if (op->flags & ~ITAB_F_IF_SIZE)
+		return -EINVAL;
+	/* An append lost a race (another append or a truncate came first):
+	 * the proposer places its bytes again at the new end. */
+	if ((op->flags & ITAB_F_IF_SIZE) && in->a.size != op->rdev)
+		return -EAGAIN;
 	uint64_t size = op->size > in->a.size ? op->size : in->a.size;
 	for (size_t i = 0; i < op->n_extents; i++) {
 		const struct itab_extent *e = &op->extents[i];

@@ -407,6 +407,7 @@ static void finish_create(struct sfs_call *c, const struct itab_attr *a)
 	c->fh->ino = a->ino;
 	c->fi.fh = (uint64_t)(uintptr_t)c->fh;
 	c->fi.keep_cache = 0;
+	c->fi.direct_io = (c->fi.flags & O_APPEND) != 0; /* see sfs_append.c */
 	sfs_ref(fs, a->ino, 1, 1);
 	if (fuse_reply_create(c->req, &e, &c->fi) != 0) {
 		sfs_ref(fs, a->ino, -1, -1);
@@ -996,6 +997,8 @@ int sfs_new(const struct sfs_cfg *cfg, struct sfs **out)
 	fs->acl = !cfg->no_acl;
 	pthread_mutex_init(&fs->mu, NULL);
 	pthread_mutex_init(&fs->calls_mu, NULL);
+	for (int i = 0; i < SFS_APPEND_STRIPES; i++)
+		pthread_mutex_init(&fs->append_mu[i], NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -1018,6 +1021,8 @@ void sfs_free(struct sfs *fs)
 	}
 	pthread_mutex_destroy(&fs->mu);
 	pthread_mutex_destroy(&fs->calls_mu);
+	for (int i = 0; i < SFS_APPEND_STRIPES; i++)
+		pthread_mutex_destroy(&fs->append_mu[i]);
 	pthread_cond_destroy(&fs->calls_cv);
 	free(fs);
 }

@@ -96,6 +96,7 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	    dropping)
 		fsm_pages_dropped(fs->fsm, ino, ticket);
 	fi->keep_cache = keep;
+	fi->direct_io = (fi->flags & O_APPEND) != 0; /* see sfs_append.c */
 	sfs_ref(fs, ino, 0, 1);
 	if (fuse_reply_open(req, fi) != 0) {
 		if (fh->df)
@@ -142,7 +143,8 @@ void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		fuse_reply_err(req, file_errno(rc));
 		return;
 	}
-	ssize_t n = data_write(fs->data, df, buf, size, off);
+	ssize_t n = (fi->flags & O_APPEND) ? sfs_append(fs, ino, buf, size)
+					   : data_write(fs->data, df, buf, size, off);
 	if (n < 0)
 		fuse_reply_err(req, file_errno(n));
 	else

@@ -22,6 +22,7 @@
 #define SFS_BARRIER_SKIP_MS 1000 /* after a timed-out barrier, skip them */
 #define SFS_LEADER_WAIT_MS 500 /* wait for an election before giving up */
 #define SFS_SETTLE_MS 200   /* open waits at most this for invalidations */
+#define SFS_APPEND_STRIPES 16 /* locks serializing appends per inode */
 
 /* Per-inode counts kept while either is nonzero. */
 struct sfs_icount {
@@ -47,6 +48,8 @@ struct sfs {
 	pthread_cond_t calls_cv;              /* calls reached 0 */
 	uint64_t calls;                       /* sfs_call alive (proposals whose
 						 completion will still run) */
+	pthread_mutex_t append_mu[SFS_APPEND_STRIPES]; /* held across one append
+							  (sfs_append.c) */
 };
 
 /* One open file (fi->fh). The data handle is opened lazily on a FUSE
@@ -124,6 +127,11 @@ void sfs_acl_init(struct sfs *fs, struct fuse_conn_info *conn);
 struct data_file *sfs_fh_data(struct sfs *fs, struct sfs_fh *fh);
 struct sfs_fh *sfs_fh_new(uint64_t ino);
 void sfs_fh_free(struct sfs_fh *fh);
+
+/* An O_APPEND write of size bytes to ino, at the end of the file as the
+ * cluster knows it, committed before it returns (sfs_append.c). Returns
+ * size or a negative errno. FUSE worker thread. */
+ssize_t sfs_append(struct sfs *fs, uint64_t ino, const char *buf, size_t size);
 
 /* Handlers in sfs_file.c. */
 void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
