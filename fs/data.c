@@ -207,6 +207,10 @@ struct data_file {
 	/* End of the dirty bytes (0: none); written under mu, read without
 	 * it by data_dirty_size(). */
 	_Atomic uint64_t dirty_end;
+	/* CLOCK_REALTIME of the last buffered write (0: none): the WRITE's
+	 * mtime and ctime, so the times are those of the write(2), not of
+	 * the flush. Written under mu, read by data_dirty_mtime(). */
+	_Atomic int64_t wtime_ns;
 	/* Read-ahead: where the last read ended, and the first block index
 	 * not yet queued for read-ahead (sequential detection only; races
 	 * between parallel readers merely skip or repeat a hint). */
@@ -854,6 +858,7 @@ static void dblocks_free(struct data *d, struct data_file *f)
 	f->n = f->cap = 0;
 	if (atomic_exchange(&f->dirty_end, 0) != 0)
 		atomic_fetch_sub(&d->n_dirty, 1);
+	atomic_store(&f->wtime_ns, 0);
 }
 
 /* ---- the majority push ------------------------------------------------------ */
@@ -1245,8 +1250,10 @@ static void store_wait(struct push *p)
 
 /* Commit f's dirty blocks (caller holds f->mu). On success the dirty state
  * is gone; on failure it is kept (a later flush retries) and nothing was
- * proposed. */
-static int flush_locked(struct data *d, struct data_file *f)
+ * proposed. With if_size, the WRITE applies only while the file's size is
+ * *if_size (ITAB_F_IF_SIZE); -EAGAIN when it was not, and then the dirty
+ * state is dropped. */
+static int flush_cond(struct data *d, struct data_file *f, const uint64_t *if_size)
 {
 	if (f->n == 0)
 		return 0;
@@ -1309,7 +1316,9 @@ static int flush_locked(struct data *d, struct data_file *f)
 	for (size_t i = 0; rc == 0 && i < n; i++)
 		memcpy(ext[i].hash, f->blocks[i].buf, ITAB_HASH_LEN);
 	if (rc == 0) {
-		int64_t now = now_ns(CLOCK_REALTIME);
+		int64_t now = atomic_load(&f->wtime_ns);
+		if (now == 0)
+			now = now_ns(CLOCK_REALTIME);
 		struct itab_op op;
 		memset(&op, 0, sizeof op);
 		op.code = ITAB_OP_WRITE;
@@ -1322,10 +1331,16 @@ static int flush_locked(struct data *d, struct data_file *f)
 		op.size = atomic_load(&f->dirty_end);
 		op.extents = ext;
 		op.n_extents = n;
+		if (if_size) {
+			op.flags |= ITAB_F_IF_SIZE;
+			op.rdev = *if_size;
+		}
 		rc = d->cfg.propose(d->cfg.propose_ctx, &op, NULL);
 		if (rc == -ENOENT)
 			rc = -ESTALE; /* the inode went away meanwhile */
-		if (rc < 0)
+		if (rc == -EAGAIN && if_size)
+			dblocks_free(d, f); /* placed at a size that is gone */
+		else if (rc < 0)
 			LOG(WARN, "ino %llu: WRITE of %zu blocks failed: %s",
 			    (unsigned long long)f->ino, n, strerror(-rc));
 	}
@@ -1333,6 +1348,11 @@ static int flush_locked(struct data *d, struct data_file *f)
 	if (rc == 0)
 		dblocks_free(d, f);
 	return rc;
+}
+
+static int flush_locked(struct data *d, struct data_file *f)
+{
+	return flush_cond(d, f, NULL);
 }
 
 /* ---- handles ---------------------------------------------------------------- */
@@ -1347,6 +1367,7 @@ struct data_file *data_file_open(struct data *d, uint64_t ino)
 	f->ino = ino;
 	f->refs = 1;
 	atomic_init(&f->dirty_end, 0);
+	atomic_init(&f->wtime_ns, 0);
 	atomic_init(&f->ra_pos, 0);
 	atomic_init(&f->ra_next, 0);
 	pthread_mutex_lock(&d->mu);
@@ -1399,6 +1420,15 @@ int data_flush(struct data *d, struct data_file *f)
 {
 	pthread_mutex_lock(&f->mu);
 	int rc = flush_locked(d, f);
+	pthread_mutex_unlock(&f->mu);
+	return rc;
+}
+
+/* See data.h. */
+int data_flush_if_size(struct data *d, struct data_file *f, uint64_t size)
+{
+	pthread_mutex_lock(&f->mu);
+	int rc = flush_cond(d, f, &size);
 	pthread_mutex_unlock(&f->mu);
 	return rc;
 }
@@ -1463,6 +1493,22 @@ uint64_t data_dirty_size(struct data *d, uint64_t ino)
 	if (itab_getattr(d->cfg.itab, ino, &attr) == 0 && attr.size > end)
 		end = attr.size;
 	return end;
+}
+
+/* See data.h. */
+int64_t data_dirty_mtime(struct data *d, uint64_t ino)
+{
+	if (atomic_load(&d->n_dirty) == 0)
+		return 0;
+	int64_t t = 0;
+	pthread_mutex_lock(&d->mu);
+	for (struct data_file *f = d->files; f; f = f->next) {
+		int64_t w = atomic_load(&f->wtime_ns);
+		if (f->ino == ino && w > t)
+			t = w;
+	}
+	pthread_mutex_unlock(&d->mu);
+	return t;
 }
 
 /* ---- write and read ------------------------------------------------------------ */
@@ -1549,6 +1595,7 @@ ssize_t data_write(struct data *d, struct data_file *f, const char *buf,
 			atomic_store(&f->dirty_end, end);
 		if (old == 0)
 			atomic_fetch_add(&d->n_dirty, 1);
+		atomic_store(&f->wtime_ns, now_ns(CLOCK_REALTIME));
 	}
 	pthread_mutex_unlock(&f->mu);
 	if (done > 0)

@@ -11,8 +11,9 @@
  * each block is stored locally (blk_put, on store threads, synced) and
  * pushed to the peers (WIRE_KIND_BLOCK_PUT) until a majority of the
  * voters holds it and the local store finished, then ONE
- * ITAB_OP_WRITE with all the new extents, the new size and mtime is
- * proposed and waited for. Only then does flush return.
+ * ITAB_OP_WRITE with all the new extents, the new size and mtime (the
+ * time of the last buffered write) is proposed and waited for. Only then
+ * does flush return.
  *
  * Read path: data_read() overlays the handle's dirty bytes on the
  * committed extents (itab_extents); holes read as zeros; a block missing
@@ -105,6 +106,12 @@ ssize_t data_write(struct data *d, struct data_file *f, const char *buf,
 /* Commit buffered data: blocks to a majority, then the WRITE entry. */
 int data_flush(struct data *d, struct data_file *f);
 
+/* data_flush(), for an append: the buffered data was placed at the
+ * file's committed size `size`, and the WRITE applies only if the size is
+ * still that (ITAB_F_IF_SIZE). -EAGAIN when another append (or truncate)
+ * came first: the buffered data is dropped, nothing was written. */
+int data_flush_if_size(struct data *d, struct data_file *f, uint64_t size);
+
 /* Flush every open handle of ino on this node (before a truncate or a
  * rename-over, so buffered bytes are not lost or misplaced). */
 int data_flush_ino(struct data *d, uint64_t ino);
@@ -112,6 +119,12 @@ int data_flush_ino(struct data *d, uint64_t ino);
 /* The size a getattr on ino should report given unflushed writes on this
  * node (max of committed size and dirty end), or 0 if no dirty data. */
 uint64_t data_dirty_size(struct data *d, uint64_t ino);
+
+/* The time (CLOCK_REALTIME ns) of the last unflushed write to ino on this
+ * node, or 0 if no dirty data: getattr reports it as mtime and ctime, and
+ * the WRITE that commits the data carries it (the times are those of the
+ * write(2), not of the flush). */
+int64_t data_dirty_mtime(struct data *d, uint64_t ino);
 
 /* Replicator thread, after an entry was applied: blocks that reached
  * refcount 0 (delete them), and extents this node may lack (fetch them in

@@ -15,7 +15,9 @@
  *   'D' parent ino, name          -> child ino, type, readdir cookie
  *   'C' parent ino, cookie        -> child ino, type, name   (readdir order)
  *   'L' ino                       -> symlink target
- *   'X' ino, name                 -> xattr value
+ *   'X' ino, name                 -> xattr value (POSIX ACLs included:
+ *                                    "system.posix_acl_access"/"_default",
+ *                                    Linux's little-endian xattr format)
  *   'E' ino, block index          -> block hash (32 bytes), valid length
  *   'B' block hash                -> reference count
  *   'M' 'K'                       -> config: format, block size, cluster id
@@ -50,6 +52,17 @@
  *    deletes inode + extents and drops the block references. Weakness:
  *    open handles on OTHER nodes are not tracked; a release (or FREE_NOW)
  *    frees the file under them. Directories are deleted at once by RMDIR.
+ *  - POSIX ACLs (itab_acl.h) are xattrs with rules of their own, those of
+ *    Linux: a SETXATTR of one is checked (-EINVAL) and stored canonical;
+ *    a default ACL only on directories (-EACCES); an access ACL sets the
+ *    mode's 0777 bits (owner, mask or group, other) and is not stored when
+ *    the mode says it all; removing a missing ACL succeeds. A SETATTR of
+ *    the mode rewrites the access ACL's owner, mask (or group) and other
+ *    entries. CREATE and MKDIR in a directory with a default ACL ignore
+ *    the op's umask and inherit: the new inode gets the default ACL
+ *    limited by the create mode as its access ACL, a directory also gets
+ *    it as its default ACL. Inheritance reads only the parent's
+ *    replicated ACL, so every node computes the same result.
  *  - Dedupe: an op carrying (origin != 0, seq) is applied at most once. The
  *    last ITAB_DEDUPE_KEEP results per origin are kept; a retry of one of
  *    those returns the first result. A seq below the origin's low-water
@@ -96,7 +109,8 @@ enum itab_opcode {
 	ITAB_OP_SETATTR = 8,        /* ino, valid, mode,uid,gid,size,atime,mtime,ctime */
 	ITAB_OP_SETXATTR = 9,       /* ino, xname, value [XATTR_CREATE|XATTR_REPLACE] */
 	ITAB_OP_REMOVEXATTR = 10,   /* ino, xname */
-	ITAB_OP_WRITE = 11,         /* ino, extents, size (file grows to >= size), mtime if valid&MTIME */
+	ITAB_OP_WRITE = 11,         /* ino, extents, size (file grows to >= size), mtime if valid&MTIME
+				       [ITAB_F_IF_SIZE: only if the size is rdev, else -EAGAIN] */
 	ITAB_OP_RELEASE_ORPHAN = 12,/* ino: free it if its nlink is 0 */
 	ITAB_OP__COUNT
 };
@@ -107,6 +121,10 @@ enum itab_opcode {
 #define ITAB_XATTR_CREATE 0x1u
 #define ITAB_XATTR_REPLACE 0x2u
 #define ITAB_F_FREE_NOW 0x100u /* UNLINK/RENAME: free a victim at nlink 0 now, no orphan */
+#define ITAB_F_KILL_SGID 0x200u /* SETXATTR of an access ACL: the caller may not keep
+				  * setgid (not in the file's group, not privileged) */
+#define ITAB_F_IF_SIZE 0x400u  /* WRITE: an append placed at size op->rdev; -EAGAIN if the
+				  * file's size is no longer that */
 
 /* op->valid for SETATTR (and ITAB_SET_MTIME for WRITE). Times are explicit:
  * the caller resolves "now" requests into op->now_ns before proposing. */
@@ -141,7 +159,7 @@ struct itab_op {
 	uint64_t parent;
 	uint64_t newparent;  /* RENAME, and LINK's directory is `parent` */
 	uint32_t mode;       /* CREATE/MKDIR: type + permission bits; SETATTR: new mode */
-	uint32_t umask;      /* CREATE/MKDIR: mode &= ~umask */
+	uint32_t umask;      /* CREATE/MKDIR: mode &= ~umask (unless the parent has a default ACL) */
 	uint32_t uid, gid;
 	uint64_t rdev;
 	uint32_t valid;      /* ITAB_SET_* */

@@ -14,6 +14,7 @@
  * Nothing here reads the clock or any node-local input: times come from
  * op->now_ns, new inode numbers from the replicated counter.
  */
+#include "fs/itab_acl.h"
 #include "fs/itab_internal.h"
 
 #include <errno.h>
@@ -263,6 +264,69 @@ static int is_ancestor(struct txn *tx, uint64_t anc, uint64_t start)
 	return chk(tx, -EIO);
 }
 
+/* The ACL xattr `kind` of ino: 0 with *val (malloc'd, caller frees) and
+ * *len, -ENOENT when there is none (or what is stored does not check:
+ * treated as none), -EIO. */
+static int acl_get(struct txn *tx, uint64_t ino, enum acl_kind kind, uint8_t **val, size_t *len)
+{
+	const char *name = kind == ACL_KIND_ACCESS ? ACL_XATTR_ACCESS : ACL_XATTR_DEFAULT;
+	uint8_t k[KEY_MAX];
+	char *v;
+	size_t vl;
+	int rc = chk(tx, db_get(tx->t, NULL, k, key_ino_name(k, 'X', ino, name, strlen(name)),
+				&v, &vl));
+	if (rc)
+		return rc;
+	rc = acl_check(v, vl) ? -ENOENT : 0;
+	if (rc == 0 && (*val = malloc(vl)) == NULL)
+		rc = chk(tx, -ENOMEM);
+	if (rc == 0) {
+		memcpy(*val, v, vl);
+		*len = vl;
+	}
+	leveldb_free(v);
+	return rc;
+}
+
+/* Write (val != NULL) or delete the ACL xattr `kind` of ino. */
+static void acl_put(struct txn *tx, uint64_t ino, enum acl_kind kind, const void *val,
+		    size_t len)
+{
+	const char *name = kind == ACL_KIND_ACCESS ? ACL_XATTR_ACCESS : ACL_XATTR_DEFAULT;
+	uint8_t k[KEY_MAX];
+	size_t kl = key_ino_name(k, 'X', ino, name, strlen(name));
+	if (val)
+		leveldb_writebatch_put(tx->wb, (char *)k, kl, val, len);
+	else
+		leveldb_writebatch_delete(tx->wb, (char *)k, kl);
+}
+
+/* A new inode in dir: with a default ACL on dir, the inode's permission
+ * bits come from *perm (the create mode, umask NOT applied) limited by
+ * that ACL, which becomes its access ACL (when the mode cannot say it
+ * all) and, for a directory, its default ACL too (posix_acl_create).
+ * Without one, the umask applies. Symlinks take no ACL. */
+static int acl_inherit(struct txn *tx, const struct inode *dir, const struct inode *in,
+		       uint32_t *perm)
+{
+	uint8_t *dflt;
+	size_t len;
+	uint32_t type = in->a.mode & S_IFMT;
+	int rc = type == S_IFLNK ? -ENOENT : acl_get(tx, dir->a.ino, ACL_KIND_DEFAULT, &dflt, &len);
+	if (rc == -ENOENT) {
+		*perm &= ~tx->op->umask;
+		return 0;
+	}
+	if (rc)
+		return rc;
+	if (type == S_IFDIR)
+		acl_put(tx, in->a.ino, ACL_KIND_DEFAULT, dflt, len);
+	if (acl_create_masq(dflt, len, perm))
+		acl_put(tx, in->a.ino, ACL_KIND_ACCESS, dflt, len);
+	free(dflt);
+	return 0;
+}
+
 /* CREATE (mknod), MKDIR, SYMLINK. */
 static int op_create(struct txn *tx)
 {
@@ -306,7 +370,10 @@ static int op_create(struct txn *tx)
 	tx->slot[tx->n++].dead = false;
 	memset(in, 0, sizeof(*in));
 	in->a.ino = tx->ctr.next_ino++;
-	uint32_t perm = type == S_IFLNK ? 0777 : (op->mode & 07777 & ~op->umask);
+	in->a.mode = type;
+	uint32_t perm = type == S_IFLNK ? 0777 : (op->mode & 07777);
+	if (type != S_IFLNK && (rc = acl_inherit(tx, dir, in, &perm)))
+		return rc;
 	in->a.uid = op->uid;
 	in->a.gid = op->gid;
 	if (dir->a.mode & S_ISGID) { /* BSD group semantics for setgid dirs */
@@ -562,8 +629,22 @@ static int op_setattr(struct txn *tx)
 			return rc;
 		in->a.mtime_ns = op->now_ns;
 	}
-	if (op->valid & ITAB_SET_MODE)
+	if (op->valid & ITAB_SET_MODE) {
 		in->a.mode = (in->a.mode & S_IFMT) | (op->mode & 07777);
+		/* chmod rewrites the access ACL's owner, mask (or group) and
+		 * other entries (posix_acl_chmod). */
+		uint8_t *acl;
+		size_t len;
+		rc = is_type(in->a.mode, S_IFLNK) ? -ENOENT
+						   : acl_get(tx, in->a.ino, ACL_KIND_ACCESS, &acl, &len);
+		if (rc && rc != -ENOENT)
+			return rc;
+		if (rc == 0) {
+			acl_chmod(acl, len, in->a.mode);
+			acl_put(tx, in->a.ino, ACL_KIND_ACCESS, acl, len);
+			free(acl);
+		}
+	}
 	if (op->valid & ITAB_SET_UID)
 		in->a.uid = op->uid;
 	if (op->valid & ITAB_SET_GID)
@@ -586,6 +667,55 @@ static int check_xname(const char *n, size_t nl)
 	return memchr(n, '\0', nl) ? -EINVAL : 0;
 }
 
+/* SETXATTR / REMOVEXATTR of an ACL (kind): the value is checked
+ * (-EINVAL), stored canonical; a default ACL exists on directories only
+ * (-EACCES); an access ACL sets the mode's permission bits and is stored
+ * only when the mode cannot say it all (posix_acl_update_mode), dropping
+ * setgid with ITAB_F_KILL_SGID. Removing a missing ACL succeeds, as on
+ * Linux. ctime changes in every case. */
+static int op_acl(struct txn *tx, struct inode *in, enum acl_kind kind)
+{
+	const struct itab_op *op = tx->op;
+	bool set = op->code == ITAB_OP_SETXATTR;
+	if (is_type(in->a.mode, S_IFLNK))
+		return -EOPNOTSUPP;
+	if (kind == ACL_KIND_DEFAULT && !is_type(in->a.mode, S_IFDIR)) {
+		if (set)
+			return -EACCES;
+		tx->res->ino = in->a.ino;
+		return 0;
+	}
+	if (op->flags & ~(ITAB_XATTR_CREATE | ITAB_XATTR_REPLACE | ITAB_F_KILL_SGID))
+		return -EINVAL;
+	if (set && op->value_len > ITAB_XATTR_SIZE_MAX)
+		return -E2BIG;
+	if (!set) {
+		acl_put(tx, in->a.ino, kind, NULL, 0);
+	} else {
+		if (acl_check(op->value, op->value_len))
+			return -EINVAL;
+		uint8_t *v = malloc(op->value_len);
+		if (!v)
+			return chk(tx, -ENOMEM);
+		memcpy(v, op->value, op->value_len);
+		acl_canonical(v, op->value_len);
+		bool store = true;
+		if (kind == ACL_KIND_ACCESS) {
+			uint32_t perm;
+			store = acl_equiv_mode(v, op->value_len, &perm) != 0;
+			in->a.mode = (in->a.mode & ~0777u) | perm;
+			if (op->flags & ITAB_F_KILL_SGID)
+				in->a.mode &= ~(uint32_t)S_ISGID;
+		}
+		acl_put(tx, in->a.ino, kind, store ? v : NULL, op->value_len);
+		free(v);
+	}
+	in->a.ctime_ns = op->now_ns;
+	txn_dirty(tx, in);
+	tx->res->ino = in->a.ino;
+	return 0;
+}
+
 /* SETXATTR and REMOVEXATTR. */
 static int op_xattr(struct txn *tx)
 {
@@ -598,6 +728,9 @@ static int op_xattr(struct txn *tx)
 	int rc = txn_get(tx, op->ino, &in);
 	if (rc || (rc = check_xname(op->xname, op->xname_len)))
 		return rc;
+	enum acl_kind kind = acl_kind_of(op->xname, op->xname_len);
+	if (kind != ACL_KIND_NONE)
+		return op_acl(tx, in, kind);
 	if (set && op->value_len > ITAB_XATTR_SIZE_MAX)
 		return -E2BIG;
 	if (set && (op->flags & ~(ITAB_XATTR_CREATE | ITAB_XATTR_REPLACE)))
@@ -624,9 +757,10 @@ static int op_xattr(struct txn *tx)
 	return 0;
 }
 
-/* WRITE: commit extents (sorted, distinct indexes; zero hash = hole), grow
- * the size to at least op->size, set mtime (op's if ITAB_SET_MTIME, else
- * now) and ctime. Extents are clipped to the new size. */
+/* WRITE: commit extents (sorted, distinct indexes; zero hash = hole) if
+ * the ITAB_F_IF_SIZE condition holds, grow the size to at least op->size, set mtime (op's if ITAB_SET_MTIME, else
+ * now) and ctime (now, unless ctime is later already). Extents are
+ * clipped to the new size. */
 static int op_write(struct txn *tx)
 {
 	static const uint8_t zero[ITAB_HASH_LEN];
@@ -642,6 +776,12 @@ static int op_write(struct txn *tx)
 		return -EINVAL;
 	if (op->size > (uint64_t)INT64_MAX)
 		return -EFBIG;
+	if (op->flags & ~ITAB_F_IF_SIZE)
+		return -EINVAL;
+	/* An append lost a race (another append or a truncate came first):
+	 * the proposer places its bytes again at the new end. */
+	if ((op->flags & ITAB_F_IF_SIZE) && in->a.size != op->rdev)
+		return -EAGAIN;
 	uint64_t size = op->size > in->a.size ? op->size : in->a.size;
 	for (size_t i = 0; i < op->n_extents; i++) {
 		const struct itab_extent *e = &op->extents[i];
@@ -689,7 +829,10 @@ static int op_write(struct txn *tx)
 	}
 	in->a.size = size;
 	in->a.mtime_ns = (op->valid & ITAB_SET_MTIME) ? op->mtime_ns : op->now_ns;
-	in->a.ctime_ns = op->now_ns;
+	/* now is when the bytes were written, which may be before a change
+	 * applied meanwhile (a chmod): ctime never goes back. */
+	if (op->now_ns > in->a.ctime_ns)
+		in->a.ctime_ns = op->now_ns;
 	txn_dirty(tx, in);
 	tx->res->ino = in->a.ino;
 	return 0;

@@ -9,8 +9,9 @@
  *
  * Options (-o, comma-separated): allow_other, ro, debug, log=PATH,
  * timeout_ms=N (mutation timeout, default 10000), entry_timeout=SECONDS,
- * and any other FUSE mount option, passed through. default_permissions
- * is always on. A daemon logs to DIR/sandfs.log unless log= says where.
+ * acl (the default: POSIX ACLs, enforced by the kernel) or noacl, and any
+ * other FUSE mount option, passed through. default_permissions is always
+ * on. A daemon logs to DIR/sandfs.log unless log= says where.
  *
  * Shutdown: fusermount3 -u MNT (or umount) ends the FUSE loop; SIGTERM,
  * SIGINT and SIGHUP do too (fuse_set_signal_handlers). Then the
@@ -61,6 +62,7 @@ struct mount_opts {
 	int debug;
 	uint32_t timeout_ms;
 	double entry_timeout;
+	bool no_acl; /* -o noacl: no POSIX ACLs on this mount */
 	char *copy; /* owns the strings above */
 };
 
@@ -99,6 +101,10 @@ static int parse_mount_opts(const char *s, struct mount_opts *m)
 				return -EINVAL;
 			}
 			m->entry_timeout = v;
+		} else if (!strcmp(tok, "noacl")) {
+			m->no_acl = true;
+		} else if (!strcmp(tok, "acl")) {
+			m->no_acl = false;
 		} else if (!strcmp(tok, "default_permissions") || !*tok) {
 			/* always on */
 		} else {
@@ -541,6 +547,7 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		.data = m->data,
 		.self_id = o->id,
 		.timeout_s = mo->entry_timeout,
+		.no_acl = mo->no_acl,
 	};
 	if ((rc = sfs_new(&scfg, &m->sfs)) < 0)
 		return rc;

@@ -96,19 +96,28 @@ void sfs_attr_to_stat(struct sfs *fs, const struct itab_attr *a, struct stat *st
 	st->st_gid = a->gid;
 	st->st_rdev = a->rdev;
 	st->st_size = (off_t)a->size;
+	int64_t mtime = a->mtime_ns, ctime = a->ctime_ns;
 	if (S_ISREG(a->mode) && fs->data) {
 		uint64_t dirty = data_dirty_size(fs->data, a->ino);
 		if (dirty > a->size)
 			st->st_size = (off_t)dirty;
+		/* Unflushed writes count as made (their WRITE will carry
+		 * that time): a stat between write(2) and close(2) sees the
+		 * new mtime and ctime, as on a local filesystem. */
+		int64_t w = dirty ? data_dirty_mtime(fs->data, a->ino) : 0;
+		if (w > mtime)
+			mtime = w;
+		if (w > ctime)
+			ctime = w;
 	}
 	st->st_blksize = itab_block_size(fs->itab);
 	st->st_blocks = (blkcnt_t)a->blocks;
 	st->st_atim.tv_sec = a->atime_ns / 1000000000;
 	st->st_atim.tv_nsec = a->atime_ns % 1000000000;
-	st->st_mtim.tv_sec = a->mtime_ns / 1000000000;
-	st->st_mtim.tv_nsec = a->mtime_ns % 1000000000;
-	st->st_ctim.tv_sec = a->ctime_ns / 1000000000;
-	st->st_ctim.tv_nsec = a->ctime_ns % 1000000000;
+	st->st_mtim.tv_sec = mtime / 1000000000;
+	st->st_mtim.tv_nsec = mtime % 1000000000;
+	st->st_ctim.tv_sec = ctime / 1000000000;
+	st->st_ctim.tv_nsec = ctime % 1000000000;
 }
 
 void sfs_fill_entry(struct sfs *fs, const struct itab_attr *a,
@@ -228,6 +237,19 @@ void sfs_release_orphan(struct sfs *fs, uint64_t ino)
 		    (unsigned long long)ino, strerror(-rc));
 }
 
+bool sfs_in_group(fuse_req_t req, uint32_t gid)
+{
+	const struct fuse_ctx *ctx = fuse_req_ctx(req);
+	if (ctx->gid == gid)
+		return true;
+	gid_t groups[64];
+	int n = fuse_req_getgroups(req, 64, groups);
+	for (int i = 0; i < n && i < 64; i++)
+		if (groups[i] == gid)
+			return true;
+	return false;
+}
+
 int sfs_check_access(fuse_req_t req, const struct itab_attr *a, int mask)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -241,14 +263,7 @@ int sfs_check_access(fuse_req_t req, const struct itab_attr *a, int mask)
 	if (ctx->uid == a->uid) {
 		bits = (a->mode >> 6) & 7;
 	} else {
-		bool in_group = ctx->gid == a->gid;
-		if (!in_group) {
-			gid_t groups[64];
-			int n = fuse_req_getgroups(req, 64, groups);
-			for (int i = 0; i < n && i < 64 && !in_group; i++)
-				in_group = groups[i] == a->gid;
-		}
-		bits = in_group ? (a->mode >> 3) & 7 : a->mode & 7;
+		bits = sfs_in_group(req, a->gid) ? (a->mode >> 3) & 7 : a->mode & 7;
 	}
 	/* R_OK=4, W_OK=2, X_OK=1 match the rwx bit order. */
 	return ((unsigned)mask & ~bits) ? -EACCES : 0;
@@ -392,6 +407,7 @@ static void finish_create(struct sfs_call *c, const struct itab_attr *a)
 	c->fh->ino = a->ino;
 	c->fi.fh = (uint64_t)(uintptr_t)c->fh;
 	c->fi.keep_cache = 0;
+	c->fi.direct_io = (c->fi.flags & O_APPEND) != 0; /* see sfs_append.c */
 	sfs_ref(fs, a->ino, 1, 1);
 	if (fuse_reply_create(c->req, &e, &c->fi) != 0) {
 		sfs_ref(fs, a->ino, -1, -1);
@@ -422,10 +438,12 @@ static bool create_existing(struct sfs_call *c)
 		fuse_reply_err(c->req, -rc);
 		return false;
 	}
-	if ((c->fi.flags & O_TRUNC) && S_ISREG(a.mode) && a.size) {
+	if ((c->fi.flags & O_TRUNC) && S_ISREG(a.mode)) {
+		/* Also when empty: O_TRUNC sets mtime and ctime. */
 		struct itab_op op = {.code = ITAB_OP_SETATTR, .ino = ino,
 				     .valid = ITAB_SET_SIZE, .size = 0};
 		sfs_stamp(c->req, &op);
+		sfs_perm_truncate(c->req, &a, &op);
 		c->kind = CALL_CREATE_TRUNC;
 		propose(c, &op);
 		return true;
@@ -588,10 +606,21 @@ static void sfs_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		op.valid |= ITAB_SET_CTIME;
 		op.ctime_ns = ts_ns(&attr->st_ctim);
 	}
-	if (!op.valid) {
-		sfs_getattr(req, ino, fi);
-		return;
+	struct itab_attr cur;
+	if ((op.valid & ITAB_SET_SIZE) && itab_getattr(fs->itab, ino, &cur) == 0)
+		sfs_perm_truncate(req, &cur, &op);
+	/* Times set while writes are buffered: the data goes first, or its
+	 * WRITE (stamped with the time of the write) would undo them. */
+	if ((op.valid & (ITAB_SET_ATIME | ITAB_SET_MTIME)) && fs->data) {
+		int rc = data_flush_ino(fs->data, ino);
+		if (rc) {
+			fuse_reply_err(req, -rc);
+			return;
+		}
 	}
+	/* Nothing but a ctime (chown(f, -1, -1): the kernel sends no
+	 * FATTR_CTIME without a writeback cache): op.valid 0 sets ctime to
+	 * now, as Linux does. */
 	propose_kind(fs, req, CALL_ATTR, &op);
 }
 
@@ -784,17 +813,21 @@ static void sfs_access(fuse_req_t req, fuse_ino_t ino, int mask)
 static void sfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			 const char *value, size_t size, int flags)
 {
-	/* No POSIX ACLs or other system.* attributes: say so, so tools like
-	 * cp -a carry on without them. */
-	if (strncmp(name, "system.", 7) == 0) {
-		fuse_reply_err(req, EOPNOTSUPP);
-		return;
-	}
+	struct sfs *fs = get_fs(req);
 	struct itab_op op = {.code = ITAB_OP_SETXATTR, .ino = ino,
 			     .xname = name, .xname_len = strlen(name),
 			     .value = value, .value_len = size,
 			     .flags = (uint32_t)flags &
 				      (ITAB_XATTR_CREATE | ITAB_XATTR_REPLACE)};
+	/* POSIX ACLs (when the kernel enforces them) but no other system.*
+	 * attributes: say so, so tools like cp -a carry on without them. */
+	int acl = sfs_acl_name(name);
+	if ((acl && !atomic_load(&fs->acl_kernel)) || (!acl && strncmp(name, "system.", 7) == 0)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
+	if (acl == 1 && sfs_acl_kills_sgid(fs, req, ino))
+		op.flags |= ITAB_F_KILL_SGID;
 	if (op.xname_len == 0 || op.xname_len > ITAB_XATTR_NAME_MAX) {
 		fuse_reply_err(req, ERANGE);
 		return;
@@ -804,7 +837,7 @@ static void sfs_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 		return;
 	}
 	sfs_stamp(req, &op);
-	propose_kind(get_fs(req), req, CALL_ERR, &op);
+	propose_kind(fs, req, CALL_ERR, &op);
 }
 
 /* getxattr/listxattr: n is what the table gave for a buffer of `size`
@@ -848,6 +881,10 @@ static void sfs_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 
 static void sfs_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
+	if (sfs_acl_name(name) && !atomic_load(&get_fs(req)->acl_kernel)) {
+		fuse_reply_err(req, EOPNOTSUPP);
+		return;
+	}
 	struct itab_op op = {.code = ITAB_OP_REMOVEXATTR, .ino = ino,
 			     .xname = name, .xname_len = strlen(name)};
 	if (op.xname_len == 0 || op.xname_len > ITAB_XATTR_NAME_MAX) {
@@ -902,6 +939,7 @@ static void sfs_init(void *userdata, struct fuse_conn_info *conn)
 		conn->max_readahead = 1u << 20;
 	if (conn->capable & FUSE_CAP_ASYNC_READ)
 		conn->want |= FUSE_CAP_ASYNC_READ;
+	sfs_acl_init(userdata, conn);
 }
 
 static const struct fuse_lowlevel_ops ops = {
@@ -956,8 +994,11 @@ int sfs_new(const struct sfs_cfg *cfg, struct sfs **out)
 	fs->data = cfg->data;
 	fs->self_id = cfg->self_id;
 	fs->timeout = cfg->timeout_s > 0 ? cfg->timeout_s : 1.0;
+	fs->acl = !cfg->no_acl;
 	pthread_mutex_init(&fs->mu, NULL);
 	pthread_mutex_init(&fs->calls_mu, NULL);
+	for (int i = 0; i < SFS_APPEND_STRIPES; i++)
+		pthread_mutex_init(&fs->append_mu[i], NULL);
 	pthread_condattr_t ca;
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -980,6 +1021,8 @@ void sfs_free(struct sfs *fs)
 	}
 	pthread_mutex_destroy(&fs->mu);
 	pthread_mutex_destroy(&fs->calls_mu);
+	for (int i = 0; i < SFS_APPEND_STRIPES; i++)
+		pthread_mutex_destroy(&fs->append_mu[i]);
 	pthread_cond_destroy(&fs->calls_cv);
 	free(fs);
 }

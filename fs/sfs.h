@@ -20,6 +20,7 @@
 #ifndef SANDFS_FS_SFS_H
 #define SANDFS_FS_SFS_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 struct fuse_lowlevel_ops;
@@ -33,6 +34,7 @@ struct sfs_cfg {
 	struct data *data;  /* borrowed */
 	uint64_t self_id;
 	double timeout_s;   /* entry/attr timeout; 0: 1 s */
+	bool no_acl;        /* no POSIX ACLs on this mount (-o noacl) */
 };
 
 struct sfs;

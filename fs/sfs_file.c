@@ -63,10 +63,12 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			rc = data_flush_ino(fs->data, ino);
 		if (rc == 0)
 			rc = itab_getattr(fs->itab, ino, &a);
-		if (rc == 0 && a.size) {
+		/* Also when empty: O_TRUNC sets mtime and ctime. */
+		if (rc == 0) {
 			struct itab_op op = {.code = ITAB_OP_SETATTR, .ino = ino,
 					     .valid = ITAB_SET_SIZE, .size = 0};
 			sfs_stamp(req, &op);
+			sfs_perm_truncate(req, &a, &op);
 			rc = fsm_propose_sync(fs->fsm, &op, NULL);
 		}
 	}
@@ -94,6 +96,7 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	    dropping)
 		fsm_pages_dropped(fs->fsm, ino, ticket);
 	fi->keep_cache = keep;
+	fi->direct_io = (fi->flags & O_APPEND) != 0; /* see sfs_append.c */
 	sfs_ref(fs, ino, 0, 1);
 	if (fuse_reply_open(req, fi) != 0) {
 		if (fh->df)
@@ -135,7 +138,13 @@ void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		fuse_reply_err(req, EIO);
 		return;
 	}
-	ssize_t n = data_write(fs->data, df, buf, size, off);
+	int rc = sfs_perm_write(fs, req, ino);
+	if (rc) {
+		fuse_reply_err(req, file_errno(rc));
+		return;
+	}
+	ssize_t n = (fi->flags & O_APPEND) ? sfs_append(fs, ino, buf, size)
+					   : data_write(fs->data, df, buf, size, off);
 	if (n < 0)
 		fuse_reply_err(req, file_errno(n));
 	else

@@ -22,6 +22,7 @@
 #define SFS_BARRIER_SKIP_MS 1000 /* after a timed-out barrier, skip them */
 #define SFS_LEADER_WAIT_MS 500 /* wait for an election before giving up */
 #define SFS_SETTLE_MS 200   /* open waits at most this for invalidations */
+#define SFS_APPEND_STRIPES 16 /* locks serializing appends per inode */
 
 /* Per-inode counts kept while either is nonzero. */
 struct sfs_icount {
@@ -37,6 +38,8 @@ struct sfs {
 	struct data *data;
 	uint64_t self_id;
 	double timeout;
+	bool acl;                             /* POSIX ACLs on (not -o noacl) */
+	atomic_bool acl_kernel;               /* the kernel enforces them */
 	pthread_mutex_t mu;                   /* guards tab */
 	struct sfs_icount *tab[SFS_BUCKETS];  /* guarded by mu */
 	_Atomic int64_t barrier_down_until;   /* atomic: CLOCK_MONOTONIC ns */
@@ -45,6 +48,8 @@ struct sfs {
 	pthread_cond_t calls_cv;              /* calls reached 0 */
 	uint64_t calls;                       /* sfs_call alive (proposals whose
 						 completion will still run) */
+	pthread_mutex_t append_mu[SFS_APPEND_STRIPES]; /* held across one append
+							  (sfs_append.c) */
 };
 
 /* One open file (fi->fh). The data handle is opened lazily on a FUSE
@@ -92,10 +97,41 @@ void sfs_propose_err(struct sfs *fs, fuse_req_t req, const struct itab_op *op);
  * when any x bit is set). mask of R_OK|W_OK|X_OK. 0 or -EACCES. */
 int sfs_check_access(fuse_req_t req, const struct itab_attr *a, int mask);
 
+/* True when the caller's gid or one of its supplementary groups is gid. */
+bool sfs_in_group(fuse_req_t req, uint32_t gid);
+
+/* The setuid/setgid bits of a that a write or truncate by the caller of
+ * req clears (Linux's rule; 0 for root, directories and the rest). */
+uint32_t sfs_perm_kill(fuse_req_t req, const struct itab_attr *a);
+/* Before a write by the caller of req: clear what sfs_perm_kill() says
+ * (the kernel clears most of it itself, not setgid without group execute
+ * for a caller outside the group). 0 or a negative errno (the proposal
+ * failed). */
+int sfs_perm_write(struct sfs *fs, fuse_req_t req, uint64_t ino);
+/* A SETATTR op that truncates a (truncate, ftruncate, O_TRUNC) also
+ * clears what sfs_perm_kill() says, unless it sets the mode itself. */
+void sfs_perm_truncate(fuse_req_t req, const struct itab_attr *a, struct itab_op *op);
+
+/* POSIX ACLs (sfs_perm.c). 1 for "system.posix_acl_access", 2 for
+ * "system.posix_acl_default", else 0. */
+int sfs_acl_name(const char *name);
+/* Setting an access ACL on ino drops its setgid bit: the caller is
+ * neither in the file's group nor root (posix_acl_update_mode). */
+bool sfs_acl_kills_sgid(struct sfs *fs, fuse_req_t req, uint64_t ino);
+/* At FUSE init: ask the kernel to enforce ACLs (FUSE_CAP_POSIX_ACL) and
+ * to leave the umask to us (FUSE_CAP_DONT_MASK: a default ACL replaces
+ * it), unless ACLs are off; logs what the kernel offered. */
+void sfs_acl_init(struct sfs *fs, struct fuse_conn_info *conn);
+
 /* The data handle of fh, opened on first use; NULL on failure. */
 struct data_file *sfs_fh_data(struct sfs *fs, struct sfs_fh *fh);
 struct sfs_fh *sfs_fh_new(uint64_t ino);
 void sfs_fh_free(struct sfs_fh *fh);
+
+/* An O_APPEND write of size bytes to ino, at the end of the file as the
+ * cluster knows it, committed before it returns (sfs_append.c). Returns
+ * size or a negative errno. FUSE worker thread. */
+ssize_t sfs_append(struct sfs *fs, uint64_t ino, const char *buf, size_t size);
 
 /* Handlers in sfs_file.c. */
 void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);

@@ -623,10 +623,39 @@ static void test_write_clips_extents_to_size_and_rejects_bad_lists(void **state)
 	assert_int_equal(fx_apply(f, &op), -EINVAL);
 	/* explicit mtime */
 	op = op_mk(ITAB_OP_WRITE, 0, NULL);
-	op.ino = ino, op.valid = ITAB_SET_MTIME, op.mtime_ns = 42, op.now_ns = 43;
+	op.ino = ino, op.valid = ITAB_SET_MTIME, op.mtime_ns = 42, op.now_ns = 4300;
 	assert_int_equal(fx_apply(f, &op), 0);
 	assert_int_equal(ga(f, ino).mtime_ns, 42);
-	assert_int_equal(ga(f, ino).ctime_ns, 43);
+	assert_int_equal(ga(f, ino).ctime_ns, 4300);
+	/* written before a later change (ctime 4300): ctime does not go back */
+	op.mtime_ns = op.now_ns = 4200;
+	assert_int_equal(fx_apply(f, &op), 0);
+	assert_int_equal(ga(f, ino).mtime_ns, 4200);
+	assert_int_equal(ga(f, ino).ctime_ns, 4300);
+}
+
+static void test_write_if_size_applies_only_at_that_size(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(do_create(f, 1, "f", S_IFREG | 0644), 0);
+	uint64_t ino = f->res.ino;
+	struct itab_extent e = {.index = 0, .len = 10};
+	mkhash(e.hash, 7);
+	struct itab_op op = op_mk(ITAB_OP_WRITE, 0, NULL);
+	op.ino = ino, op.extents = &e, op.n_extents = 1, op.size = 10;
+	op.flags = ITAB_F_IF_SIZE, op.rdev = 0;
+	assert_int_equal(fx_apply(f, &op), 0);
+	assert_int_equal(ga(f, ino).size, 10);
+	/* a second append placed at 0 lost the race: nothing changes */
+	mkhash(e.hash, 8);
+	assert_int_equal(fx_apply(f, &op), -EAGAIN);
+	assert_int_equal(ga(f, ino).size, 10);
+	assert_int_equal(itab_block_refs(f->t, e.hash), 0);
+	op.rdev = 10, op.size = 20, e.len = 20;
+	assert_int_equal(fx_apply(f, &op), 0);
+	assert_int_equal(ga(f, ino).size, 20);
+	op.flags = 0x800;
+	assert_int_equal(fx_apply(f, &op), -EINVAL);
 }
 
 static void test_xattr_create_replace_remove_semantics(void **state)
@@ -1043,6 +1072,7 @@ int main(void)
 		T(test_setattr_mode_owner_times_and_size_rules),
 		T(test_write_and_truncate_adjust_refcounts_and_free_blocks),
 		T(test_write_clips_extents_to_size_and_rejects_bad_lists),
+		T(test_write_if_size_applies_only_at_that_size),
 		T(test_xattr_create_replace_remove_semantics),
 		T(test_dedupe_returns_first_result_and_applies_once),
 		T(test_dedupe_evicts_old_results_and_refuses_them_with_estale),
