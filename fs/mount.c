@@ -44,6 +44,7 @@
 #include "fs/fsm.h"
 #include "fs/inval.h"
 #include "fs/itab.h"
+#include "fs/cli.h"
 #include "fs/main.h"
 #include "fs/node.h"
 #include "fs/sfs.h"
@@ -666,8 +667,9 @@ int sfs_cmd_mount(int argc, char **argv)
 	struct node_opts o;
 	struct sfs_cli cli;
 	memset(&cli, 0, sizeof(cli));
-	if (sfs_parse_node_opts(argc, argv, &o, &cli) != 0)
-		return 2;
+	int prc = sfs_parse_node_opts(argc, argv, &o, &cli);
+	if (prc != 0)
+		return prc > 0 ? 0 : 2;
 	if (cli.n_rest != 1) {
 		fprintf(stderr, "sandfs mount: want exactly one MOUNTPOINT (see "
 				"sandfs --help)\n");
