@@ -37,6 +37,8 @@ struct fsm {
 	struct repl *repl;   /* guarded by mu */
 	struct data *data;   /* guarded by mu; used under mu in apply */
 	struct inval *inval; /* guarded by mu; used under mu in apply */
+	fsm_applied_fn hook; /* guarded by mu; called under mu in apply */
+	void *hook_ctx;      /* guarded by mu */
 	uint8_t *abuf;       /* apply thread only: re-encoded entry */
 	size_t abuf_cap;
 	/* Inodes whose kernel pages match the table (fsm_pages_valid): an
@@ -340,6 +342,8 @@ static int fsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
 			data_applied(f->data, &op, &r);
 		if (origin != f->self_id && r.err == 0)
 			queue_invalidations(f, &op, &r);
+		if (f->hook)
+			f->hook(f->hook_ctx, index, &op, &r);
 		pthread_mutex_unlock(&f->mu);
 	}
 	if (r.err && r.err != -ENOENT && r.err != -EEXIST && !r.skipped)
@@ -459,6 +463,8 @@ static int fsm_restore(void *ctx, uint64_t index, const uint8_t *data,
 			  "blocks missing here", (unsigned long long)index);
 		pthread_mutex_lock(&f->mu);
 		data_catch_up(f->data);
+		if (f->hook) /* locks and open records changed wholesale */
+			f->hook(f->hook_ctx, index, NULL, NULL);
 		pthread_mutex_unlock(&f->mu);
 	}
 	return rc;
@@ -536,6 +542,14 @@ void fsm_set_inval(struct fsm *f, struct inval *iv)
 {
 	pthread_mutex_lock(&f->mu);
 	f->inval = iv;
+	pthread_mutex_unlock(&f->mu);
+}
+
+void fsm_set_applied_hook(struct fsm *f, fsm_applied_fn fn, void *ctx)
+{
+	pthread_mutex_lock(&f->mu);
+	f->hook = fn;
+	f->hook_ctx = ctx;
 	pthread_mutex_unlock(&f->mu);
 }
 
@@ -704,6 +718,7 @@ struct shwait {
 	int refs;          /* guarded by mu */
 	bool done;         /* guarded by mu */
 	int rc;            /* guarded by mu */
+	struct fsm_result res; /* guarded by mu: a proposal's result */
 };
 
 /* A new wait held by two parties (the waiter and the completion). */
@@ -870,24 +885,28 @@ static int orphan_collect(void *ctx, uint64_t ino)
 
 static void swait_done(void *ctx, const struct fsm_result *res)
 {
-	shwait_finish(ctx, res->err);
+	struct shwait *w = ctx;
+	pthread_mutex_lock(&w->mu);
+	w->res = *res;
+	pthread_mutex_unlock(&w->mu);
+	shwait_finish(w, res->err);
 }
 
-/* fsm_propose_sync that gives up (-ECANCELED) once stopping(ctx) says so
- * (asked every 100 ms), so a caller shutting down need not wait for the
- * proposal timeout. */
-static int propose_stoppable(struct fsm *f, const struct itab_op *op,
-			     bool (*stopping)(void *ctx), void *ctx)
+int fsm_propose_stoppable(struct fsm *f, const struct itab_op *op,
+			  bool (*stopping)(void *ctx), void *ctx,
+			  struct fsm_result *res)
 {
 	if (!stopping)
-		return fsm_propose_sync(f, op, NULL);
+		return fsm_propose_sync(f, op, res);
+	if (res)
+		memset(res, 0, sizeof(*res));
 	struct shwait *w = shwait_new();
 	if (!w)
-		return -ENOMEM;
+		return res ? (res->err = -ENOMEM) : -ENOMEM;
 	int rc = fsm_propose_async(f, op, swait_done, w);
 	if (rc) {
 		shwait_free(w);
-		return rc;
+		return res ? (res->err = rc) : rc;
 	}
 	pthread_mutex_lock(&w->mu);
 	while (!w->done) {
@@ -901,6 +920,11 @@ static int propose_stoppable(struct fsm *f, const struct itab_op *op,
 			pthread_cond_timedwait(&w->cv, &w->mu, &dl);
 	}
 	rc = w->done ? w->rc : -ECANCELED;
+	if (res) {
+		if (w->done)
+			*res = w->res;
+		res->err = rc;
+	}
 	shwait_put(w);
 	return rc;
 }
@@ -926,7 +950,7 @@ int fsm_release_orphans_held_by(struct fsm *f, uint64_t holder,
 		struct itab_op op = {.code = ITAB_OP_RELEASE_ORPHAN,
 				     .ino = l.ino[i],
 				     .now_ns = fsm_now_ns()};
-		int e = propose_stoppable(f, &op, stopping, ctx);
+		int e = fsm_propose_stoppable(f, &op, stopping, ctx, NULL);
 		if (e == -ECANCELED)
 			break;
 		if (e == 0) {

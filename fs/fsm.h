@@ -63,6 +63,16 @@ void fsm_set_repl(struct fsm *f, struct repl *r);
 void fsm_set_data(struct fsm *f, struct data *d);
 void fsm_set_inval(struct fsm *f, struct inval *iv);
 
+/* Called on the replicator thread after every entry applied here (not
+ * the skipped or duplicate ones), from any node, with the decoded op
+ * (borrowed for the call) and its result; after a snapshot replaced the
+ * table, once with op and res NULL. Runs under the fsm's hook lock: must
+ * not block and must not call fsm functions. */
+typedef void (*fsm_applied_fn)(void *ctx, uint64_t index,
+			       const struct itab_op *op,
+			       const struct itab_result *res);
+void fsm_set_applied_hook(struct fsm *f, fsm_applied_fn fn, void *ctx);
+
 /* Wait (at most timeout_ms) until the kernel invalidations queued so far
  * have been sent; see inval_settle(). 0 without an inval. */
 int fsm_inval_settle(struct fsm *f, uint32_t timeout_ms);
@@ -129,6 +139,13 @@ int fsm_read_index_sync(struct fsm *f, uint32_t timeout_ms);
  * Never on the replicator thread. */
 int fsm_read_barrier(struct fsm *f, uint32_t timeout_ms,
 		     bool (*leader_known)(void *ctx, struct repl *r), void *ctx);
+
+/* fsm_propose_sync that gives up with -ECANCELED once stopping(ctx)
+ * says so (asked every 100 ms; a proposal in flight still completes,
+ * unobserved). stopping NULL: fsm_propose_sync. res may be NULL. */
+int fsm_propose_stoppable(struct fsm *f, const struct itab_op *op,
+			  bool (*stopping)(void *ctx), void *ctx,
+			  struct fsm_result *res);
 
 /* A data_propose_fn (data.h) over fsm_propose_sync; ctx = the fsm. */
 int fsm_data_propose(void *ctx, const struct itab_op *op,

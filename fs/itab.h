@@ -25,7 +25,16 @@
  *   'M' 'd' origin, seq           -> remembered result of a request
  *   'M' 'w' origin                -> per-origin dedupe low-water mark
  *   'M' 'o' ino                   -> orphan (nlink 0, kept until released):
- *                                    the node holding it open (u64)
+ *                                    the node holding it open (u64; 0 when
+ *                                    the 'O' records below keep it)
+ *   'M' 'n' node                  -> lock lease of a node: lease generation,
+ *                                    index of its last lease op, #locks it
+ *                                    holds, #inodes it holds open (4 x u64)
+ *   'K' ino, kind(u8), node, owner, start
+ *                                 -> a lock: end (u64, inclusive), type (u8),
+ *                                    pid (u32), holder's incarnation (u64)
+ *   'O' ino, node                 -> node holds ino open: incarnation, open
+ *                                    sequence (2 x u64)
  *
  * Atomicity and durability: one log entry is applied as ONE LevelDB
  * WriteBatch that also carries the applied index and the dedupe record, so
@@ -44,14 +53,34 @@
  *    bytes of a block past its len, and every block without an extent, read
  *    as zeros. Apply keeps every extent inside the file size (truncate
  *    shortens or drops extents), so growing a file never shows old bytes.
- *  - Open-unlinked files: when a file's nlink reaches 0 it becomes an
- *    ORPHAN (inode, xattrs and extents kept, 'M''o' record) unless the op
- *    carries ITAB_F_FREE_NOW (the proposer says it does not have the file
- *    open). An explicit ITAB_OP_RELEASE_ORPHAN, proposed by a node when its
- *    last handle closes (or at mount start for orphans it no longer holds),
- *    deletes inode + extents and drops the block references. Weakness:
- *    open handles on OTHER nodes are not tracked; a release (or FREE_NOW)
- *    frees the file under them. Directories are deleted at once by RMDIR.
+ *  - Open files: a node records that it holds an inode open ('O' record,
+ *    ITAB_OP_OPEN, or CREATE with ITAB_F_OPEN) at its first open of it and
+ *    drops the record at its last close (ITAB_OP_CLOSE). When a file's
+ *    nlink reaches 0 it becomes an ORPHAN (inode, xattrs and extents kept,
+ *    'M''o' record) while any node holds it open; the CLOSE (or
+ *    RELEASE_NODE) that drops its last 'O' record frees it. With no 'O'
+ *    record it is freed at once if the op carries ITAB_F_FREE_NOW (what
+ *    every proposer sends now); without that flag (entries of the format
+ *    before 'O' records) it stays an orphan held by the op's origin until
+ *    an explicit ITAB_OP_RELEASE_ORPHAN (refused while 'O' records exist).
+ *    Freeing deletes inode + extents and drops the block references.
+ *    Directories are deleted at once by RMDIR.
+ *  - Locks (see struct itab_lock): flock (kind FLOCK, whole file) and
+ *    POSIX/OFD byte-range locks (kind POSIX) of an owner = (node, owner on
+ *    that node). The two kinds never conflict with each other. A request
+ *    conflicts with a lock of another owner of the same kind when the
+ *    ranges overlap and either is a write lock; a conflict is -EAGAIN and
+ *    changes nothing, except that a flock conversion drops the owner's old
+ *    lock first as Linux does. Otherwise the owner's locks over the range
+ *    are replaced: split where the range cuts them, the new range added,
+ *    then merged with the owner's adjacent or overlapping locks of the
+ *    same type; UNLOCK only removes. Leases: every lock op and LOCK_RENEW
+ *    of a node records its log index as the node's lease index; an op
+ *    carrying a lease generation other than the node's gets -ESTALE. A
+ *    RELEASE_NODE that drops locks bumps the generation; one with `since`
+ *    applies only while the lease index still equals it (so a leader that
+ *    saw no renewal since index `since` for a whole lease can release a
+ *    silent node's locks, and a renewal that got in first wins).
  *  - POSIX ACLs (itab_acl.h) are xattrs with rules of their own, those of
  *    Linux: a SETXATTR of one is checked (-EINVAL) and stored canonical;
  *    a default ACL only on directories (-EACCES); an access ACL sets the
@@ -111,7 +140,12 @@ enum itab_opcode {
 	ITAB_OP_REMOVEXATTR = 10,   /* ino, xname */
 	ITAB_OP_WRITE = 11,         /* ino, extents, size (file grows to >= size), mtime if valid&MTIME
 				       [ITAB_F_IF_SIZE: only if the size is rdev, else -EAGAIN] */
-	ITAB_OP_RELEASE_ORPHAN = 12,/* ino: free it if its nlink is 0 */
+	ITAB_OP_RELEASE_ORPHAN = 12,/* ino: free it if its nlink is 0 and nobody holds it open */
+	ITAB_OP_SETLK = 13,         /* ino, value = itab_lock: lock, convert or unlock a range */
+	ITAB_OP_LOCK_RENEW = 14,    /* value = itab_lock (gen): renew the origin's lock lease */
+	ITAB_OP_RELEASE_NODE = 15,  /* value = itab_lock (node, incarnation kept, since, what) */
+	ITAB_OP_OPEN = 16,          /* ino, value = itab_lock (incarnation, seq): origin holds ino open */
+	ITAB_OP_CLOSE = 17,         /* ino, value = itab_lock (incarnation, seq): origin closed it */
 	ITAB_OP__COUNT
 };
 
@@ -120,11 +154,51 @@ enum itab_opcode {
 #define ITAB_RENAME_EXCHANGE 0x2u
 #define ITAB_XATTR_CREATE 0x1u
 #define ITAB_XATTR_REPLACE 0x2u
-#define ITAB_F_FREE_NOW 0x100u /* UNLINK/RENAME: free a victim at nlink 0 now, no orphan */
+#define ITAB_F_FREE_NOW 0x100u /* UNLINK/RENAME: free a victim at nlink 0 unless held open */
 #define ITAB_F_KILL_SGID 0x200u /* SETXATTR of an access ACL: the caller may not keep
 				  * setgid (not in the file's group, not privileged) */
 #define ITAB_F_IF_SIZE 0x400u  /* WRITE: an append placed at size op->rdev; -EAGAIN if the
 				  * file's size is no longer that */
+#define ITAB_F_OPEN 0x800u     /* CREATE: the origin holds the new file open (value = itab_lock) */
+
+/* Lock kinds, types and RELEASE_NODE parts (values are part of the format). */
+#define ITAB_LK_POSIX 1     /* fcntl / OFD byte-range locks */
+#define ITAB_LK_FLOCK 2     /* flock(2): always the whole file */
+#define ITAB_LK_UNLOCK 0
+#define ITAB_LK_READ 1
+#define ITAB_LK_WRITE 2
+#define ITAB_LK_EOF UINT64_MAX /* end of a range that runs to the end of the file */
+#define ITAB_REL_LOCKS 0x1u /* RELEASE_NODE: the node's locks */
+#define ITAB_REL_OPENS 0x2u /* RELEASE_NODE: the node's open records */
+#define ITAB_LOCK_ENC_LEN 75
+
+/*
+ * The payload (op->value, ITAB_LOCK_ENC_LEN bytes from itab_lock_encode)
+ * of the lock and open-file ops, and a lock as itab_getlk() reports it.
+ * The node is the op's origin except in RELEASE_NODE (the node released).
+ */
+struct itab_lock {
+	uint8_t kind;         /* ITAB_LK_POSIX / ITAB_LK_FLOCK */
+	uint8_t type;         /* ITAB_LK_UNLOCK / READ / WRITE */
+	uint64_t owner;       /* lock owner on its node (FUSE lock_owner) */
+	uint64_t start, end;  /* inclusive byte range; end ITAB_LK_EOF: to the end */
+	uint32_t pid;         /* process that asked (for F_GETLK) */
+	uint64_t node;        /* RELEASE_NODE: the node; a reported lock: its holder */
+	uint64_t incarnation; /* the holder's process life (RELEASE_NODE: kept, 0 none) */
+	uint64_t gen;         /* SETLK/LOCK_RENEW: the lease generation the node holds */
+	uint64_t since;       /* RELEASE_NODE: only while the lease index is this (0: always) */
+	uint32_t what;        /* RELEASE_NODE: ITAB_REL_* */
+	uint64_t seq;         /* OPEN/CLOSE/CREATE+ITAB_F_OPEN: the node's open sequence */
+};
+
+/* A node's lease record ('M''n'); all zero for a node never seen. */
+struct itab_node_rec {
+	uint64_t node;
+	uint64_t gen;       /* bumped by every RELEASE_NODE that drops its locks */
+	uint64_t lease_idx; /* log index of its last lock op or LOCK_RENEW */
+	uint64_t nlocks;    /* locks it holds */
+	uint64_t nopen;     /* inodes it holds open ('O' records) */
+};
 
 /* op->valid for SETATTR (and ITAB_SET_MTIME for WRITE). Times are explicit:
  * the caller resolves "now" requests into op->now_ns before proposing. */
@@ -196,6 +270,7 @@ struct itab_result {
 	struct itab_attr attr;/* its attributes after the op (if ino != 0) */
 	uint64_t victim;      /* UNLINK/RMDIR/RENAME: inode whose link was removed */
 	uint64_t orphaned;    /* inode that reached nlink 0 and was kept as orphan */
+	/* RELEASE_NODE: res->ino is the node's lease generation after the op. */
 	/* Blocks whose reference count reached zero: delete them from the block
 	 * store after itab_apply() returns (re-check itab_block_refs() first if
 	 * a later WRITE could reuse them). Borrowed: valid until the next
@@ -320,6 +395,36 @@ int itab_orphans(struct itab *t, int (*cb)(void *ctx, uint64_t ino), void *ctx);
  * it releases these at mount. */
 int itab_orphans_held_by(struct itab *t, uint64_t holder,
 			 int (*cb)(void *ctx, uint64_t ino), void *ctx);
+
+/* Encode / decode the lock payload; decode: 0 or -EINVAL (wrong length
+ * or version). */
+void itab_lock_encode(const struct itab_lock *lk, uint8_t out[ITAB_LOCK_ENC_LEN]);
+int itab_lock_decode(const void *buf, size_t len, struct itab_lock *lk);
+
+/* F_GETLK: the first lock (in key order) of ino that conflicts with req
+ * held by an owner other than (node, req->owner); req->type READ or
+ * WRITE. Returns 1 and fills *conflict (its node in conflict->node), 0 if
+ * none, -EINVAL for a bad request. */
+int itab_getlk(struct itab *t, uint64_t ino, uint64_t node, const struct itab_lock *req,
+	       struct itab_lock *conflict);
+
+/* Enumerate the locks of ino (kind 0: both kinds) held by node (0: any),
+ * in key order; return non-zero to stop. lk is borrowed for the call. */
+int itab_locks(struct itab *t, uint64_t ino, uint8_t kind, uint64_t node,
+	       int (*cb)(void *ctx, const struct itab_lock *lk), void *ctx);
+
+/* The lease record of node (zeroed with rec->node set if none): 0 / -EIO. */
+int itab_node_get(struct itab *t, uint64_t node, struct itab_node_rec *rec);
+
+/* Enumerate every lease record (node order); return non-zero to stop. */
+int itab_nodes(struct itab *t, int (*cb)(void *ctx, const struct itab_node_rec *rec),
+	       void *ctx);
+
+/* Enumerate the nodes holding ino open ('O' records) with their
+ * incarnation and open sequence; return non-zero to stop. */
+int itab_open_holders(struct itab *t, uint64_t ino,
+		      int (*cb)(void *ctx, uint64_t node, uint64_t incarnation, uint64_t seq),
+		      void *ctx);
 
 /* Counters for statfs. */
 int itab_statfs(struct itab *t, struct itab_statfs *st);

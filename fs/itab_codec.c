@@ -211,9 +211,54 @@ const char *itab_op_name(unsigned code)
 	static const char *const names[ITAB_OP__COUNT] = {
 		"NOOP",	   "CREATE",   "MKDIR",	      "SYMLINK",     "LINK",
 		"UNLINK",  "RMDIR",    "RENAME",      "SETATTR",     "SETXATTR",
-		"REMOVEXATTR", "WRITE", "RELEASE_ORPHAN",
+		"REMOVEXATTR", "WRITE", "RELEASE_ORPHAN", "SETLK", "LOCK_RENEW",
+		"RELEASE_NODE", "OPEN", "CLOSE",
 	};
 	return code < ITAB_OP__COUNT ? names[code] : "?";
+}
+
+/* Lock payload: u8 version (1), u8 kind, u8 type, u64 owner, u64 start,
+ * u64 end, u32 pid, u64 node, u64 incarnation, u64 gen, u64 since,
+ * u32 what, u64 seq. */
+#define LOCK_VERSION 1
+void itab_lock_encode(const struct itab_lock *lk, uint8_t out[ITAB_LOCK_ENC_LEN])
+{
+	uint8_t *p = out;
+	*p++ = LOCK_VERSION;
+	*p++ = lk->kind;
+	*p++ = lk->type;
+	be_put64(p, lk->owner), p += 8;
+	be_put64(p, lk->start), p += 8;
+	be_put64(p, lk->end), p += 8;
+	be_put32(p, lk->pid), p += 4;
+	be_put64(p, lk->node), p += 8;
+	be_put64(p, lk->incarnation), p += 8;
+	be_put64(p, lk->gen), p += 8;
+	be_put64(p, lk->since), p += 8;
+	be_put32(p, lk->what), p += 4;
+	be_put64(p, lk->seq);
+}
+
+/* Decode a lock payload: exact length and version, else -EINVAL. */
+int itab_lock_decode(const void *buf, size_t len, struct itab_lock *lk)
+{
+	struct rd r = {.p = buf, .n = len};
+	memset(lk, 0, sizeof(*lk));
+	if (!buf || len != ITAB_LOCK_ENC_LEN || rd_u8(&r) != LOCK_VERSION)
+		return -EINVAL;
+	lk->kind = rd_u8(&r);
+	lk->type = rd_u8(&r);
+	lk->owner = rd_u64(&r);
+	lk->start = rd_u64(&r);
+	lk->end = rd_u64(&r);
+	lk->pid = rd_u32(&r);
+	lk->node = rd_u64(&r);
+	lk->incarnation = rd_u64(&r);
+	lk->gen = rd_u64(&r);
+	lk->since = rd_u64(&r);
+	lk->what = rd_u32(&r);
+	lk->seq = rd_u64(&r);
+	return r.bad ? -EINVAL : 0;
 }
 
 /* Inode value: u8 format, mode, uid, gid, nlink, size, rdev, atime, mtime,

@@ -104,6 +104,58 @@ struct itab {
 	leveldb_writebatch_t *wb;
 };
 
+/* One entry being applied (itab_ops.c; the lock and open-file ops are in
+ * itab_locks.c). Apply thread only. */
+#define TXN_SLOTS 8
+
+struct refd {
+	uint8_t h[ITAB_HASH_LEN];
+	int64_t d;
+};
+
+struct txn {
+	struct itab *t;
+	leveldb_writebatch_t *wb;
+	const struct itab_op *op;
+	uint64_t index;
+	struct itab_result *res;
+	struct counters ctr;
+	bool io;                 /* a LevelDB read failed: abort the entry */
+	struct {
+		struct inode in;
+		bool dirty, dead;
+	} slot[TXN_SLOTS];
+	int n;
+	struct refd *rd;
+	size_t nrd, caprd;
+	int soft_err;            /* the op's errno although its changes are kept */
+	struct itab_node_rec nrec; /* the one lease record an op may change */
+	bool nrec_loaded;
+};
+
+/* Note a LevelDB failure (-EIO, -ENOMEM) so apply aborts; returns rc. */
+int txn_chk(struct txn *tx, int rc);
+/* Inode ino for this op: from a slot or loaded. -ENOENT if absent/deleted. */
+int txn_get(struct txn *tx, uint64_t ino, struct inode **out);
+/* Mark an inode (a slot pointer) to be written at commit. */
+void txn_dirty(struct txn *tx, struct inode *in);
+/* Delete everything hanging off an inode (target, xattrs, extents, orphan
+ * record; extents drop their block references) and, if in is a slot,
+ * the inode itself at commit (otherwise the caller deletes its 'I' key). */
+int txn_kill_inode(struct txn *tx, struct inode *in);
+
+/* itab_locks.c: the ops, and what UNLINK/RENAME/CREATE/RELEASE_ORPHAN ask. */
+int locks_op_setlk(struct txn *tx);
+int locks_op_renew(struct txn *tx);
+int locks_op_release_node(struct txn *tx);
+int locks_op_open(struct txn *tx);
+int locks_op_close(struct txn *tx);
+/* 1 if some node holds ino open ('O' record), 0 if none, or -EIO. */
+int locks_held_open(struct txn *tx, uint64_t ino);
+/* CREATE with ITAB_F_OPEN: record that the origin holds new inode ino
+ * open (payload in op->value). 0 or -EINVAL. */
+int locks_create_open(struct txn *tx, uint64_t ino);
+
 /* DB get: 0 and *val (leveldb_free it) / -ENOENT / -EIO. */
 int db_get(struct itab *t, const leveldb_readoptions_t *ro, const uint8_t *k, size_t kl,
 	   char **val, size_t *vl);

@@ -22,33 +22,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define TXN_SLOTS 8
 #define MAX_DEPTH (1u << 24) /* parent walk guard against a corrupt table */
 
-struct refd {
-	uint8_t h[ITAB_HASH_LEN];
-	int64_t d;
-};
-
-struct txn {
-	struct itab *t;
-	leveldb_writebatch_t *wb;
-	const struct itab_op *op;
-	uint64_t index;
-	struct itab_result *res;
-	struct counters ctr;
-	bool io;                 /* a LevelDB read failed: abort the entry */
-	struct {
-		struct inode in;
-		bool dirty, dead;
-	} slot[TXN_SLOTS];
-	int n;
-	struct refd *rd;
-	size_t nrd, caprd;
-};
-
 /* Note a LevelDB failure (-EIO) so apply aborts instead of deciding on it. */
-static int chk(struct txn *tx, int rc)
+int txn_chk(struct txn *tx, int rc)
 {
 	if (rc == -EIO || rc == -ENOMEM)
 		tx->io = true;
@@ -56,7 +33,7 @@ static int chk(struct txn *tx, int rc)
 }
 
 /* Inode ino for this op: from a slot or loaded. -ENOENT if absent/deleted. */
-static int txn_get(struct txn *tx, uint64_t ino, struct inode **out)
+int txn_get(struct txn *tx, uint64_t ino, struct inode **out)
 {
 	for (int i = 0; i < tx->n; i++) {
 		if (tx->slot[i].in.a.ino == ino) {
@@ -67,17 +44,17 @@ static int txn_get(struct txn *tx, uint64_t ino, struct inode **out)
 		}
 	}
 	if (tx->n == TXN_SLOTS)
-		return chk(tx, -EIO);
+		return txn_chk(tx, -EIO);
 	int rc = db_inode(tx->t, ino, &tx->slot[tx->n].in);
 	if (rc)
-		return chk(tx, rc);
+		return txn_chk(tx, rc);
 	tx->slot[tx->n].dirty = tx->slot[tx->n].dead = false;
 	*out = &tx->slot[tx->n++].in;
 	return 0;
 }
 
 /* Mark an inode (a slot pointer) to be written at commit. */
-static void txn_dirty(struct txn *tx, struct inode *in)
+void txn_dirty(struct txn *tx, struct inode *in)
 {
 	for (int i = 0; i < tx->n; i++)
 		if (&tx->slot[i].in == in)
@@ -96,7 +73,7 @@ static int txn_dir(struct txn *tx, uint64_t ino, struct inode **out)
 /* Dentry lookup in the committed state. */
 static int txn_dent(struct txn *tx, uint64_t parent, const char *name, size_t nl, struct dent *d)
 {
-	return chk(tx, db_dent(tx->t, parent, name, nl, d));
+	return txn_chk(tx, db_dent(tx->t, parent, name, nl, d));
 }
 
 /* Add a block reference change. */
@@ -106,7 +83,7 @@ static int ref_add(struct txn *tx, const uint8_t *h, int64_t d)
 		size_t cap = tx->caprd ? 2 * tx->caprd : 16;
 		struct refd *n = realloc(tx->rd, cap * sizeof(*n));
 		if (!n)
-			return chk(tx, -ENOMEM);
+			return txn_chk(tx, -ENOMEM);
 		tx->rd = n, tx->caprd = cap;
 	}
 	memcpy(tx->rd[tx->nrd].h, h, ITAB_HASH_LEN);
@@ -210,7 +187,7 @@ static int drop_extent(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
 
 /* Delete an inode and everything hanging off it (target, xattrs, extents,
  * orphan record); extents drop their block references. */
-static int kill_inode(struct txn *tx, struct inode *in)
+int txn_kill_inode(struct txn *tx, struct inode *in)
 {
 	uint8_t k[KEY_MAX], p[KEY_MAX];
 	uint64_t ino = in->a.ino;
@@ -221,7 +198,7 @@ static int kill_inode(struct txn *tx, struct inode *in)
 	if (!rc)
 		rc = itab_scan(tx->t, p, key_ino(p, 'E', ino), NULL, 0, drop_extent, &c);
 	if (rc)
-		return chk(tx, rc < 0 ? rc : -EIO);
+		return txn_chk(tx, rc < 0 ? rc : -EIO);
 	for (int i = 0; i < tx->n; i++)
 		if (&tx->slot[i].in == in)
 			tx->slot[i].dead = true;
@@ -229,16 +206,20 @@ static int kill_inode(struct txn *tx, struct inode *in)
 	return 0;
 }
 
-/* An inode lost its last link: free it now or keep it as an orphan. */
+/* An inode lost its last link: keep it as an orphan while some node
+ * holds it open ('O' records; freed by the CLOSE or RELEASE_NODE that
+ * drops the last one), else free it now if the op says so (FREE_NOW).
+ * Without FREE_NOW (the format before open records) it stays an orphan
+ * held by the op's origin, which releases it with RELEASE_ORPHAN. */
 static int unlinked(struct txn *tx, struct inode *in)
 {
-	if (tx->op->flags & ITAB_F_FREE_NOW)
-		return kill_inode(tx, in);
-	/* The value names the node whose handle keeps it alive (the op's
-	 * origin): that node releases it when its last handle closes, or at
-	 * its next mount if it crashed meanwhile. */
+	int held = locks_held_open(tx, in->a.ino);
+	if (held < 0)
+		return held;
+	if (!held && (tx->op->flags & ITAB_F_FREE_NOW))
+		return txn_kill_inode(tx, in);
 	uint8_t k[KEY_MAX], holder[8];
-	be_put64(holder, tx->op->origin);
+	be_put64(holder, held ? 0 : tx->op->origin);
 	leveldb_writebatch_put(tx->wb, (char *)k, key_meta_u64(k, 'o', in->a.ino),
 			       (const char *)holder, sizeof(holder));
 	tx->res->orphaned = in->a.ino;
@@ -258,10 +239,10 @@ static int is_ancestor(struct txn *tx, uint64_t anc, uint64_t start)
 		struct inode in;
 		int rc = db_inode(tx->t, ino, &in);
 		if (rc)
-			return chk(tx, rc == -ENOENT ? -EIO : rc);
+			return txn_chk(tx, rc == -ENOENT ? -EIO : rc);
 		ino = in.a.parent;
 	}
-	return chk(tx, -EIO);
+	return txn_chk(tx, -EIO);
 }
 
 /* The ACL xattr `kind` of ino: 0 with *val (malloc'd, caller frees) and
@@ -273,13 +254,13 @@ static int acl_get(struct txn *tx, uint64_t ino, enum acl_kind kind, uint8_t **v
 	uint8_t k[KEY_MAX];
 	char *v;
 	size_t vl;
-	int rc = chk(tx, db_get(tx->t, NULL, k, key_ino_name(k, 'X', ino, name, strlen(name)),
+	int rc = txn_chk(tx, db_get(tx->t, NULL, k, key_ino_name(k, 'X', ino, name, strlen(name)),
 				&v, &vl));
 	if (rc)
 		return rc;
 	rc = acl_check(v, vl) ? -ENOENT : 0;
 	if (rc == 0 && (*val = malloc(vl)) == NULL)
-		rc = chk(tx, -ENOMEM);
+		rc = txn_chk(tx, -ENOMEM);
 	if (rc == 0) {
 		memcpy(*val, v, vl);
 		*len = vl;
@@ -364,7 +345,7 @@ static int op_create(struct txn *tx)
 		return -EMLINK;
 
 	if (tx->n == TXN_SLOTS)
-		return chk(tx, -EIO);
+		return txn_chk(tx, -EIO);
 	struct inode *in = &tx->slot[tx->n].in;
 	tx->slot[tx->n].dirty = true;
 	tx->slot[tx->n++].dead = false;
@@ -400,6 +381,8 @@ static int op_create(struct txn *tx)
 	add_dentry(tx, dir, op->name, op->name_len, in->a.ino, type);
 	tx->ctr.inodes++;
 	tx->res->ino = in->a.ino;
+	if (op->flags & ITAB_F_OPEN)
+		return type == S_IFREG ? locks_create_open(tx, in->a.ino) : -EINVAL;
 	return 0;
 }
 
@@ -443,7 +426,7 @@ static int op_remove(struct txn *tx)
 	    (rc = txn_dent(tx, op->parent, op->name, op->name_len, &d)))
 		return rc;
 	if ((rc = txn_get(tx, d.ino, &in)))
-		return chk(tx, rc == -ENOENT ? -EIO : rc);
+		return txn_chk(tx, rc == -ENOENT ? -EIO : rc);
 	bool isdir = is_type(in->a.mode, S_IFDIR);
 	if (rmdir && !isdir)
 		return -ENOTDIR;
@@ -455,7 +438,7 @@ static int op_remove(struct txn *tx)
 	tx->res->victim = in->a.ino;
 	if (rmdir) {
 		dir->a.nlink--;
-		return kill_inode(tx, in);
+		return txn_kill_inode(tx, in);
 	}
 	in->a.nlink--;
 	in->a.ctime_ns = op->now_ns;
@@ -493,7 +476,7 @@ static int op_rename(struct txn *tx)
 	if (exists && dd.ino == sd.ino)
 		return 0; /* same file: POSIX says succeed and do nothing */
 	if ((rc = txn_get(tx, sd.ino, &src)) || (exists && (rc = txn_get(tx, dd.ino, &dst))))
-		return chk(tx, rc == -ENOENT ? -EIO : rc);
+		return txn_chk(tx, rc == -ENOENT ? -EIO : rc);
 	bool sdir = is_type(src->a.mode, S_IFDIR), ddir = dst && is_type(dst->a.mode, S_IFDIR);
 	bool cross = op->parent != op->newparent;
 	if (sdir && cross && (rc = is_ancestor(tx, src->a.ino, op->newparent)))
@@ -546,7 +529,7 @@ static int op_rename(struct txn *tx)
 			tx->res->victim = dst->a.ino;
 			if (ddir) {
 				dp->a.nlink--;
-				if ((rc = kill_inode(tx, dst)))
+				if ((rc = txn_kill_inode(tx, dst)))
 					return rc;
 			} else {
 				dst->a.nlink--;
@@ -580,14 +563,14 @@ static int truncate_to(struct txn *tx, struct inode *in, uint64_t size)
 		int rc = itab_scan(tx->t, p, key_ino(p, 'E', in->a.ino), s,
 				   key_ino_u64(s, 'E', in->a.ino, keep), drop_extent, &c);
 		if (rc)
-			return chk(tx, rc < 0 ? rc : -EIO);
+			return txn_chk(tx, rc < 0 ? rc : -EIO);
 		if (size % bs) {
 			char *v;
 			size_t vl;
 			size_t kl = key_ino_u64(k, 'E', in->a.ino, size / bs);
 			rc = db_get(tx->t, NULL, k, kl, &v, &vl);
 			if (rc && rc != -ENOENT)
-				return chk(tx, rc);
+				return txn_chk(tx, rc);
 			if (rc == 0) {
 				uint32_t len = vl == ITAB_HASH_LEN + 4
 						       ? be_get32((uint8_t *)v + ITAB_HASH_LEN)
@@ -696,7 +679,7 @@ static int op_acl(struct txn *tx, struct inode *in, enum acl_kind kind)
 			return -EINVAL;
 		uint8_t *v = malloc(op->value_len);
 		if (!v)
-			return chk(tx, -ENOMEM);
+			return txn_chk(tx, -ENOMEM);
 		memcpy(v, op->value, op->value_len);
 		acl_canonical(v, op->value_len);
 		bool store = true;
@@ -738,7 +721,7 @@ static int op_xattr(struct txn *tx)
 	size_t kl = key_ino_name(k, 'X', op->ino, op->xname, op->xname_len);
 	rc = db_get(tx->t, NULL, k, kl, &v, &vl);
 	if (rc && rc != -ENOENT)
-		return chk(tx, rc);
+		return txn_chk(tx, rc);
 	bool exists = rc == 0;
 	if (exists)
 		leveldb_free(v);
@@ -802,7 +785,7 @@ static int op_write(struct txn *tx)
 		size_t ol;
 		rc = db_get(tx->t, NULL, k, kl, &old, &ol);
 		if (rc && rc != -ENOENT)
-			return chk(tx, rc);
+			return txn_chk(tx, rc);
 		if (rc == 0) {
 			if (ol == ITAB_HASH_LEN + 4) {
 				uint64_t u = units(be_get32((uint8_t *)old + ITAB_HASH_LEN));
@@ -838,7 +821,8 @@ static int op_write(struct txn *tx)
 	return 0;
 }
 
-/* RELEASE_ORPHAN: free an inode whose nlink is 0 (-EBUSY if it has links). */
+/* RELEASE_ORPHAN: free an inode whose nlink is 0 (-EBUSY if it has links
+ * or some node holds it open). */
 static int op_release(struct txn *tx)
 {
 	struct inode *in;
@@ -847,7 +831,9 @@ static int op_release(struct txn *tx)
 		return rc;
 	if (in->a.nlink != 0)
 		return -EBUSY;
-	return kill_inode(tx, in);
+	if ((rc = locks_held_open(tx, in->a.ino)) != 0)
+		return rc < 0 ? rc : -EBUSY;
+	return txn_kill_inode(tx, in);
 }
 
 /* Dispatch one decoded op. */
@@ -876,6 +862,16 @@ static int run_op(struct txn *tx)
 		return op_write(tx);
 	case ITAB_OP_RELEASE_ORPHAN:
 		return op_release(tx);
+	case ITAB_OP_SETLK:
+		return locks_op_setlk(tx);
+	case ITAB_OP_LOCK_RENEW:
+		return locks_op_renew(tx);
+	case ITAB_OP_RELEASE_NODE:
+		return locks_op_release_node(tx);
+	case ITAB_OP_OPEN:
+		return locks_op_open(tx);
+	case ITAB_OP_CLOSE:
+		return locks_op_close(tx);
 	default:
 		return -EINVAL;
 	}
@@ -956,6 +952,8 @@ static void txn_reset(struct txn *tx)
 	tx->nrd = 0;
 	tx->ctr = tx->t->ctr;
 	tx->t->n_freed = 0;
+	tx->soft_err = 0;
+	tx->nrec_loaded = false;
 	res->ino = res->victim = res->orphaned = 0;
 }
 
@@ -1042,6 +1040,8 @@ int itab_apply(struct itab *t, uint64_t log_index, const void *entry, size_t len
 		if (err) {
 			txn_reset(&tx);
 			res->err = err;
+		} else if (tx.soft_err) {
+			res->err = tx.soft_err; /* refused, but what it did stays */
 		}
 		if ((rc = flush_refs(&tx)) != 0) {
 			rc = -EIO;

@@ -9,6 +9,9 @@
  *
  * Options (-o, comma-separated): allow_other, ro, debug, log=PATH,
  * timeout_ms=N (mutation timeout, default 10000), entry_timeout=SECONDS,
+ * lock_lease_ms=N (lock lease, default 12000, the same on every node),
+ * block_gc_ms=N (unreferenced blocks are deleted after N ms, default
+ * 600000, and looked for every N ms, default 300000),
  * acl (the default: POSIX ACLs, enforced by the kernel) or noacl, and any
  * other FUSE mount option, passed through. default_permissions is always
  * on. A daemon logs to DIR/sandfs.log unless log= says where.
@@ -19,7 +22,8 @@
  * stop in that order, the mount is removed and the process exits 0.
  *
  * Start-up chores (start_chores, a thread of its own): once the node has
- * caught up with the cluster, fetch the blocks it lacks and release the
+ * caught up with the cluster, fetch the blocks it lacks, release the
+ * locks and open records its previous run left in the table, and the
  * orphans (open-unlinked files) it kept alive before a crash.
  */
 #define FUSE_USE_VERSION 35
@@ -62,6 +66,8 @@ struct mount_opts {
 	const char *log_path;
 	int debug;
 	uint32_t timeout_ms;
+	uint32_t lock_lease_ms;
+	uint32_t block_gc_ms;
 	double entry_timeout;
 	bool no_acl; /* -o noacl: no POSIX ACLs on this mount */
 	char *copy; /* owns the strings above */
@@ -94,6 +100,23 @@ static int parse_mount_opts(const char *s, struct mount_opts *m)
 				return -EINVAL;
 			}
 			m->timeout_ms = (uint32_t)v;
+		} else if (!strncmp(tok, "lock_lease_ms=", 14)) {
+			unsigned long v = strtoul(tok + 14, &end, 10);
+			if (!tok[14] || *end || v < 1000 || v > 600000) {
+				fprintf(stderr, "sandfs mount: lock_lease_ms wants "
+						"1000..600000 (milliseconds, the same "
+						"on every node)\n");
+				return -EINVAL;
+			}
+			m->lock_lease_ms = (uint32_t)v;
+		} else if (!strncmp(tok, "block_gc_ms=", 12)) {
+			unsigned long v = strtoul(tok + 12, &end, 10);
+			if (!tok[12] || *end || v < 1000 || v > 86400000) {
+				fprintf(stderr, "sandfs mount: block_gc_ms wants "
+						"1000..86400000 (milliseconds)\n");
+				return -EINVAL;
+			}
+			m->block_gc_ms = (uint32_t)v;
 		} else if (!strncmp(tok, "entry_timeout=", 14)) {
 			double v = strtod(tok + 14, &end);
 			if (!tok[14] || *end || v < 0 || v > 3600) {
@@ -194,6 +217,7 @@ struct mounted {
 	uint64_t self_id;
 	pthread_t chores;        /* start-up chores (start_chores) */
 	bool chores_started;
+	bool locks_started;      /* sfs_locks_start() succeeded */
 	atomic_bool chores_stop; /* teardown began: chores give up */
 };
 
@@ -327,6 +351,19 @@ static void *start_chores(void *arg)
 	    (unsigned long long)itab_applied_index(m->itab),
 	    (long long)(mono_ms() - t0));
 	data_catch_up(m->data);
+	/* Locks and open records of the previous run (lock requests wait for
+	 * this); retried while the proposal fails. */
+	while (!atomic_load(&m->chores_stop) &&
+	       (rc = sfs_locks_recover(m->sfs, chores_stopping, m)) != 0 &&
+	       rc != -ECANCELED) {
+		LOG(WARN, "cannot release the locks of the previous run yet (%s); "
+			  "lock requests wait", strerror(-rc));
+		for (int i = 0; i < CHORES_PAUSE_MS / 50 &&
+				!atomic_load(&m->chores_stop); i++) {
+			struct timespec ts = {.tv_sec = 0, .tv_nsec = 50000000};
+			nanosleep(&ts, NULL);
+		}
+	}
 	struct fsm_orphan_stats st;
 	rc = fsm_release_orphans_held_by(m->fsm, m->self_id, orphan_open_here,
 					 chores_stopping, m, &st);
@@ -363,6 +400,10 @@ static void teardown(struct mounted *m)
 	if (m->chores_started)
 		pthread_join(m->chores, NULL);
 	m->chores_started = false;
+	/* The lock thread proposes and reads the replicator's status. */
+	if (m->locks_started)
+		sfs_locks_stop(m->sfs);
+	m->locks_started = false;
 	if (m->fsm)
 		fsm_set_inval(m->fsm, NULL);
 	/* After a signal the kernel may still hold unanswered requests; an
@@ -533,6 +574,10 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		.propose_ctx = m->fsm,
 		/* Blocks wait for a majority as long as metadata does. */
 		.push_timeout_ms = o->propose_timeout_ms,
+		/* block_gc_ms: how long an unreferenced block is kept, and the
+		 * period of the scan for them (tests use a short one). */
+		.gc_grace_ms = mo->block_gc_ms,
+		.gc_interval_ms = mo->block_gc_ms,
 	};
 	rc = data_start(&dcfg, &m->data, err, errcap);
 	if (rc < 0)
@@ -549,9 +594,17 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		.self_id = o->id,
 		.timeout_s = mo->entry_timeout,
 		.no_acl = mo->no_acl,
+		.propose_timeout_ms = o->propose_timeout_ms,
+		.lock_lease_ms = mo->lock_lease_ms,
 	};
 	if ((rc = sfs_new(&scfg, &m->sfs)) < 0)
 		return rc;
+	if ((rc = sfs_locks_start(m->sfs)) < 0) {
+		snprintf(err, errcap, "cannot start the lock thread: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	m->locks_started = true;
 	char *argv[] = {"sandfs", "-o", (char *)mo->fuse_opts, "-d", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(mo->debug ? 4 : 3, argv);
 	m->se = fuse_session_new(&args, sfs_ops(), sizeof(struct fuse_lowlevel_ops),

@@ -60,12 +60,236 @@ uint32_t sfs_ref(struct sfs *fs, uint64_t ino, int64_t dl, int32_t dopen)
 	else
 		c->nopen += (uint32_t)dopen;
 	uint32_t nopen = c->nopen;
-	if (!c->nlookup && !c->nopen) {
+	if (!c->nlookup && !c->nopen && !c->rec_held && !c->rec_inflight) {
 		*pp = c->next;
 		free(c);
 	}
 	pthread_mutex_unlock(&fs->mu);
 	return nopen;
+}
+
+/* ino's counts (mu held); created when add. NULL if absent or no memory. */
+static struct sfs_icount *icount(struct sfs *fs, uint64_t ino, bool add)
+{
+	struct sfs_icount **pp = &fs->tab[bucket(ino)], *c;
+	while ((c = *pp) && c->ino != ino)
+		pp = &c->next;
+	if (!c && add && (c = calloc(1, sizeof(*c)))) {
+		c->ino = ino;
+		*pp = c;
+	}
+	return c;
+}
+
+/* Free ino's counts if nothing is left in them (mu held). */
+static void icount_trim(struct sfs *fs, uint64_t ino)
+{
+	struct sfs_icount **pp = &fs->tab[bucket(ino)], *c;
+	while ((c = *pp) && c->ino != ino)
+		pp = &c->next;
+	if (c && !c->nlookup && !c->nopen && !c->rec_held && !c->rec_inflight) {
+		*pp = c->next;
+		free(c);
+	}
+}
+
+/* ---- open records ------------------------------------------------------ */
+
+uint64_t sfs_open_seq(struct sfs *fs)
+{
+	pthread_mutex_lock(&fs->mu);
+	uint64_t seq = ++fs->open_seq;
+	pthread_mutex_unlock(&fs->mu);
+	return seq;
+}
+
+void sfs_open_payload(struct sfs *fs, struct itab_op *op, uint64_t seq,
+		      uint8_t buf[ITAB_LOCK_ENC_LEN])
+{
+	struct itab_lock lk = {.incarnation = fs->incarnation, .seq = seq};
+	itab_lock_encode(&lk, buf);
+	op->value = buf;
+	op->value_len = ITAB_LOCK_ENC_LEN;
+}
+
+struct open_wait {
+	struct sfs *fs;
+	uint64_t ino, seq;
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	bool done;
+	int err;
+};
+
+static void close_done(void *ctx, const struct fsm_result *res)
+{
+	/* -ESTALE: the next OPEN got in first; -ENOENT: released already. */
+	if (res->err && res->err != -ESTALE && res->err != -ENOENT)
+		LOG(WARN, "dropping the open record of inode %llu: %s (kept "
+			  "until this node restarts)",
+		    (unsigned long long)(uintptr_t)ctx, strerror(-res->err));
+}
+
+/* Propose the CLOSE of ino's record seq (fire and forget; any thread). */
+static void propose_close(struct sfs *fs, uint64_t ino, uint64_t seq)
+{
+	uint8_t pl[ITAB_LOCK_ENC_LEN];
+	struct itab_op op = {.code = ITAB_OP_CLOSE, .ino = ino,
+			     .now_ns = fsm_now_ns()};
+	sfs_open_payload(fs, &op, seq, pl);
+	int rc = fsm_propose_async(fs->fsm, &op, close_done, (void *)(uintptr_t)ino);
+	if (rc)
+		LOG(WARN, "cannot propose dropping the open record of inode "
+			  "%llu: %s", (unsigned long long)ino, strerror(-rc));
+}
+
+/* The record is no longer needed when no handle is left and no OPEN is
+ * in flight (mu held): returns true and its seq when it must be closed. */
+static bool record_unused(struct sfs_icount *c, uint64_t *seq)
+{
+	if (c->nopen || !c->rec_held || c->rec_inflight)
+		return false;
+	c->rec_held = false;
+	*seq = c->rec_seq;
+	return true;
+}
+
+/* An OPEN applied here (or failed), in apply order: note its record. */
+static void open_applied(struct sfs *fs, uint64_t ino, uint64_t seq, int err)
+{
+	uint64_t cseq = 0;
+	bool close = false;
+	pthread_mutex_lock(&fs->mu);
+	struct sfs_icount *c = icount(fs, ino, false);
+	if (c) {
+		if (c->rec_inflight)
+			c->rec_inflight--;
+		if (err == 0) {
+			c->rec_held = true;
+			c->rec_seq = seq;
+		}
+		close = record_unused(c, &cseq);
+		icount_trim(fs, ino);
+	}
+	pthread_cond_broadcast(&fs->open_cv);
+	pthread_mutex_unlock(&fs->mu);
+	if (close)
+		propose_close(fs, ino, cseq);
+}
+
+static void open_done(void *ctx, const struct fsm_result *res)
+{
+	struct open_wait *w = ctx;
+	open_applied(w->fs, w->ino, w->seq, res->err);
+	pthread_mutex_lock(&w->mu);
+	w->done = true;
+	w->err = res->err;
+	pthread_cond_signal(&w->cv);
+	pthread_mutex_unlock(&w->mu);
+}
+
+static void open_async_done(void *ctx, const struct fsm_result *res)
+{
+	struct open_wait *w = ctx;
+	if (res->err)
+		LOG(DEBUG, "recording inode %llu as open here: %s",
+		    (unsigned long long)w->ino, strerror(-res->err));
+	open_applied(w->fs, w->ino, w->seq, res->err);
+	free(w);
+}
+
+int sfs_open_hold(struct sfs *fs, uint64_t ino, bool wait)
+{
+	pthread_mutex_lock(&fs->mu);
+	struct sfs_icount *c = icount(fs, ino, true);
+	if (!c) {
+		pthread_mutex_unlock(&fs->mu);
+		return -ENOMEM;
+	}
+	c->nopen++;
+	while (wait && !c->rec_held && c->rec_inflight)
+		pthread_cond_wait(&fs->open_cv, &fs->mu); /* c stays: nopen > 0 */
+	if (c->rec_held || c->rec_inflight) { /* held, or on its way (!wait) */
+		pthread_mutex_unlock(&fs->mu);
+		return 0;
+	}
+	c->rec_inflight++;
+	uint64_t seq = ++fs->open_seq;
+	pthread_mutex_unlock(&fs->mu);
+
+	uint8_t pl[ITAB_LOCK_ENC_LEN];
+	struct itab_op op = {.code = ITAB_OP_OPEN, .ino = ino,
+			     .now_ns = fsm_now_ns()};
+	sfs_open_payload(fs, &op, seq, pl);
+	if (!wait) {
+		struct open_wait *w = calloc(1, sizeof(*w));
+		int rc = w ? 0 : -ENOMEM;
+		if (w) {
+			w->fs = fs, w->ino = ino, w->seq = seq;
+			rc = fsm_propose_async(fs->fsm, &op, open_async_done, w);
+			if (rc)
+				free(w);
+		}
+		if (rc)
+			open_applied(fs, ino, seq, rc);
+		return 0; /* the handle works without the record */
+	}
+	struct open_wait w = {.fs = fs, .ino = ino, .seq = seq};
+	pthread_mutex_init(&w.mu, NULL);
+	pthread_cond_init(&w.cv, NULL);
+	int rc = fsm_propose_async(fs->fsm, &op, open_done, &w);
+	if (rc) {
+		open_applied(fs, ino, w.seq, rc);
+	} else {
+		pthread_mutex_lock(&w.mu);
+		while (!w.done)
+			pthread_cond_wait(&w.cv, &w.mu);
+		pthread_mutex_unlock(&w.mu);
+		rc = w.err;
+	}
+	pthread_mutex_destroy(&w.mu);
+	pthread_cond_destroy(&w.cv);
+	if (rc) {
+		sfs_open_unhold(fs, ino);
+		return rc == -ENOTCONN ? -EIO : rc;
+	}
+	return 0;
+}
+
+void sfs_open_unhold(struct sfs *fs, uint64_t ino)
+{
+	uint64_t seq = 0;
+	bool close = false;
+	pthread_mutex_lock(&fs->mu);
+	struct sfs_icount *c = icount(fs, ino, false);
+	if (c) {
+		if (c->nopen)
+			c->nopen--;
+		close = record_unused(c, &seq);
+		icount_trim(fs, ino);
+	}
+	pthread_mutex_unlock(&fs->mu);
+	if (close)
+		propose_close(fs, ino, seq);
+}
+
+/* A CREATE with ITAB_F_OPEN (sequence seq) made ino and its record: one
+ * handle. An OPEN proposed since by another open of the new file was
+ * applied after the CREATE; its completion sets the record then. */
+static void open_created(struct sfs *fs, uint64_t ino, uint64_t seq)
+{
+	pthread_mutex_lock(&fs->mu);
+	struct sfs_icount *c = icount(fs, ino, true);
+	if (c) {
+		c->nopen++;
+		if (!c->rec_inflight && !c->rec_held) {
+			c->rec_held = true;
+			c->rec_seq = seq;
+		}
+	}
+	pthread_mutex_unlock(&fs->mu);
+	if (!c) /* no memory: drop the record at once */
+		propose_close(fs, ino, seq);
 }
 
 uint32_t sfs_nopen(struct sfs *fs, uint64_t ino)
@@ -215,28 +439,6 @@ static int check_name(const char *name)
 	return strlen(name) > ITAB_NAME_MAX ? -ENAMETOOLONG : 0;
 }
 
-static void forget_done(void *ctx, const struct fsm_result *res)
-{
-	if (res->err && res->err != -ENOENT)
-		LOG(WARN, "releasing orphan %llu failed: %s",
-		    (unsigned long long)(uintptr_t)ctx, strerror(-res->err));
-}
-
-void sfs_release_orphan(struct sfs *fs, uint64_t ino)
-{
-	if (sfs_nopen(fs, ino))
-		return;
-	struct itab_attr a;
-	if (itab_getattr(fs->itab, ino, &a) != 0 || a.nlink != 0)
-		return;
-	struct itab_op op = {.code = ITAB_OP_RELEASE_ORPHAN, .ino = ino};
-	op.now_ns = fsm_now_ns();
-	int rc = fsm_propose_async(fs->fsm, &op, forget_done, (void *)(uintptr_t)ino);
-	if (rc)
-		LOG(WARN, "cannot propose the release of orphan %llu: %s",
-		    (unsigned long long)ino, strerror(-rc));
-}
-
 bool sfs_in_group(fuse_req_t req, uint32_t gid)
 {
 	const struct fuse_ctx *ctx = fuse_req_ctx(req);
@@ -300,10 +502,11 @@ struct data_file *sfs_fh_data(struct sfs *fs, struct sfs_fh *fh)
 /* ---- proposals and their replies ---------------------------------------------------- */
 
 enum call_kind {
-	CALL_ERR,          /* fuse_reply_err; release an orphan it made */
+	CALL_ERR,          /* fuse_reply_err */
 	CALL_ENTRY,        /* fuse_reply_entry with the new inode */
 	CALL_ATTR,         /* fuse_reply_attr */
 	CALL_CREATE,       /* fuse_reply_create, or open the existing file */
+	CALL_CREATE_OPEN,  /* create fell back to an existing file: its OPEN */
 	CALL_CREATE_TRUNC, /* create fell back to an existing file + O_TRUNC */
 };
 
@@ -314,6 +517,9 @@ struct sfs_call {
 	struct sfs_fh *fh;       /* CREATE: the handle to hand out */
 	struct fuse_file_info fi;/* CREATE: copy of the request's */
 	uint64_t parent;         /* CREATE: for the open-existing fallback */
+	uint64_t seq;            /* CREATE: open sequence of its record */
+	uint64_t ino;            /* CREATE_OPEN/TRUNC: the existing file */
+	bool held;               /* CREATE_OPEN/TRUNC: its handle is counted */
 	char name[ITAB_NAME_MAX + 1];
 };
 
@@ -333,10 +539,13 @@ static struct sfs_call *call_new(struct sfs *fs, fuse_req_t req,
 	return c;
 }
 
-/* Free c (and a handle it still owns); the last one wakes sfs_drain(). */
+/* Free c (and a handle it still owns, and the count of an existing
+ * file's handle it did not hand out); the last one wakes sfs_drain(). */
 static void call_free(struct sfs_call *c)
 {
 	struct sfs *fs = c->fs;
+	if (c->held)
+		sfs_open_unhold(fs, c->ino);
 	sfs_fh_free(c->fh);
 	free(c);
 	pthread_mutex_lock(&fs->calls_mu);
@@ -398,7 +607,8 @@ static void reply_entry(struct sfs *fs, fuse_req_t req, const struct itab_attr *
 		sfs_ref(fs, a->ino, -1, 0); /* the kernel gave up the request */
 }
 
-/* Hand out the create handle for inode a. */
+/* Hand out the create handle for inode a. A new file's record came with
+ * its CREATE (one handle counted here); an existing one's is held. */
 static void finish_create(struct sfs_call *c, const struct itab_attr *a)
 {
 	struct sfs *fs = c->fs;
@@ -408,19 +618,43 @@ static void finish_create(struct sfs_call *c, const struct itab_attr *a)
 	c->fi.fh = (uint64_t)(uintptr_t)c->fh;
 	c->fi.keep_cache = 0;
 	c->fi.direct_io = (c->fi.flags & O_APPEND) != 0; /* see sfs_append.c */
-	sfs_ref(fs, a->ino, 1, 1);
+	if (!c->held)
+		open_created(fs, a->ino, c->seq);
+	c->held = false;
+	sfs_ref(fs, a->ino, 1, 0);
 	if (fuse_reply_create(c->req, &e, &c->fi) != 0) {
-		sfs_ref(fs, a->ino, -1, -1);
+		sfs_ref(fs, a->ino, -1, 0);
 		sfs_fh_free(c->fh);
-		sfs_release_orphan(fs, a->ino);
+		sfs_open_unhold(fs, a->ino);
 	}
 	c->fh = NULL;
 }
 
+/* The existing file is held open: truncate it if asked, then hand out
+ * the handle. Returns true when c was handed on to another proposal. */
+static bool create_opened(struct sfs_call *c, const struct itab_attr *a)
+{
+	if ((c->fi.flags & O_TRUNC) && S_ISREG(a->mode)) {
+		/* Also when empty: O_TRUNC sets mtime and ctime. */
+		struct itab_op op = {.code = ITAB_OP_SETATTR, .ino = a->ino,
+				     .valid = ITAB_SET_SIZE, .size = 0};
+		sfs_stamp(c->req, &op);
+		sfs_perm_truncate(c->req, a, &op);
+		c->kind = CALL_CREATE_TRUNC;
+		propose(c, &op);
+		return true;
+	}
+	finish_create(c, a);
+	return false;
+}
+
 /* create() found the name taken (another node won a race the kernel's
  * negative dentry did not see) without O_EXCL: open the existing file as
- * open(2) would. Runs on the replicator thread; returns true when c was
- * handed on to another proposal. */
+ * open(2) would, with its open record (proposed unless held already; an
+ * OPEN another open of it has in flight may still be applied first, and
+ * the completions, in apply order, keep the latest). Runs on the
+ * replicator thread; returns true when c was handed on to another
+ * proposal. */
 static bool create_existing(struct sfs_call *c)
 {
 	struct sfs *fs = c->fs;
@@ -438,18 +672,31 @@ static bool create_existing(struct sfs_call *c)
 		fuse_reply_err(c->req, -rc);
 		return false;
 	}
-	if ((c->fi.flags & O_TRUNC) && S_ISREG(a.mode)) {
-		/* Also when empty: O_TRUNC sets mtime and ctime. */
-		struct itab_op op = {.code = ITAB_OP_SETATTR, .ino = ino,
-				     .valid = ITAB_SET_SIZE, .size = 0};
-		sfs_stamp(c->req, &op);
-		sfs_perm_truncate(c->req, &a, &op);
-		c->kind = CALL_CREATE_TRUNC;
-		propose(c, &op);
-		return true;
+	pthread_mutex_lock(&fs->mu);
+	struct sfs_icount *ic = icount(fs, ino, true);
+	bool held = ic && ic->rec_held;
+	if (ic) {
+		ic->nopen++;
+		if (!held) {
+			ic->rec_inflight++;
+			c->seq = ++fs->open_seq;
+		}
 	}
-	finish_create(c, &a);
-	return false;
+	pthread_mutex_unlock(&fs->mu);
+	if (!ic) {
+		fuse_reply_err(c->req, ENOMEM);
+		return false;
+	}
+	c->ino = ino;
+	c->held = true;
+	if (held)
+		return create_opened(c, &a);
+	uint8_t pl[ITAB_LOCK_ENC_LEN];
+	struct itab_op op = {.code = ITAB_OP_OPEN, .ino = ino, .now_ns = fsm_now_ns()};
+	sfs_open_payload(fs, &op, c->seq, pl);
+	c->kind = CALL_CREATE_OPEN;
+	propose(c, &op);
+	return true;
 }
 
 /* Completion of every frontend proposal (replicator thread). */
@@ -460,8 +707,6 @@ static void call_done(void *ctx, const struct fsm_result *res)
 	switch (c->kind) {
 	case CALL_ERR:
 		fuse_reply_err(c->req, -res->err);
-		if (res->err == 0 && res->orphaned)
-			sfs_release_orphan(fs, res->orphaned);
 		break;
 	case CALL_ENTRY:
 		if (res->err)
@@ -481,10 +726,24 @@ static void call_done(void *ctx, const struct fsm_result *res)
 	case CALL_CREATE:
 		if (res->err == -EEXIST && !(c->fi.flags & O_EXCL)) {
 			if (create_existing(c))
-				return; /* c lives on in the truncate proposal */
+				return; /* c lives on in the next proposal */
 			break;
 		}
-		/* fall through */
+		if (res->err)
+			fuse_reply_err(c->req, -res->err);
+		else
+			finish_create(c, &res->attr);
+		break;
+	case CALL_CREATE_OPEN: {
+		open_applied(fs, c->ino, c->seq, res->err);
+		struct itab_attr a;
+		int rc = res->err ? res->err : itab_getattr(fs->itab, c->ino, &a);
+		if (rc == 0 && create_opened(c, &a))
+			return;
+		if (rc)
+			fuse_reply_err(c->req, -rc);
+		break;
+	}
 	case CALL_CREATE_TRUNC:
 		if (res->err)
 			fuse_reply_err(c->req, -res->err);
@@ -702,21 +961,20 @@ static void sfs_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	propose_kind(get_fs(req), req, CALL_ENTRY, &op);
 }
 
-/* ITAB_F_FREE_NOW unless the inode parent/name names is open here (then
- * it is kept as an orphan until the last local handle closes). */
+/* UNLINK and RENAME free a victim that reaches nlink 0 unless some node
+ * holds it open (the table's open records decide: ITAB_F_FREE_NOW). A
+ * victim of a rename that is open here gets its buffered data committed
+ * first (flush). */
 static uint32_t free_flag(struct sfs *fs, uint64_t parent, const char *name,
 			  bool flush)
 {
 	uint64_t ino;
 	struct itab_attr a;
-	if (itab_lookup(fs->itab, parent, name, strlen(name), &ino, &a) != 0 ||
-	    S_ISDIR(a.mode))
-		return ITAB_F_FREE_NOW;
-	if (!sfs_nopen(fs, ino))
-		return ITAB_F_FREE_NOW;
-	if (flush && fs->data)
+	if (flush && fs->data &&
+	    itab_lookup(fs->itab, parent, name, strlen(name), &ino, &a) == 0 &&
+	    !S_ISDIR(a.mode) && sfs_nopen(fs, ino))
 		data_flush_ino(fs->data, ino);
-	return 0;
+	return ITAB_F_FREE_NOW;
 }
 
 static void sfs_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -790,10 +1048,14 @@ static void sfs_create_op(fuse_req_t req, fuse_ino_t parent, const char *name,
 	}
 	c->fi = *fi;
 	c->parent = parent;
+	c->seq = sfs_open_seq(fs);
 	memcpy(c->name, name, strlen(name) + 1);
+	uint8_t pl[ITAB_LOCK_ENC_LEN];
 	struct itab_op op = {.code = ITAB_OP_CREATE, .parent = parent,
 			     .name = name, .name_len = strlen(name),
-			     .mode = (mode & S_IFMT) ? mode : (S_IFREG | mode)};
+			     .mode = (mode & S_IFMT) ? mode : (S_IFREG | mode),
+			     .flags = ITAB_F_OPEN};
+	sfs_open_payload(fs, &op, c->seq, pl);
 	sfs_stamp(req, &op);
 	propose(c, &op);
 }
@@ -977,6 +1239,9 @@ static const struct fuse_lowlevel_ops ops = {
 	.fallocate = sfs_fallocate,
 	.readdirplus = sfs_readdirplus,
 	.lseek = sfs_lseek,
+	.getlk = sfs_getlk,
+	.setlk = sfs_setlk,
+	.flock = sfs_flock,
 };
 
 const struct fuse_lowlevel_ops *sfs_ops(void)
@@ -995,7 +1260,10 @@ int sfs_new(const struct sfs_cfg *cfg, struct sfs **out)
 	fs->self_id = cfg->self_id;
 	fs->timeout = cfg->timeout_s > 0 ? cfg->timeout_s : 1.0;
 	fs->acl = !cfg->no_acl;
+	fs->incarnation = cfg->incarnation ? cfg->incarnation : (uint64_t)fsm_now_ns();
+	fs->propose_timeout_ms = cfg->propose_timeout_ms ? cfg->propose_timeout_ms : 10000;
 	pthread_mutex_init(&fs->mu, NULL);
+	pthread_cond_init(&fs->open_cv, NULL);
 	pthread_mutex_init(&fs->calls_mu, NULL);
 	for (int i = 0; i < SFS_APPEND_STRIPES; i++)
 		pthread_mutex_init(&fs->append_mu[i], NULL);
@@ -1004,6 +1272,11 @@ int sfs_new(const struct sfs_cfg *cfg, struct sfs **out)
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&fs->calls_cv, &ca);
 	pthread_condattr_destroy(&ca);
+	int rc = sfs_locks_new(fs, cfg->lock_lease_ms);
+	if (rc) {
+		sfs_free(fs);
+		return rc;
+	}
 	*out = fs;
 	return 0;
 }
@@ -1019,7 +1292,9 @@ void sfs_free(struct sfs *fs)
 			free(c);
 		}
 	}
+	sfs_locks_free(fs->lk);
 	pthread_mutex_destroy(&fs->mu);
+	pthread_cond_destroy(&fs->open_cv);
 	pthread_mutex_destroy(&fs->calls_mu);
 	for (int i = 0; i < SFS_APPEND_STRIPES; i++)
 		pthread_mutex_destroy(&fs->append_mu[i]);

@@ -12,10 +12,14 @@
  * by other nodes are invalidated explicitly by fsm (inval.h).
  *
  * Inodes are persistent (itab), so forget() only keeps lookup counts.
- * The frontend counts open handles per inode: unlinking a file that is
- * open on this node keeps it as an orphan until the last local handle is
- * released, then proposes ITAB_OP_RELEASE_ORPHAN. Handles on OTHER nodes
- * are not known (see itab.h).
+ * The frontend counts open handles per inode and records in the table
+ * which nodes hold an inode open (ITAB_OP_OPEN at the first handle here,
+ * ITAB_OP_CLOSE at the last): a file unlinked anywhere stays as an
+ * orphan until the last node holding it closes it.
+ *
+ * Locks (flock, fcntl and OFD locks) live in the table too, so they hold
+ * across nodes: see sfs_lock.c for the lease that bounds how long the
+ * locks of a node that died or was cut off outlive it.
  */
 #ifndef SANDFS_FS_SFS_H
 #define SANDFS_FS_SFS_H
@@ -35,7 +39,12 @@ struct sfs_cfg {
 	uint64_t self_id;
 	double timeout_s;   /* entry/attr timeout; 0: 1 s */
 	bool no_acl;        /* no POSIX ACLs on this mount (-o noacl) */
+	uint64_t incarnation;        /* this process life; 0: the start time */
+	uint32_t propose_timeout_ms; /* how long a lock request waits at start; 0: 10 s */
+	uint32_t lock_lease_ms;      /* lock lease; 0: SFS_LOCK_LEASE_MS */
 };
+
+#define SFS_LOCK_LEASE_MS 12000 /* default lock lease (every node the same) */
 
 struct sfs;
 
@@ -56,5 +65,22 @@ const struct fuse_lowlevel_ops *sfs_ops(void);
 
 /* Open handles of ino on this node (thread-safe). */
 uint32_t sfs_nopen(struct sfs *fs, uint64_t ino);
+
+/* Start the lock thread (waiters, lease renewal, and on the leader the
+ * release of silent nodes' locks) and hook it to the fsm's applies.
+ * After the replicator is set on the fsm. 0 or a negative errno. */
+int sfs_locks_start(struct sfs *fs);
+
+/* Stop it (before the replicator goes): waiting lock requests get EINTR;
+ * requests with a proposal in flight are answered by its completion. */
+void sfs_locks_stop(struct sfs *fs);
+
+/* Start-up: once this node has caught up with the cluster, release the
+ * locks and open records its previous lives left in the table (one
+ * ITAB_OP_RELEASE_NODE keeping this incarnation's open records), and
+ * start taking locks: until then lock requests wait. stopping(ctx) ends
+ * the wait for the proposal early. Never on the replicator thread.
+ * 0 or a negative errno (then the next call tries again). */
+int sfs_locks_recover(struct sfs *fs, bool (*stopping)(void *ctx), void *ctx);
 
 #endif

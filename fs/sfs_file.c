@@ -55,6 +55,11 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int rc = itab_getattr(fs->itab, ino, &a);
 	if (rc == 0 && S_ISDIR(a.mode))
 		rc = -EISDIR;
+	/* The table learns that this node holds the file open (first handle
+	 * here): a node that unlinks it meanwhile keeps it as an orphan. Cut
+	 * off from the majority (no barrier) the open does not wait for
+	 * that: reads of what this node has keep working. */
+	bool held = rc == 0 && (rc = sfs_open_hold(fs, ino, caught_up)) == 0;
 	if (rc == 0 && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY &&
 	    S_ISREG(a.mode)) {
 		/* atomic O_TRUNC: the kernel leaves the truncation to us. The
@@ -76,6 +81,8 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (rc == 0 && !fh)
 		rc = -ENOMEM;
 	if (rc) {
+		if (held)
+			sfs_open_unhold(fs, ino);
 		fuse_reply_err(req, -rc);
 		return;
 	}
@@ -97,13 +104,11 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fsm_pages_dropped(fs->fsm, ino, ticket);
 	fi->keep_cache = keep;
 	fi->direct_io = (fi->flags & O_APPEND) != 0; /* see sfs_append.c */
-	sfs_ref(fs, ino, 0, 1);
 	if (fuse_reply_open(req, fi) != 0) {
 		if (fh->df)
 			data_file_release(fs->data, fh->df);
 		sfs_fh_free(fh);
-		if (sfs_ref(fs, ino, 0, -1) == 0)
-			sfs_release_orphan(fs, ino);
+		sfs_open_unhold(fs, ino);
 	}
 }
 
@@ -152,7 +157,9 @@ void sfs_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 }
 
 /* flush runs at every close(2) of a descriptor: its errors reach the
- * caller of close, so buffered data is committed here. */
+ * caller of close, so buffered data is committed here; then the closing
+ * process's POSIX locks on the file are released (after its data, so the
+ * next holder sees it). */
 void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct sfs *fs = get_fs(req);
@@ -161,6 +168,7 @@ void sfs_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	struct data_file *df = fh->df;
 	pthread_mutex_unlock(&fh->mu);
 	int rc = df ? data_flush(fs->data, df) : 0;
+	sfs_locks_flush(fs, ino, fi);
 	fuse_reply_err(req, file_errno(rc));
 }
 
@@ -174,9 +182,9 @@ void sfs_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 			LOG(WARN, "inode %llu: data lost at release: %s",
 			    (unsigned long long)ino, strerror(-rc));
 	}
+	sfs_locks_release(fs, ino, fi, fh);
 	sfs_fh_free(fh);
-	if (sfs_ref(fs, ino, 0, -1) == 0)
-		sfs_release_orphan(fs, ino);
+	sfs_open_unhold(fs, ino);
 	fuse_reply_err(req, 0);
 }
 

@@ -24,13 +24,22 @@
 #define SFS_SETTLE_MS 200   /* open waits at most this for invalidations */
 #define SFS_APPEND_STRIPES 16 /* locks serializing appends per inode */
 
-/* Per-inode counts kept while either is nonzero. */
+/* Per-inode counts, kept while any is nonzero or a record is held. */
 struct sfs_icount {
 	struct sfs_icount *next;
 	uint64_t ino;
 	uint64_t nlookup; /* kernel references (lookup replies - forgets) */
 	uint32_t nopen;   /* open file handles on this node */
+	/* This node's 'O' record of the inode in the table (sfs_open_hold):
+	 * held with sequence rec_seq; OPEN proposals in flight. Updated by
+	 * the proposals' completions, which run in apply order, so rec_seq
+	 * is the sequence of the record the table holds. */
+	bool rec_held;
+	uint32_t rec_inflight;
+	uint64_t rec_seq;
 };
+
+struct sfs_locks;
 
 struct sfs {
 	struct itab *itab;
@@ -50,15 +59,25 @@ struct sfs {
 						 completion will still run) */
 	pthread_mutex_t append_mu[SFS_APPEND_STRIPES]; /* held across one append
 							  (sfs_append.c) */
+	uint64_t incarnation;                 /* this process life (open records) */
+	uint32_t propose_timeout_ms;
+	pthread_cond_t open_cv;               /* with mu: an OPEN completed */
+	uint64_t open_seq;                    /* guarded by mu: last open sequence */
+	struct sfs_locks *lk;                 /* sfs_lock.c */
 };
 
 /* One open file (fi->fh). The data handle is opened lazily on a FUSE
  * worker (create replies from the replicator thread, where data_* must
  * not be called). */
+#define SFS_FH_OWNERS 4
 struct sfs_fh {
 	uint64_t ino;
-	pthread_mutex_t mu;    /* guards df */
+	pthread_mutex_t mu;    /* guards df and owners */
 	struct data_file *df;  /* guarded by mu; NULL until first use */
+	/* POSIX lock owners that locked through this handle (OFD locks are
+	 * owned by the open file, and only its release ends them). */
+	uint64_t owners[SFS_FH_OWNERS]; /* guarded by mu */
+	uint8_t n_owners;               /* guarded by mu */
 };
 
 /* Adjust the counts of ino by dl lookups and dopen handles; returns the
@@ -73,9 +92,27 @@ void sfs_fill_entry(struct sfs *fs, const struct itab_attr *a,
 /* Stamp the caller's uid/gid/umask and the current time into op. */
 void sfs_stamp(fuse_req_t req, struct itab_op *op);
 
-/* If ino has no open handle here and is an orphan, propose its release
- * (fire and forget; any thread). */
-void sfs_release_orphan(struct sfs *fs, uint64_t ino);
+/* A new handle of ino on this node: counts it, and makes sure the table
+ * records that this node holds ino open (proposes ITAB_OP_OPEN and, with
+ * wait, waits for it at the first handle; later ones wait for a record
+ * in flight). Without wait (a node cut off from the majority, which
+ * could not commit it) the record is proposed and the handle works
+ * without it meanwhile. FUSE worker only. 0 or a negative errno (then
+ * nothing is counted). */
+int sfs_open_hold(struct sfs *fs, uint64_t ino, bool wait);
+
+/* A handle of ino went away; at the last one the record is dropped
+ * (ITAB_OP_CLOSE, fire and forget: an orphan nobody else holds open is
+ * freed by it). Any thread. */
+void sfs_open_unhold(struct sfs *fs, uint64_t ino);
+
+/* Next open sequence for an OPEN or a CREATE with ITAB_F_OPEN. */
+uint64_t sfs_open_seq(struct sfs *fs);
+
+/* The payload of an OPEN/CLOSE/CREATE+ITAB_F_OPEN for sequence seq
+ * (encoded into buf; op->value points at it). */
+void sfs_open_payload(struct sfs *fs, struct itab_op *op, uint64_t seq,
+		      uint8_t buf[ITAB_LOCK_ENC_LEN]);
 
 /* The ReadIndex barrier of open, opendir and negative lookups: 0 once
  * this node applied everything committed before the call. When this node
@@ -132,6 +169,24 @@ void sfs_fh_free(struct sfs_fh *fh);
  * cluster knows it, committed before it returns (sfs_append.c). Returns
  * size or a negative errno. FUSE worker thread. */
 ssize_t sfs_append(struct sfs *fs, uint64_t ino, const char *buf, size_t size);
+/* Locks (sfs_lock.c). Handlers: */
+void sfs_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+	       struct flock *lock);
+void sfs_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+	       struct flock *lock, int sleep);
+void sfs_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+	       int op);
+/* flush(2) of a descriptor: release the POSIX locks of fi->lock_owner on
+ * ino (POSIX: closing any descriptor of a file releases the process's
+ * locks on it). Waits until applied. FUSE worker only. */
+void sfs_locks_flush(struct sfs *fs, uint64_t ino, struct fuse_file_info *fi);
+/* release of handle fh: its flock (fi->flock_release), the POSIX locks
+ * taken through it (OFD locks), and at the last handle of ino on this
+ * node every lock this node still holds on it. FUSE worker only. */
+void sfs_locks_release(struct sfs *fs, uint64_t ino, struct fuse_file_info *fi,
+		       struct sfs_fh *fh);
+int sfs_locks_new(struct sfs *fs, uint32_t lease_ms);
+void sfs_locks_free(struct sfs_locks *lk);
 
 /* Handlers in sfs_file.c. */
 void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);

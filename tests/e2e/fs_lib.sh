@@ -92,7 +92,7 @@ fs_data() { echo "$FS_TMP/d$1"; }
 
 fs_is_mounted() {
 	local p
-	p=$(realpath -s "$(fs_mnt "$1")")
+	p=$(realpath -s -m "$(fs_mnt "$1")") # -m: no stat (a dead mount fails it)
 	awk -v p="$p" '$2 == p { f = 1 } END { exit !f }' /proc/mounts
 }
 
