@@ -1,7 +1,7 @@
 # Installs the Debian packages sandfs needs to build and test, when missing.
 # Sourced by tests/run and mount-helpers/sandfs-local.
 sandfs_deps=(build-essential cmake pkg-config libfuse3-dev fuse3 libnng-dev
-  libleveldb-dev libsnappy-dev libcmocka-dev libssl-dev nftables attr acl git
+  libleveldb-dev libsnappy-dev libcmocka-dev libssl-dev nftables attr acl sqlite3 git
   python3 openssl util-linux)
 
 sandfs_install_deps() {
