@@ -1434,14 +1434,18 @@ int data_flush_if_size(struct data *d, struct data_file *f, uint64_t size)
 }
 
 /* See data.h. */
-int data_flush_ino(struct data *d, uint64_t ino)
+/* Flushes every handle of ino with unflushed bytes except skip (NULL:
+ * all of them). */
+static int flush_ino_except(struct data *d, uint64_t ino,
+			    const struct data_file *skip)
 {
 	struct data_file **list = NULL;
 	size_t n = 0, cap = 0;
 	int rc = 0;
 	pthread_mutex_lock(&d->mu);
 	for (struct data_file *f = d->files; f; f = f->next) {
-		if (f->ino != ino || atomic_load(&f->dirty_end) == 0)
+		if (f == skip || f->ino != ino ||
+		    atomic_load(&f->dirty_end) == 0)
 			continue;
 		if (n == cap) {
 			size_t nc = cap ? cap * 2 : 4;
@@ -1469,6 +1473,12 @@ int data_flush_ino(struct data *d, uint64_t ino)
 	pthread_mutex_unlock(&d->mu);
 	free(list);
 	return rc;
+}
+
+/* See data.h. */
+int data_flush_ino(struct data *d, uint64_t ino)
+{
+	return flush_ino_except(d, ino, NULL);
 }
 
 /* See data.h. */
@@ -1646,6 +1656,15 @@ ssize_t data_read(struct data *d, struct data_file *f, uint64_t ino,
 		return -EINVAL;
 	if (size == 0)
 		return 0;
+	/* A read sees what any descriptor of this node wrote (POSIX): bytes
+	 * another handle of the file still buffers are committed first
+	 * (git's index-pack reads its pack through a second descriptor
+	 * while writing it through the first). */
+	if (atomic_load(&d->n_dirty) != 0) {
+		int frc = flush_ino_except(d, ino, f);
+		if (frc < 0)
+			return frc;
+	}
 	struct itab_attr attr;
 	int rc = itab_getattr(d->cfg.itab, ino, &attr);
 	if (rc < 0)

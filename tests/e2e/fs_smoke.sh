@@ -290,6 +290,24 @@ t_excl_race() {
 	done
 }
 
+# Two descriptors of one file on one node: what one wrote (not yet
+# closed or fsynced) is read through the other, as on a local filesystem.
+t_two_fds() {
+	python3 - "$M1/twofds" <<'PY'
+import os, sys
+p = sys.argv[1]
+w = os.open(p, os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
+data = os.urandom(300000)
+os.write(w, data)
+r = os.open(p, os.O_RDONLY)
+got = os.pread(r, len(data), 0)
+os.write(w, b"tail")
+got2 = os.pread(r, 4, len(data))
+os.close(r); os.close(w)
+sys.exit(0 if got == data and got2 == b"tail" else 1)
+PY
+}
+
 echo "fs_smoke: checks"
 check "file created on node 1 is listed and stat-able on nodes 2 and 3" t_create_visible
 check "echo > file on node 1, cat on 2 and 3; 1.5 MB file copied via 2 equals on 1 and 3" t_content
@@ -305,6 +323,7 @@ check "name of 256 bytes fails with ENAMETOOLONG (touch, mkdir)" t_enametoolong
 check "rmdir of non-empty dir fails with ENOTEMPTY" t_enotempty
 check "exclusive create race (noclobber) on 3 nodes: exactly one winner, 10 rounds" t_excl_race
 check "rm -rf tree on node 3 gone on 1 and 2" t_rm_rf
+check "bytes written through one descriptor are read through another of the same node before close (git index-pack)" t_two_fds
 
 echo "fs_smoke: $PASSES passed, $FAILS failed"
 [ $FAILS -eq 0 ]
