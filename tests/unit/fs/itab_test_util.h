@@ -60,6 +60,24 @@ static inline void fx_close(struct fx *f)
 
 /* Encode op and apply it at the next index; returns res.err (or the
  * itab_apply error, which tests treat as a failure: -1000 + rc). */
+/* cmocka setup/teardown: a fresh table in *state. */
+static inline int fx_setup(void **state)
+{
+	struct fx *f = calloc(1, sizeof(*f));
+	assert_non_null(f);
+	assert_int_equal(fx_open(f), 0);
+	*state = f;
+	return 0;
+}
+
+static inline int fx_teardown(void **state)
+{
+	struct fx *f = *state;
+	fx_close(f);
+	free(f);
+	return 0;
+}
+
 static inline int fx_apply(struct fx *f, const struct itab_op *op)
 {
 	size_t n = itab_op_encoded_size(op);

@@ -53,23 +53,6 @@ static int perm_of(const uint8_t *v, size_t len, uint32_t tag, uint32_t id)
 	return -1;
 }
 
-static int setup(void **state)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
-	assert_int_equal(fx_open(f), 0);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-	fx_close(f);
-	free(f);
-	return 0;
-}
-
 static int set_acl(struct fx *f, uint64_t ino, const char *name, const struct acl *a,
 		   uint32_t flags)
 {
@@ -309,7 +292,7 @@ static void test_inheritance_is_the_same_on_every_replica(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 		T(test_check_accepts_valid_and_refuses_each_malformed_value),
 		T(test_access_acl_sets_mode_and_is_stored_canonical),
 		T(test_chmod_rewrites_owner_mask_and_other_entries),

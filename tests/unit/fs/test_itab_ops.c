@@ -12,23 +12,6 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
-static int setup(void **state)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
-	assert_int_equal(fx_open(f), 0);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-	fx_close(f);
-	free(f);
-	return 0;
-}
-
 static void test_open_creates_root_dir_0755_nlink2(void **state)
 {
 	struct fx *f = *state;
@@ -1053,7 +1036,7 @@ static void test_reader_never_sees_half_an_op(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 		T(test_open_creates_root_dir_0755_nlink2),
 		T(test_create_sets_attrs_dentry_and_parent_times),
 		T(test_create_errors_leave_state_untouched),

@@ -18,23 +18,6 @@
 #define WR ITAB_LK_WRITE
 #define UN ITAB_LK_UNLOCK
 
-static int setup(void **state)
-{
-	struct fx *f = calloc(1, sizeof(*f));
-	assert_non_null(f);
-	assert_int_equal(fx_open(f), 0);
-	*state = f;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fx *f = *state;
-	fx_close(f);
-	free(f);
-	return 0;
-}
-
 static struct itab_lock L(uint64_t node, uint64_t owner, uint8_t type, uint64_t start,
 			  uint64_t end)
 {
@@ -749,7 +732,7 @@ static void test_snapshot_carries_locks_and_open_records(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, fx_setup, fx_teardown)
 		cmocka_unit_test(test_conflicts_follow_shared_and_exclusive_rules),
 		cmocka_unit_test(test_unlock_in_the_middle_splits_a_lock),
 		cmocka_unit_test(test_converting_the_middle_gives_three_pieces),
