@@ -196,7 +196,9 @@ static int do_op(int ph, const char *dir, int i, int files, const char *buf)
 	}
 	if (rc)
 		fprintf(stderr, "fs_ops_bench: %s of %s/%d: %s\n",
-			phase_name[ph], dir, i, strerror(-rc));
+			phase_name[ph], dir, i,
+			rc == -EILSEQ ? "content differs from what was written"
+				      : strerror(-rc));
 	return rc;
 }
 
