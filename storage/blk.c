@@ -373,12 +373,13 @@ static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 	return 0;
 }
 
-/* See blk.h. */
 #define BLK_DIRECT_ALIGN 4096u
 #define BLK_DIRECT_MIN (64u << 10)
 
-int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
-            size_t cap, size_t *len)
+/* Reads the block into buf[0..cap) and verifies it (full: SHA-256 as well
+ * as the CRC); blk_get() and blk_check(). */
+static int get_block(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+		     void *buf, size_t cap, size_t *len, bool full)
 {
 	struct blk_name n;
 	make_name(hash, &n);
@@ -428,42 +429,33 @@ int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
 	if (got > want)
 		got = want; /* the file grew meanwhile: only what fstat saw */
 	*len = got;
-	rc = verify(bs, fd, &n, hash, buf, got, false);
+	rc = verify(bs, fd, &n, hash, buf, got, full);
 out:
 	close(fd);
 	return rc;
 }
 
 /* See blk.h. */
+int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
+            size_t cap, size_t *len)
+{
+	return get_block(bs, hash, buf, cap, len, false);
+}
+
+/* See blk.h. */
 int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
 {
-	struct blk_name n;
-	make_name(hash, &n);
-	int fd = openat(bs->dirfd, n.rel, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	int rc = fstat(fd, &st) < 0 ? -errno : 0;
-	uint8_t *buf = rc == 0 ? malloc(st.st_size ? (size_t)st.st_size : 1)
-			       : NULL;
-	if (rc == 0 && !buf)
-		rc = -ENOMEM;
-	size_t got = 0;
-	while (rc == 0 && got < (size_t)st.st_size) {
-		ssize_t r = read(fd, buf + got, (size_t)st.st_size - got);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			rc = -errno;
-		else if (r == 0)
-			break;
-		else
-			got += (size_t)r;
-	}
-	if (rc == 0)
-		rc = verify(bs, fd, &n, hash, buf, got, true);
+	uint64_t size;
+	int rc = blk_size(bs, hash, &size);
+	if (rc < 0)
+		return rc;
+	size_t cap = size ? (size_t)size : 1;
+	uint8_t *buf = malloc(cap);
+	if (!buf)
+		return -ENOMEM;
+	size_t len;
+	rc = get_block(bs, hash, buf, cap, &len, true);
 	free(buf);
-	close(fd);
 	return rc;
 }
 
