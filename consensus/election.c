@@ -114,6 +114,7 @@ void raft_become_leader(struct raft *r)
 	 * until everything up to here is committed. */
 	r->pending_conf = raft_log_last(&r->log);
 	r->removed_self = false;
+	r->counters.elections_won++;
 	raft_trace(r, RAFT_EV_ROLE, 0, 0, "won the election");
 	raft_trace(r, RAFT_EV_LEADER, r->id, 0, "we lead");
 	if (raft_log_append(r, r->term, RAFT_ENTRY_NOOP, NULL, 0) != 0)
@@ -168,6 +169,7 @@ void raft_campaign(struct raft *r, bool pre_vote, bool transfer,
 		reset(r, r->term);
 		r->role = RAFT_PRE_CANDIDATE;
 		t = r->term + 1;
+		r->counters.pre_votes++;
 		raft_trace(r, RAFT_EV_ELECTION, 0, 0, why);
 		raft_trace(r, RAFT_EV_ROLE, 0, 0, "pre-candidate");
 	} else {
@@ -175,6 +177,7 @@ void raft_campaign(struct raft *r, bool pre_vote, bool transfer,
 		r->role = RAFT_CANDIDATE;
 		r->vote = r->id;
 		t = r->term;
+		r->counters.elections++;
 		raft_trace(r, RAFT_EV_ELECTION, 0, 0, why);
 		raft_trace(r, RAFT_EV_ROLE, 0, 0, "candidate");
 	}

@@ -620,6 +620,7 @@ void raft_status(const struct raft *r, struct raft_status *st)
 	st->stable_index = r->stable;
 	st->transferee = r->transferee;
 	st->conf = r->conf;
+	st->counters = r->counters;
 	if (r->role != RAFT_LEADER)
 		return;
 	for (uint32_t i = 0; i < r->conf.n && i < r->n_prs; i++) {

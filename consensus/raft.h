@@ -395,6 +395,17 @@ void raft_advance(struct raft *r, struct raft_ready *rd);
 
 /* ---- inspection ---------------------------------------------------------- */
 
+/* Event counts of one core since it was created (for metrics; they start
+ * from 0 with the process). */
+struct raft_counters {
+	uint64_t elections;           /* real campaigns started (term raised) */
+	uint64_t pre_votes;           /* pre-vote rounds started */
+	uint64_t elections_won;       /* times this node became leader */
+	uint64_t snapshots_sent;      /* snapshot transfers begun to a follower */
+	uint64_t snapshot_chunks_sent; /* InstallSnapshot chunks sent */
+	uint64_t snapshots_installed; /* snapshots received whole and installed */
+};
+
 struct raft_status {
 	raft_id id;
 	enum raft_role role;
@@ -413,6 +424,7 @@ struct raft_status {
 	 * (0 probe, 1 replicate, 2 snapshot). */
 	raft_index match[RAFT_MAX_NODES];
 	uint8_t progress[RAFT_MAX_NODES];
+	struct raft_counters counters;
 };
 
 void raft_status(const struct raft *r, struct raft_status *st);

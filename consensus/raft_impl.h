@@ -182,6 +182,7 @@ struct raft {
 	raft_index pending_conf; /* index of the last conf entry appended */
 	bool removed_self;       /* leader: our own removal committed */
 	struct raft_snapshot_meta snap_meta; /* last compaction/snapshot */
+	struct raft_counters counters;       /* raft_status() reports them */
 
 	/* timers */
 	uint32_t election_elapsed;

@@ -110,6 +110,7 @@ void raft_send_snapshot(struct raft *r, struct raft_progress *pr)
 	if (pr->pending_snap != r->snap_data_meta.index) {
 		pr->pending_snap = r->snap_data_meta.index;
 		pr->snap_off = 0;
+		r->counters.snapshots_sent++;
 		raft_trace(r, RAFT_EV_SNAPSHOT, pr->id, pr->pending_snap,
 			   "sending snapshot");
 	}
@@ -126,6 +127,7 @@ void raft_send_snapshot(struct raft *r, struct raft_progress *pr)
 	m->done = off + n == r->snap_len;
 	m->ctx = ++pr->snap_seq;
 	pr->snap_wait = true;
+	r->counters.snapshot_chunks_sent++;
 }
 
 /* Forget a partially received snapshot. */
@@ -184,6 +186,7 @@ static void install(struct raft *r, const struct raft_msg *m)
 	raft_rx_reset(r);
 	hold_data(r, data, len, &meta);
 	r->install_pending = true;
+	r->counters.snapshots_installed++;
 	raft_trace(r, RAFT_EV_SNAPSHOT, m->from, meta.index,
 		   "snapshot received: installing");
 	raft_trace(r, RAFT_EV_CONF, 0, meta.index,

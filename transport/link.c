@@ -76,6 +76,8 @@ struct lane {
 	size_t bytes;       /* bytes of the ring + the busy frame */
 	bool dead;          /* retired: the callback hands over nothing */
 	uint64_t sent, dropped;
+	uint64_t sent_bytes;  /* frames nng finished sending */
+	atomic_uint_fast64_t connects; /* pipes added (lane_pipe_cb) */
 };
 
 struct peer {
@@ -84,6 +86,7 @@ struct peer {
 	char *addr;           /* as given to link_add_peer */
 	atomic_bool closing;  /* we are closing it: not a "loss" */
 	bool opened;          /* lanes initialised (for cleanup) */
+	atomic_uint_fast64_t rx_frames, rx_bytes; /* verified, from this peer */
 	struct lane lane[LINK_LANES];
 };
 
@@ -127,6 +130,11 @@ struct link {
 
 	atomic_uint_fast64_t next_req_id;
 	atomic_uint_fast64_t rx_ok, rx_bad, rx_stray, rx_fail;
+	atomic_uint_fast64_t rx_ok_bytes, rx_bad_bytes;
+	/* requests by kind: sent, failed, received (link_kind_stats) */
+	atomic_uint_fast64_t req_sent[WIRE_KIND_MAX + 1];
+	atomic_uint_fast64_t req_failed[WIRE_KIND_MAX + 1];
+	atomic_uint_fast64_t req_recv[WIRE_KIND_MAX + 1];
 };
 
 /* Monotonic milliseconds. */
@@ -242,6 +250,8 @@ static void lane_sent_cb(void *arg)
 		nng_msg_free(m);
 
 	pthread_mutex_lock(&ln->mu);
+	if (!rv)
+		ln->sent_bytes += ln->busy_bytes;
 	ln->bytes -= ln->busy_bytes;
 	ln->busy_bytes = 0;
 	ln->busy = false;
@@ -275,6 +285,7 @@ static void lane_pipe_cb(nng_pipe p, nng_pipe_ev ev, void *arg)
 
 	if (ev == NNG_PIPE_EV_ADD_POST) {
 		atomic_store(&ln->pipe, id);
+		atomic_fetch_add(&ln->connects, 1);
 		LOG(INFO, "link: connected to peer %llu at %s (%s lane)",
 		    (unsigned long long)pr->id, pr->addr, lane_name(ln->which));
 	} else if (ev == NNG_PIPE_EV_REM_POST) {
@@ -695,16 +706,20 @@ int link_request(struct link *l, uint64_t to, uint16_t kind,
 				.kind = kind, .body = payload,
 				.body_len = len };
 	int rc = send_frame(l, to, &f);
-	if (rc == 0)
+	if (rc == 0) {
+		atomic_fetch_add(&l->req_sent[kind], 1);
 		return 0;
+	}
 
 	/* Not sent: withdraw it, unless a link thread already completed it
 	 * (then its callback ran or runs, and we must report success). */
 	pthread_mutex_lock(&l->req_mu);
 	struct pending *mine = pending_take(l, req_id);
 	pthread_mutex_unlock(&l->req_mu);
-	if (!mine)
+	if (!mine) {
+		atomic_fetch_add(&l->req_sent[kind], 1);
 		return 0;
+	}
 	free(mine);
 	return rc;
 }
@@ -749,6 +764,7 @@ static void rx_frame(struct link *l, nng_msg *msg)
 			     why, sizeof why);
 	if (rc) {
 		uint64_t bad = atomic_fetch_add(&l->rx_bad, 1) + 1;
+		atomic_fetch_add(&l->rx_bad_bytes, nng_msg_len(msg));
 		/* First ten, then every power of two: a flood of garbage must
 		 * not flood the log. */
 		if (bad <= 10 || (bad & (bad - 1)) == 0) {
@@ -763,6 +779,16 @@ static void rx_frame(struct link *l, nng_msg *msg)
 		return;
 	}
 	atomic_fetch_add(&l->rx_ok, 1);
+	atomic_fetch_add(&l->rx_ok_bytes, nng_msg_len(msg));
+	pthread_mutex_lock(&l->mu);
+	struct peer *src = peer_find(l, f.from);
+	if (src) {
+		atomic_fetch_add(&src->rx_frames, 1);
+		atomic_fetch_add(&src->rx_bytes, nng_msg_len(msg));
+	}
+	pthread_mutex_unlock(&l->mu);
+	if (f.type == WIRE_REQUEST && f.kind <= WIRE_KIND_MAX)
+		atomic_fetch_add(&l->req_recv[f.kind], 1);
 	if (f.type == WIRE_REPLY)
 		handle_reply(l, &f);
 	else
@@ -854,6 +880,7 @@ static void *timer_main(void *arg)
 			    (unsigned long long)r->req_id,
 			    wire_kind_name(r->kind),
 			    (unsigned long long)r->to, strerror(-status));
+			atomic_fetch_add(&l->req_failed[r->kind], 1);
 			r->cb(r->ctx, status, NULL, 0);
 			free(r);
 		}
@@ -1200,11 +1227,17 @@ int link_stats(struct link *l, uint64_t peer, struct link_peer_stats *st)
 			ls->dropped = ln->dropped;
 			ls->queued = ln->n + (ln->busy ? 1 : 0);
 			ls->queued_bytes = ln->bytes;
+			ls->sent_bytes = ln->sent_bytes;
 			pthread_mutex_unlock(&ln->mu);
 			ls->connected = atomic_load(&ln->pipe) != 0;
+			ls->connects = atomic_load(&ln->connects);
 			st->sent += ls->sent;
 			st->dropped += ls->dropped;
+			st->sent_bytes += ls->sent_bytes;
+			st->connects += ls->connects;
 		}
+		st->recv_frames = atomic_load(&p->rx_frames);
+		st->recv_bytes = atomic_load(&p->rx_bytes);
 		st->connected = st->lane[LINK_LANE_CONTROL].connected;
 		rc = 0;
 	}
@@ -1218,4 +1251,17 @@ void link_rx_stats(struct link *l, struct link_rx_stats *st)
 	st->received = atomic_load(&l->rx_ok);
 	st->rejected = atomic_load(&l->rx_bad);
 	st->stray_replies = atomic_load(&l->rx_stray);
+	st->received_bytes = atomic_load(&l->rx_ok_bytes);
+	st->rejected_bytes = atomic_load(&l->rx_bad_bytes);
+}
+
+/* Request counters of one kind. */
+int link_kind_stats(struct link *l, uint16_t kind, struct link_kind_stats *st)
+{
+	if (kind < 1 || kind > WIRE_KIND_MAX)
+		return -EINVAL;
+	st->sent = atomic_load(&l->req_sent[kind]);
+	st->failed = atomic_load(&l->req_failed[kind]);
+	st->received = atomic_load(&l->req_recv[kind]);
+	return 0;
 }

@@ -109,12 +109,19 @@ struct link_lane_stats {
 	uint64_t dropped;      /* frames refused because the lane was full */
 	uint64_t queued;       /* frames in the lane right now */
 	uint64_t queued_bytes; /* their bytes on the wire */
+	uint64_t sent_bytes;   /* bytes of frames nng finished sending */
+	uint64_t connects;     /* connections established (the first one and
+				  every reconnection) */
 	bool connected;        /* the lane's connection is up right now */
 };
 
 struct link_peer_stats {
 	uint64_t sent;    /* frames accepted, both lanes */
 	uint64_t dropped; /* frames refused because a lane was full */
+	uint64_t sent_bytes; /* both lanes, see link_lane_stats */
+	uint64_t recv_frames; /* verified frames received from this peer */
+	uint64_t recv_bytes;  /* their bytes on the wire */
+	uint64_t connects;    /* both lanes, see link_lane_stats */
 	bool connected;   /* the control lane's connection is up right now */
 	struct link_lane_stats lane[LINK_LANES]; /* by enum link_lane */
 };
@@ -123,6 +130,16 @@ struct link_rx_stats {
 	uint64_t received; /* frames that passed wire_decode */
 	uint64_t rejected; /* frames dropped by wire_decode */
 	uint64_t stray_replies; /* replies to no pending request (late) */
+	uint64_t received_bytes; /* bytes of the frames that passed */
+	uint64_t rejected_bytes; /* bytes of the frames dropped */
+};
+
+/* Requests of one kind, all peers together. */
+struct link_kind_stats {
+	uint64_t sent;     /* requests sent (link_request returned 0) */
+	uint64_t failed;   /* of them, completed with an error (timeout,
+			      peer not connected, link stopped) */
+	uint64_t received; /* requests of this kind received from peers */
 };
 
 /* Start listening and the link's threads. On failure (address in use, bad
@@ -180,5 +197,8 @@ int link_stats(struct link *l, uint64_t peer, struct link_peer_stats *st);
 
 /* Receive-side counters. */
 void link_rx_stats(struct link *l, struct link_rx_stats *st);
+
+/* Request counters of kind (1..WIRE_KIND_MAX): 0 or -EINVAL. */
+int link_kind_stats(struct link *l, uint16_t kind, struct link_kind_stats *st);
 
 #endif
