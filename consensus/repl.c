@@ -132,7 +132,41 @@ void repl_publish_status(struct repl *r)
 	}
 	pthread_mutex_lock(&r->mu);
 	r->status = st;
+	r->ctr_pub = r->ctr;
 	memcpy(r->describe, desc, sizeof(desc));
+	pthread_mutex_unlock(&r->mu);
+}
+
+static const uint64_t lat_bounds_ns[REPL_LAT_BUCKETS] = {
+	1000ull,       2000ull,	      5000ull,	     10000ull,
+	20000ull,      50000ull,      100000ull,     200000ull,
+	500000ull,     1000000ull,    2000000ull,    5000000ull,
+	10000000ull,   20000000ull,   50000000ull,   100000000ull,
+	200000000ull,  500000000ull,  1000000000ull, 2000000000ull,
+	5000000000ull, 10000000000ull,
+};
+
+uint64_t repl_lat_bound_ns(int i)
+{
+	return i >= 0 && i < REPL_LAT_BUCKETS ? lat_bounds_ns[i] : UINT64_MAX;
+}
+
+void repl_lat_add(struct repl_lat *h, uint64_t born_ns)
+{
+	uint64_t now = mono_ns();
+	uint64_t ns = now > born_ns ? now - born_ns : 0;
+	int i = 0;
+	while (i < REPL_LAT_BUCKETS && ns > lat_bounds_ns[i])
+		i++;
+	h->bucket[i]++;
+	h->count++;
+	h->sum_ns += ns;
+}
+
+void repl_counters(struct repl *r, struct repl_counters *c)
+{
+	pthread_mutex_lock(&r->mu);
+	*c = r->ctr_pub;
 	pthread_mutex_unlock(&r->mu);
 }
 
@@ -375,6 +409,11 @@ static void pend_finish(struct repl *r, struct pending *p, int status,
 {
 	repl_done_fn done = p->done;
 	void *ctx = p->ctx;
+	repl_lat_add(&r->ctr.proposal_lat, p->born_ns);
+	if (status)
+		r->ctr.proposal_failures++;
+	else
+		r->ctr.proposals++;
 	free(p->env);
 	*p = r->pend[--r->n_pend];
 	done(ctx, status, res, reslen);
@@ -386,6 +425,7 @@ static void add_proposal(struct repl *r, struct item *it)
 		size_t cap = r->cap_pend ? r->cap_pend * 2 : 64;
 		struct pending *np = realloc(r->pend, cap * sizeof(*np));
 		if (!np) {
+			r->ctr.proposal_failures++;
 			it->done(it->ctx, -ENOMEM, NULL, 0);
 			return;
 		}
@@ -394,6 +434,7 @@ static void add_proposal(struct repl *r, struct item *it)
 	}
 	uint8_t *env = malloc(ENV_HDR + (size_t)it->len);
 	if (!env) {
+		r->ctr.proposal_failures++;
 		it->done(it->ctx, -ENOMEM, NULL, 0);
 		return;
 	}
@@ -407,6 +448,7 @@ static void add_proposal(struct repl *r, struct item *it)
 	memcpy(env + ENV_HDR, it->data, it->len);
 	p->done = it->done;
 	p->ctx = it->ctx;
+	p->born_ns = it->born_ns;
 	p->deadline = r->now_tick + r->cfg.propose_timeout_ms / r->cfg.tick_ms;
 	submit(r, p);
 }
@@ -471,6 +513,7 @@ static void add_read(struct repl *r, struct item *it)
 		size_t cap = r->cap_reads ? r->cap_reads * 2 : 32;
 		struct read *nr = realloc(r->reads, cap * sizeof(*nr));
 		if (!nr) {
+			r->ctr.read_failures++;
 			it->done(it->ctx, -ENOMEM, NULL, 0);
 			return;
 		}
@@ -482,6 +525,7 @@ static void add_read(struct repl *r, struct item *it)
 	rd->ctx_id = ++r->next_read_ctx;
 	rd->done = it->done;
 	rd->ctx = it->ctx;
+	rd->born_ns = it->born_ns;
 	rd->deadline = r->now_tick + r->cfg.propose_timeout_ms / r->cfg.tick_ms;
 	rd->resend = r->now_tick + (raft_read_index(r->raft, rd->ctx_id) == 0
 					    ? RETRY_TICKS
@@ -497,6 +541,8 @@ static void finish_reads(struct repl *r)
 		if (rd->index && rd->index <= applied) {
 			repl_done_fn done = rd->done;
 			void *ctx = rd->ctx;
+			repl_lat_add(&r->ctr.read_lat, rd->born_ns);
+			r->ctr.reads++;
 			*rd = r->reads[--r->n_reads];
 			done(ctx, 0, NULL, 0);
 			continue;
@@ -530,6 +576,7 @@ static void apply_conf(struct repl *r, const struct raft_entry *e)
 static int apply_entries(struct repl *r, const struct raft_entry *e, size_t n)
 {
 	uint8_t res[RES_MAX];
+	r->ctr.applied_entries += n;
 	for (size_t i = 0; i < n; i++) {
 		size_t reslen = 0;
 		uint64_t origin = 0, seq = 0, low = 0;
@@ -636,7 +683,11 @@ static int persist(struct repl *r, const struct raft_ready *rd)
 		hs.vote = rd->hs.vote;
 		hs.commit = rd->hs.commit;
 	}
+	uint64_t t0 = mono_ns();
 	int rc = rlog_append(r->log, &hs, r->conv, rd->n_entries);
+	repl_lat_add(&r->ctr.persist_lat, t0);
+	r->ctr.persists++;
+	r->ctr.persisted_entries += rd->n_entries;
 	if (rc < 0) {
 		LOG(ERROR, "writing the raft log failed: %s", strerror(-rc));
 		return rc;
@@ -836,6 +887,8 @@ static void on_tick(struct repl *r)
 		if (r->now_tick >= rd->deadline) {
 			repl_done_fn done = rd->done;
 			void *ctx = rd->ctx;
+			repl_lat_add(&r->ctr.read_lat, rd->born_ns);
+			r->ctr.read_failures++;
 			*rd = r->reads[--r->n_reads];
 			done(ctx, -EIO, NULL, 0);
 			continue;
@@ -1154,6 +1207,7 @@ int repl_propose(struct repl *r, const void *data, uint32_t len,
 	struct item *it = repl_item_new(IT_PROPOSE, data, len);
 	if (!it)
 		return -ENOMEM;
+	it->born_ns = mono_ns();
 	it->done = done;
 	it->ctx = ctx;
 	repl_enqueue(r, it);
@@ -1165,6 +1219,7 @@ int repl_read_index(struct repl *r, repl_done_fn done, void *ctx)
 	struct item *it = repl_item_new(IT_READ, NULL, 0);
 	if (!it)
 		return -ENOMEM;
+	it->born_ns = mono_ns();
 	it->done = done;
 	it->ctx = ctx;
 	repl_enqueue(r, it);

@@ -167,6 +167,34 @@ struct repl_status {
 	uint64_t peers_connected;
 };
 void repl_status(struct repl *r, struct repl_status *st);
+
+/* Latency histograms of repl_counters: bucket[i] counts durations in
+ * (repl_lat_bound_ns(i-1), repl_lat_bound_ns(i)], 1-2-5 steps from 1 us
+ * to 10 s; bucket[REPL_LAT_BUCKETS] the longer ones. */
+#define REPL_LAT_BUCKETS 22
+struct repl_lat {
+	uint64_t bucket[REPL_LAT_BUCKETS + 1];
+	uint64_t count;
+	uint64_t sum_ns;
+};
+uint64_t repl_lat_bound_ns(int i);
+
+/* What this node's replicator did since it started. */
+struct repl_counters {
+	uint64_t proposals;         /* local proposals applied here */
+	uint64_t proposal_failures; /* local proposals that failed (-EIO at
+				       the timeout, -ENOMEM, -ESHUTDOWN) */
+	struct repl_lat proposal_lat; /* repl_propose() to completion, both
+					 outcomes */
+	uint64_t reads, read_failures; /* repl_read_index() barriers */
+	struct repl_lat read_lat;
+	uint64_t persists;          /* synced log writes (one per group commit) */
+	uint64_t persisted_entries; /* entries they wrote */
+	struct repl_lat persist_lat;
+	uint64_t applied_entries;   /* entries handed to the state machine */
+};
+/* Thread-safe. As of the replicator's last turn (refreshed every tick). */
+void repl_counters(struct repl *r, struct repl_counters *c);
 /* Thread-safe. The state machine's describe() line as of the last turn. */
 void repl_describe(struct repl *r, char *buf, size_t cap);
 

@@ -53,6 +53,7 @@ struct item {
 	int status;      /* IT_FWD_REPLY */
 	repl_done_fn done;
 	void *ctx;
+	uint64_t born_ns; /* IT_PROPOSE, IT_READ: mono_ns() when asked */
 	uint32_t len;
 	uint8_t data[];
 };
@@ -66,6 +67,7 @@ struct pending {
 	uint64_t deadline; /* tick */
 	uint64_t resend;   /* tick at which to resend if still pending */
 	raft_id sent_to;   /* leader we last handed it to, 0 = not sent */
+	uint64_t born_ns;  /* mono_ns() at repl_propose() */
 };
 
 /* A membership change asked for on this node (repl_change_conf). */
@@ -93,6 +95,7 @@ struct read {
 	void *ctx;
 	uint64_t deadline;
 	uint64_t resend;
+	uint64_t born_ns; /* mono_ns() at repl_read_index() */
 };
 
 struct repl {
@@ -116,6 +119,7 @@ struct repl {
 	struct item *in, *in_tail;
 	int stop;
 	struct repl_status status;
+	struct repl_counters ctr_pub; /* copy of ctr as of the last publish */
 	char describe[256];
 	repl_request_fn req_fn;
 	void *req_ctx;
@@ -158,6 +162,7 @@ struct repl {
 	size_t n_confs, cap_confs;
 	uint64_t next_cid;
 	int fatal;
+	struct repl_counters ctr; /* replicator thread; published with status */
 };
 
 static inline void put64(uint8_t *p, uint64_t v)
@@ -182,6 +187,17 @@ static inline uint64_t now_ms(void)
 	clock_gettime(CLOCK_BOOTTIME, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
+
+/* Monotonic nanoseconds (latencies). */
+static inline uint64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* Count one duration since born_ns into h (replicator thread). */
+void repl_lat_add(struct repl_lat *h, uint64_t born_ns);
 
 /* repl.c */
 struct item *repl_item_new(enum item_kind kind, const void *data, size_t len);

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fs/cli.h"
+#include "fs/metrics_http.h"
 #include "transport/log.h"
 
 /* See cli.h. */
@@ -20,6 +21,7 @@ void sfs_usage(FILE *f)
 		"                [--cluster-id HEX] [--secret-file F]\n"
 		"                [--tls-cert PEM --tls-key PEM --tls-ca PEM]\n"
 		"                [--timeout-ms MS] [--log-level L]\n"
+		"                [--metrics HOST:PORT]\n"
 		"                [--join --cluster-id HEX]\n"
 		"  sandfs mount  --id N --peers ... --data DIR [-f] [-o OPTS] "
 		"MOUNTPOINT\n"
@@ -74,6 +76,7 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 		{"tls-key", required_argument, NULL, 'K'},
 		{"tls-ca", required_argument, NULL, 'A'},
 		{"join", no_argument, NULL, 'J'},
+		{"metrics", required_argument, NULL, 'M'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
@@ -158,6 +161,17 @@ int sfs_parse_node_opts(int argc, char **argv, struct node_opts *o,
 		case 'J':
 			o->join = 1;
 			break;
+		case 'M': {
+			char host[256];
+			unsigned port;
+			if (metrics_http_parse_addr(optarg, host, sizeof(host),
+						    &port, err, sizeof(err))) {
+				fprintf(stderr, "sandfs: %s\n", err);
+				return -EINVAL;
+			}
+			o->metrics_addr = optarg;
+			break;
+		}
 		case 'f':
 			cli->foreground = 1;
 			break;

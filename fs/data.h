@@ -135,6 +135,27 @@ void data_applied(struct data *d, const struct itab_op *op,
 /* Figures for statfs: bytes used/free on the block store's file system. */
 int data_statfs(struct data *d, uint64_t *total, uint64_t *avail);
 
+/* What the data path did since data_start(), for metrics (data_metrics.c).
+ * Thread-safe; the block count and bytes come from a walk of the store
+ * made at most every DATA_USAGE_MS (the first call walks at once). */
+#define DATA_USAGE_MS 10000
+struct data_counters {
+	uint64_t fetched;        /* blocks fetched from peers (verified) */
+	uint64_t fetched_bytes;  /* their bytes */
+	uint64_t fetch_failures; /* fetch attempts from one peer that failed
+				    (no answer, an error, a bad copy) */
+	uint64_t fetch_bad;      /* of them: copies not matching their hash */
+	uint64_t blocks;         /* blocks in the local store */
+	uint64_t block_bytes;    /* their bytes */
+	uint64_t fs_bytes_total, fs_bytes_free; /* the store's file system */
+	/* the store's own verification counts (storage/blk.h) */
+	uint64_t crc_checks, sha_checks, crc_failures, sha_failures;
+};
+void data_counters(struct data *d, struct data_counters *c);
+/* The sandfs_block* metric families of data_counters() into o. */
+struct metrics_out;
+void data_metrics(struct data *d, struct metrics_out *o);
+
 /* BLOCK_PUT / BLOCK_GET / BLOCK_HAS request handler (a repl_request_fn;
  * ctx is the struct data). data_start() registers it with the replicator;
  * call it yourself only when running without one (cfg.repl == NULL).

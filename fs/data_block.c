@@ -197,6 +197,8 @@ int data_fetch_from(struct data *d, uint64_t from,
 	if (rc < 0) {
 		LOG(DEBUG, "block %s: fetch from node %llu: %s", hx,
 		    (unsigned long long)from, strerror(-rc));
+		atomic_fetch_add_explicit(&d->n_fetch_failed, 1,
+					  memory_order_relaxed);
 		*unreachable = true;
 		return rc;
 	}
@@ -207,6 +209,8 @@ int data_fetch_from(struct data *d, uint64_t from,
 	if (st != 0) {
 		LOG(DEBUG, "block %s: node %llu answers %s", hx,
 		    (unsigned long long)from, strerror(-st));
+		atomic_fetch_add_explicit(&d->n_fetch_failed, 1,
+					  memory_order_relaxed);
 		free(rep);
 		return st;
 	}
@@ -216,6 +220,10 @@ int data_fetch_from(struct data *d, uint64_t from,
 	if (rc == -EBADMSG) {
 		LOG(WARN, "block %s: node %llu sent content that does not "
 			  "match its hash", hx, (unsigned long long)from);
+		atomic_fetch_add_explicit(&d->n_fetch_failed, 1,
+					  memory_order_relaxed);
+		atomic_fetch_add_explicit(&d->n_fetch_bad, 1,
+					  memory_order_relaxed);
 		free(rep);
 		return -EBADMSG;
 	}
@@ -227,6 +235,9 @@ int data_fetch_from(struct data *d, uint64_t from,
 	memcpy(buf, rep + 4, dl);
 	*len = dl;
 	free(rep);
+	atomic_fetch_add_explicit(&d->n_fetched, 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&d->n_fetched_bytes, dl,
+				  memory_order_relaxed);
 	LOG(DEBUG, "block %s: fetched from node %llu", hx,
 	    (unsigned long long)from);
 	return 0;

@@ -202,6 +202,14 @@ struct data {
 
 	pthread_mutex_t recent_mu; /* guards recent */
 	struct recent *recent[RECENT_BUCKETS];
+	/* Counters for data_counters() (data_metrics.c): relaxed atomics. */
+	atomic_uint_fast64_t n_fetched, n_fetched_bytes, n_fetch_failed,
+	    n_fetch_bad;
+	/* The store's size as last walked, and when (mono_ms; 0 never);
+	 * usage_walking: one walker at a time. */
+	_Atomic int64_t usage_ms;
+	atomic_uint_fast64_t usage_blocks, usage_bytes;
+	atomic_bool usage_walking;
 };
 
 

@@ -171,7 +171,7 @@ void metrics_f64(struct metrics_out *o, const char *name, const char *labels,
 	else if (isinf(v))
 		metrics_printf(o, "%cInf\n", v > 0 ? '+' : '-');
 	else
-		metrics_printf(o, "%.17g\n", v);
+		metrics_printf(o, "%.15g\n", v);
 }
 
 /* See metrics.h. */

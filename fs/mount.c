@@ -51,6 +51,7 @@
 #include "fs/cli.h"
 #include "fs/main.h"
 #include "fs/node.h"
+#include "fs/node_metrics.h"
 #include "fs/sfs.h"
 #include "storage/datadir.h"
 #include "transport/log.h"
@@ -392,8 +393,18 @@ static void *start_chores(void *arg)
  *  - the node: whatever is still pending completes with -ESHUTDOWN; no
  *    proposal can be made any more (fsm has no replicator);
  *  - the session, which took the last replies. */
+/* The mount's metrics: FUSE requests and the block store. */
+static void mount_metrics(void *ctx, struct metrics_out *o)
+{
+	struct mounted *m = ctx;
+	sfs_metrics(m->sfs, o);
+	data_metrics(m->data, o);
+}
+
 static void teardown(struct mounted *m)
 {
+	if (m->node)
+		node_metrics_remove(node_metrics(m->node), mount_metrics, m);
 	/* The chores use the replicator, the data path and the frontend's
 	 * counts: they end first (within a barrier attempt, ~1 s). */
 	atomic_store(&m->chores_stop, true);
@@ -605,7 +616,15 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		return rc;
 	}
 	m->locks_started = true;
-	char *argv[] = {"sandfs", "-o", (char *)mo->fuse_opts, "-d", NULL};
+	node_metrics_add(node_metrics(m->node), mount_metrics, m);
+	/* The source shows the data directory ("sandfs:/var/lib/sandfs" in
+	 * mountinfo and df), which is how `sandfs stats MOUNTPOINT` finds
+	 * the node; a path -o cannot carry stays plain "sandfs". */
+	char fopts[sizeof(mo->fuse_opts) + PATH_MAX + 16];
+	snprintf(fopts, sizeof(fopts), "%s%s%s", mo->fuse_opts,
+		 strpbrk(data_abs, ", \t\n\\") ? "" : ",fsname=sandfs:",
+		 strpbrk(data_abs, ", \t\n\\") ? "" : data_abs);
+	char *argv[] = {"sandfs", "-o", fopts, "-d", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(mo->debug ? 4 : 3, argv);
 	m->se = fuse_session_new(&args, sfs_ops(), sizeof(struct fuse_lowlevel_ops),
 				 m->sfs);

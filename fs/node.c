@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include "fs/digest.h"
+#include "fs/node_metrics.h"
 #include "storage/datadir.h"
 #include "transport/admin.h"
 #include "transport/link.h"
@@ -37,6 +38,7 @@ struct node {
 	struct repl_sm fs_vt; /* .apply NULL when none */
 	struct repl *repl;
 	struct admin *admin;
+	struct node_metrics *mx;
 	char *addrs[RAFT_MAX_NODES]; /* peer addresses for status */
 };
 
@@ -838,6 +840,8 @@ static int admin_handler(void *ctx, const uint8_t *req, size_t len,
 	char *s;
 	if (json || (len == 6 && memcmp(req, "status", 6) == 0)) {
 		s = node_status_report(n, json);
+	} else if (len == 7 && memcmp(req, "metrics", 7) == 0) {
+		s = node_metrics_text(n->mx, NULL);
 	} else if (len >= 8 && memcmp(req, "propose:", 8) == 0) {
 		s = admin_propose(n, req + 8, len - 8);
 	} else if (len > 6 && len < 100 && memcmp(req, "bench ", 6) == 0) {
@@ -933,6 +937,10 @@ int node_start(const struct node_opts *o, struct node **out, char *err,
 	rc = repl_start(&rc_cfg, &n->repl, err, errcap);
 	if (rc < 0)
 		goto fail;
+	rc = node_metrics_start(n->repl, o->id, n->o.cluster_id,
+				o->metrics_addr, &n->mx, err, errcap);
+	if (rc < 0)
+		goto fail;
 	node_admin_path(o->data_dir, path, sizeof(path));
 	rc = admin_start(path, admin_handler, n, &n->admin, err, errcap);
 	if (rc < 0)
@@ -950,6 +958,7 @@ void node_stop(struct node *n)
 		return;
 	if (n->admin)
 		admin_stop(n->admin);
+	node_metrics_stop(n->mx);
 	if (n->repl)
 		repl_stop(n->repl);
 	dsm_close(n->dsm);
@@ -960,4 +969,9 @@ void node_stop(struct node *n)
 struct repl *node_repl(struct node *n)
 {
 	return n->repl;
+}
+
+struct node_metrics *node_metrics(struct node *n)
+{
+	return n->mx;
 }

@@ -27,6 +27,8 @@ struct node_opts {
 	/* Optional extra state machine (the inode table), applied after the
 	 * digest for every entry. */
 	const struct repl_sm *fs_sm;
+	/* Optional: serve Prometheus metrics on HOST:PORT (--metrics). */
+	const char *metrics_addr;
 };
 
 struct node;
@@ -51,13 +53,16 @@ int node_start(const struct node_opts *o, struct node **out, char *err,
 	       size_t errcap);
 void node_stop(struct node *n);
 struct repl *node_repl(struct node *n);
+/* The node's metrics (fs/node_metrics.h), to add sources to. */
+struct node_metrics *node_metrics(struct node *n);
 
 /* Path of the admin socket of the node whose data directory is dir. */
 void node_admin_path(const char *dir, char *buf, size_t cap);
 
 /* Admin requests served by the node (see admin_handler in node.c):
  *   "member add ID ADDR" | "member promote ID" | "member remove ID"
- * each answered with one line, "ok ..." or "err ...". */
+ * each answered with one line, "ok ..." or "err ...";
+ *   "metrics"  the Prometheus text of node_metrics.h. */
 
 /* Build the cluster status text (json=0) or JSON (json=1), asking every
  * peer with a short timeout; unreachable peers are listed as such.

@@ -1244,7 +1244,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.flock = sfs_flock,
 };
 
-const struct fuse_lowlevel_ops *sfs_ops(void)
+const struct fuse_lowlevel_ops *sfs_ops_untimed(void)
 {
 	return &ops;
 }
@@ -1273,6 +1273,8 @@ int sfs_new(const struct sfs_cfg *cfg, struct sfs **out)
 	pthread_cond_init(&fs->calls_cv, &ca);
 	pthread_condattr_destroy(&ca);
 	int rc = sfs_locks_new(fs, cfg->lock_lease_ms);
+	if (rc == 0 && !(fs->mx = sfs_mx_new()))
+		rc = -ENOMEM;
 	if (rc) {
 		sfs_free(fs);
 		return rc;
@@ -1293,6 +1295,7 @@ void sfs_free(struct sfs *fs)
 		}
 	}
 	sfs_locks_free(fs->lk);
+	sfs_mx_free(fs->mx);
 	pthread_mutex_destroy(&fs->mu);
 	pthread_cond_destroy(&fs->open_cv);
 	pthread_mutex_destroy(&fs->calls_mu);

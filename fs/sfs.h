@@ -60,8 +60,13 @@ void sfs_free(struct sfs *fs);
  * -ETIMEDOUT. */
 int sfs_drain(struct sfs *fs, uint32_t timeout_ms);
 
-/* The operations table; pass the sfs as userdata to fuse_session_new. */
+/* The operations table; pass the sfs as userdata to fuse_session_new.
+ * Every request is counted and timed by kind (sfs_metrics.h). */
 const struct fuse_lowlevel_ops *sfs_ops(void);
+
+/* The sandfs_fuse_* metric families (requests by kind) into o. */
+struct metrics_out;
+void sfs_metrics(struct sfs *fs, struct metrics_out *o);
 
 /* Open handles of ino on this node (thread-safe). */
 uint32_t sfs_nopen(struct sfs *fs, uint64_t ino);

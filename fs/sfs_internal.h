@@ -16,6 +16,8 @@
 #include "fs/fsm.h"
 #include "fs/itab.h"
 #include "fs/sfs.h"
+#include "fs/sfs_metrics.h"
+#include "fs/sfs_reply.h" /* fuse_reply_* are timed (sfs_metrics.c) */
 
 #define SFS_BUCKETS 4096
 #define SFS_BARRIER_MS 2000 /* open/opendir wait at most this for ReadIndex */
@@ -64,6 +66,7 @@ struct sfs {
 	pthread_cond_t open_cv;               /* with mu: an OPEN completed */
 	uint64_t open_seq;                    /* guarded by mu: last open sequence */
 	struct sfs_locks *lk;                 /* sfs_lock.c */
+	struct sfs_mx *mx;                    /* requests by kind (sfs_metrics.c) */
 };
 
 /* One open file (fi->fh). The data handle is opened lazily on a FUSE
@@ -79,6 +82,9 @@ struct sfs_fh {
 	uint64_t owners[SFS_FH_OWNERS]; /* guarded by mu */
 	uint8_t n_owners;               /* guarded by mu */
 };
+
+/* The handlers' own ops table; sfs_ops() wraps it (sfs_metrics.c). */
+const struct fuse_lowlevel_ops *sfs_ops_untimed(void);
 
 /* Adjust the counts of ino by dl lookups and dopen handles; returns the
  * open count after the change. */
