@@ -77,6 +77,12 @@ static void election_elects_one_leader_all_agree(void **state)
 	cl_tick(c, 0, 200);
 	assert_int_equal(cl_leader(c), 1);
 	assert_int_equal(raft_current_term(c->n[1].r), t);
+	/* The counters metrics show: one won election, on node 1 only. */
+	struct raft_counters k1 = cl_status(c, 1).counters;
+	assert_int_equal(k1.elections_won, 1);
+	assert_true(k1.elections >= 1);
+	for (raft_id i = 2; i <= 3; i++)
+		assert_int_equal(cl_status(c, i).counters.elections_won, 0);
 	cl_free(c);
 }
 

@@ -75,6 +75,13 @@ static void lagging_follower_gets_chunked_snapshot_then_replicates(
 	assert_int_equal(c->n[3].snapshots_installed, 1);
 	assert_true(c->sent[RAFT_MSG_SNAPSHOT] >= 10);
 	assert_int_equal(c->n[3].applied, commit);
+	/* The cores' own counters (metrics) tell the same story. */
+	struct raft_counters lc = cl_status(c, 1).counters;
+	struct raft_counters fc = cl_status(c, 3).counters;
+	assert_int_equal(lc.snapshots_sent, 1);
+	assert_int_equal(lc.snapshot_chunks_sent, c->sent[RAFT_MSG_SNAPSHOT]);
+	assert_int_equal(fc.snapshots_installed, 1);
+	assert_int_equal(cl_status(c, 2).counters.snapshots_installed, 0);
 	assert_int_equal(c->n[3].hash, c->n[1].hash);
 	assert_int_equal(c->n[3].n_normal, 40);
 	assert_int_equal(cl_status(c, 1).progress[2], 1); /* replicate */

@@ -223,6 +223,21 @@ static void two_links_exchange_frames_in_order_with_sender_id(void **state)
 	link_rx_stats(b, &rs);
 	assert_int_equal(rs.received, 100);
 	assert_int_equal(rs.rejected, 0);
+	/* Bytes: what A handed to nng for 2 is what B received from 1 (the
+	 * send completions may trail the deliveries a little). */
+	struct wire_cfg wc = { .cluster_id = CLUSTER };
+	uint64_t flen = wire_frame_len(&wc, WIRE_RAFT, 16);
+	for (int i = 0; i < 200 && st.sent_bytes < 100 * flen; i++) {
+		usleep(5000);
+		assert_int_equal(link_stats(a, 2, &st), 0);
+	}
+	assert_int_equal(st.sent_bytes, 100 * flen);
+	assert_true(st.connects >= 2); /* both lanes */
+	struct link_peer_stats sb;
+	assert_int_equal(link_stats(b, 1, &sb), 0);
+	assert_int_equal(sb.recv_frames, 100);
+	assert_int_equal(sb.recv_bytes, 100 * flen);
+	assert_int_equal(rs.received_bytes, 100 * flen);
 	/* kind-carrying types go through request/reply only */
 	assert_int_equal(link_send(a, 2, WIRE_REQUEST, 1, "x", 1), -EINVAL);
 	assert_int_equal(link_send(a, 77, WIRE_RAFT, 0, "x", 1), -ENOENT);
@@ -372,6 +387,16 @@ static void requests_get_their_own_replies(void **state)
 	usleep(100 * 1000);
 	for (int i = 0; i < 50; i++)
 		assert_int_equal(c[i].n, 1);
+	struct link_kind_stats ks;
+	assert_int_equal(link_kind_stats(a, WIRE_KIND_STATUS, &ks), 0);
+	assert_int_equal(ks.sent, 50);
+	assert_int_equal(ks.failed, 0);
+	assert_int_equal(ks.received, 0);
+	assert_int_equal(link_kind_stats(b, WIRE_KIND_STATUS, &ks), 0);
+	assert_int_equal(ks.received, 50);
+	assert_int_equal(ks.sent, 0);
+	assert_int_equal(link_kind_stats(a, 0, &ks), -EINVAL);
+	assert_int_equal(link_kind_stats(a, WIRE_KIND_MAX + 1, &ks), -EINVAL);
 
 	/* an unknown peer fails at once and the callback never runs */
 	struct calls u;
@@ -407,6 +432,10 @@ static void request_to_dead_peer_times_out_exactly_once(void **state)
 	assert_int_equal(c.status[0], -ETIMEDOUT);
 	usleep(100 * 1000);
 	assert_int_equal(c.n, 1);
+	struct link_kind_stats ks;
+	assert_int_equal(link_kind_stats(a, WIRE_KIND_BLOCK_GET, &ks), 0);
+	assert_int_equal(ks.sent, 1);
+	assert_int_equal(ks.failed, 1);
 	link_stop(a);
 	assert_int_equal(c.n, 1);
 	rx_destroy(&ra);
@@ -595,6 +624,7 @@ static void malformed_frames_are_counted_and_dropped(void **state)
 	assert_int_equal(wire_encode_alloc(&other, &f, &buf, &len), 0);
 	raw_send(s, buf, len); /* wrong cluster */
 	free(buf);
+	size_t bad_bytes = 1 + sizeof junk + len;
 	assert_int_equal(wire_encode_alloc(&ours, &f, &buf, &len), 0);
 	buf[len - 1] ^= 1;
 	raw_send(s, buf, len); /* bad checksum */
@@ -609,6 +639,8 @@ static void malformed_frames_are_counted_and_dropped(void **state)
 	link_rx_stats(a, &rs);
 	assert_int_equal(rs.rejected, 4);
 	assert_int_equal(rs.received, 1);
+	assert_int_equal(rs.rejected_bytes, bad_bytes + len);
+	assert_int_equal(rs.received_bytes, len);
 	nng_close(s);
 	link_stop(a);
 	rx_destroy(&ra);
