@@ -11,6 +11,8 @@
 #        127.0.0.i:<free port>, keeps its data in $FS_TMP/d<i> (log in
 #        d<i>/sandfs.log) and is mounted on $FS_TMP/m<i>. MOUNT-ARGS are
 #        added to every `sandfs mount` (e.g. --timeout-ms 3000).
+#        FS_NODE_ARGS[I] (a string, split on blanks) adds arguments to
+#        node I's mount only (e.g. --metrics 127.0.0.1:PORT).
 #   fs_start I        `sandfs mount` node I (returns once mounted); its
 #                     daemon pid (from DATA/LOCK.sandfs) goes to FS_PID[I]
 #   fs_umount I       fusermount3 -u (then -u -z if busy), wait for the
@@ -64,6 +66,7 @@ FS_CG_ROOT=""       # cgroup v2 directory holding one child per node
 FS_CG_NFT=""        # the same, as nft names it (relative to /sys/fs/cgroup)
 declare -A FS_PID=()     # node id -> daemon pid (as written in LOCK.sandfs)
 declare -A FS_MOUNTED=() # node id -> 1 while we believe it is mounted
+declare -A FS_NODE_ARGS=() # node id -> extra mount arguments (split on blanks)
 
 # ---- reporting -------------------------------------------------------------
 
@@ -231,12 +234,13 @@ fs_init() {
 # Start node I; returns 0 once it is mounted.
 fs_start() {
 	local i=$1 rc pid
-	local cg=""
+	local cg="" extra=()
+	read -r -a extra <<<"${FS_NODE_ARGS[$i]:-}"
 	[[ -n $FS_CG_ROOT ]] && cg="$FS_CG_ROOT/n$i/cgroup.procs"
 	(
 		[[ -n $cg ]] && echo "$BASHPID" >"$cg"
 		exec "$SANDFS" mount --id "$i" --peers "$FS_PEERS" --data "$FS_TMP/d$i" \
-			"${FS_MOUNT_ARGS[@]}" "$FS_TMP/m$i"
+			"${FS_MOUNT_ARGS[@]}" "${extra[@]}" "$FS_TMP/m$i"
 	)
 	rc=$?
 	pid=$(tr -dc '0-9' <"$FS_TMP/d$i/LOCK.sandfs" 2>/dev/null | head -c 12)
