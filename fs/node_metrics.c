@@ -168,7 +168,8 @@ static void write_raft(struct node_metrics *m, struct metrics_out *o,
 	      "Highest log index applied to the state machine here",
 	      rs->applied);
 	gauge(o, "sandfs_raft_durable_applied_index",
-	      "Highest applied index that is durable on disk here",
+	      "Applied index the state machine last confirmed durable "
+	      "(checked at log compaction)",
 	      st->durable_applied);
 	gauge(o, "sandfs_raft_apply_lag_entries",
 	      "Committed entries not yet applied here (commit - applied)",

@@ -6,7 +6,9 @@
                              to OUT (JSON: {"name{labels}": value}); prints
                              the number of samples
   get FILE KEY               print one sample's value (0 when absent)
-  grew BEFORE AFTER KEY MIN  exit 0 when KEY grew by at least MIN
+  grew BEFORE AFTER KEY MIN [KEY MIN...]
+                             one line per KEY: "PASS: KEY grew by >= MIN"
+                             or "FAIL: ..." (exit 1 if any failed)
   role FILE                  the role whose sandfs_raft_role gauge is 1
   stats FILE NODE CREATES    check a `sandfs stats --once --json` output
   bench FILE                 check a `sandfs bench --json` output
@@ -210,13 +212,23 @@ def cmd_get(path, key):
     print(int(v) if float(v).is_integer() else v)
 
 
-def cmd_grew(before, after, key, least):
-    a = load(before)["samples"].get(key, 0)
-    b = load(after)["samples"].get(key, None)
-    if b is None:
-        die("%s is missing after the operations" % key)
-    if b - a < float(least):
-        die("%s grew by %s (from %s to %s), expected at least %s" % (key, b - a, a, b, least))
+def cmd_grew(before, after, *pairs):
+    if not pairs or len(pairs) % 2:
+        die("grew wants KEY MIN pairs")
+    sa, sb = load(before)["samples"], load(after)["samples"]
+    bad = 0
+    for key, least in zip(pairs[0::2], pairs[1::2]):
+        a, b = sa.get(key, 0), sb.get(key, None)
+        if b is None:
+            print("FAIL: %s is missing after the operations" % key)
+            bad += 1
+        elif b - a < float(least):
+            print("FAIL: %s grew by %s (from %s to %s), expected at least %s"
+                  % (key, b - a, a, b, least))
+            bad += 1
+        else:
+            print("PASS: %s grew by >= %s (%s)" % (key, least, b - a))
+    sys.exit(1 if bad else 0)
 
 
 def cmd_role(path):
@@ -300,9 +312,10 @@ def cmd_bench(path):
 
 
 def main():
-    cmds = {"scrape": (cmd_scrape, 2), "get": (cmd_get, 2), "grew": (cmd_grew, 4),
+    cmds = {"scrape": (cmd_scrape, 2), "get": (cmd_get, 2), "grew": (cmd_grew, -1),
             "role": (cmd_role, 1), "stats": (cmd_stats, 3), "bench": (cmd_bench, 1)}
-    if len(sys.argv) < 2 or sys.argv[1] not in cmds or len(sys.argv) - 2 != cmds[sys.argv[1]][1]:
+    if (len(sys.argv) < 2 or sys.argv[1] not in cmds or
+            cmds[sys.argv[1]][1] not in (-1, len(sys.argv) - 2)):
         print(__doc__)
         sys.exit(2)
     cmds[sys.argv[1]][0](*sys.argv[2:])
