@@ -84,6 +84,18 @@ struct sfs_fh {
  * open count after the change. */
 uint32_t sfs_ref(struct sfs *fs, uint64_t ino, int64_t dl, int32_t dopen);
 
+/* ino's counts (mu held); created when add. NULL if absent or no memory. */
+struct sfs_icount *sfs_icount(struct sfs *fs, uint64_t ino, bool add);
+/* Free ino's counts if nothing is left in them (mu held). */
+void sfs_icount_trim(struct sfs *fs, uint64_t ino);
+
+/* A CREATE with ITAB_F_OPEN (sequence seq) made ino and its record: one
+ * handle (sfs_open.c). */
+void sfs_open_created(struct sfs *fs, uint64_t ino, uint64_t seq);
+/* An OPEN of ino (sequence seq) applied here with err, or failed; in
+ * apply order (sfs_open.c). */
+void sfs_open_applied(struct sfs *fs, uint64_t ino, uint64_t seq, int err);
+
 /* Attributes for the kernel (size includes this node's unflushed data). */
 void sfs_attr_to_stat(struct sfs *fs, const struct itab_attr *a, struct stat *st);
 void sfs_fill_entry(struct sfs *fs, const struct itab_attr *a,
