@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "transport/log.h"
 
@@ -62,15 +63,136 @@ static void propose_close(struct sfs *fs, uint64_t ino, uint64_t seq)
 			  "%llu: %s", (unsigned long long)ino, strerror(-rc));
 }
 
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* The record is no longer needed when no handle is left and no OPEN is
- * in flight (mu held): returns true and its seq when it must be closed. */
-static bool record_unused(struct sfs_icount *c, uint64_t *seq)
+ * in flight (mu held). With a close delay it is queued for the closer and
+ * stays held meanwhile (false); without one, or when the queue is full or
+ * the closer stopped, returns true and its seq: close it now. */
+static bool record_unused(struct sfs *fs, struct sfs_icount *c, uint64_t *seq)
 {
 	if (c->nopen || !c->rec_held || c->rec_inflight)
 		return false;
+	if (fs->close_delay_ms && fs->closer_started && !fs->idle_stop &&
+	    fs->idle_n < SFS_IDLE_MAX) {
+		int64_t now = mono_ns();
+		c->idle_ns = now > c->idle_ns ? now : c->idle_ns + 1;
+		struct sfs_idle *e =
+			&fs->idle[(fs->idle_head + fs->idle_n++) % SFS_IDLE_MAX];
+		*e = (struct sfs_idle){c->ino, c->rec_seq, c->idle_ns};
+		if (fs->idle_n == 1)
+			pthread_cond_signal(&fs->idle_cv);
+		return false;
+	}
 	c->rec_held = false;
 	*seq = c->rec_seq;
 	return true;
+}
+
+/* The closer: drops each queued record close_delay_ms after it became
+ * unused, unless it was used since (a handle is open, an OPEN is in
+ * flight, or it became unused again later: a newer queue entry). At stop
+ * it drops every queued record at once (before the replicator goes). */
+static void *closer_main(void *arg)
+{
+	struct sfs *fs = arg;
+	pthread_setname_np(pthread_self(), "sfs-closer");
+	pthread_mutex_lock(&fs->mu);
+	for (;;) {
+		if (!fs->idle_n) {
+			if (fs->idle_stop)
+				break;
+			pthread_cond_wait(&fs->idle_cv, &fs->mu);
+			continue;
+		}
+		struct sfs_idle e = fs->idle[fs->idle_head];
+		int64_t due = e.since + (int64_t)fs->close_delay_ms * 1000000;
+		if (!fs->idle_stop && mono_ns() < due) {
+			struct timespec ts = {.tv_sec = due / 1000000000,
+					      .tv_nsec = due % 1000000000};
+			pthread_cond_timedwait(&fs->idle_cv, &fs->mu, &ts);
+			continue;
+		}
+		fs->idle_head = (fs->idle_head + 1) % SFS_IDLE_MAX;
+		fs->idle_n--;
+		struct sfs_icount *c = sfs_icount(fs, e.ino, false);
+		if (!c || c->nopen || !c->rec_held || c->rec_inflight ||
+		    c->rec_seq != e.seq || c->idle_ns != e.since)
+			continue;
+		c->rec_held = false;
+		sfs_icount_trim(fs, e.ino);
+		pthread_mutex_unlock(&fs->mu);
+		propose_close(fs, e.ino, e.seq);
+		pthread_mutex_lock(&fs->mu);
+	}
+	pthread_mutex_unlock(&fs->mu);
+	return NULL;
+}
+
+void sfs_open_orphaned(struct sfs *fs, uint64_t ino)
+{
+	pthread_mutex_lock(&fs->mu);
+	struct sfs_icount *c = sfs_icount(fs, ino, false);
+	if (c && !c->nopen && c->rec_held && !c->rec_inflight &&
+	    fs->closer_started && !fs->idle_stop && fs->idle_n < SFS_IDLE_MAX) {
+		/* Due now, queued first; the entry queued before is stale. */
+		int64_t due = mono_ns() - (int64_t)fs->close_delay_ms * 1000000;
+		c->idle_ns = due > c->idle_ns ? due : c->idle_ns + 1;
+		fs->idle_head = (fs->idle_head + SFS_IDLE_MAX - 1) % SFS_IDLE_MAX;
+		fs->idle_n++;
+		fs->idle[fs->idle_head] =
+			(struct sfs_idle){ino, c->rec_seq, c->idle_ns};
+		pthread_cond_signal(&fs->idle_cv);
+	}
+	pthread_mutex_unlock(&fs->mu);
+}
+
+int sfs_open_start(struct sfs *fs, uint32_t close_delay_ms)
+{
+	if (!close_delay_ms)
+		return 0;
+	fs->idle = calloc(SFS_IDLE_MAX, sizeof(*fs->idle));
+	if (!fs->idle)
+		return -ENOMEM;
+	pthread_condattr_t ca;
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&fs->idle_cv, &ca);
+	pthread_condattr_destroy(&ca);
+	fs->close_delay_ms = close_delay_ms;
+	if (pthread_create(&fs->closer, NULL, closer_main, fs) != 0) {
+		pthread_cond_destroy(&fs->idle_cv);
+		free(fs->idle);
+		fs->idle = NULL;
+		return -EAGAIN;
+	}
+	pthread_mutex_lock(&fs->mu);
+	fs->closer_started = true;
+	pthread_mutex_unlock(&fs->mu);
+	return 0;
+}
+
+void sfs_open_stop(struct sfs *fs)
+{
+	pthread_mutex_lock(&fs->mu);
+	bool started = fs->closer_started;
+	fs->idle_stop = true;
+	pthread_cond_broadcast(&fs->idle_cv);
+	pthread_mutex_unlock(&fs->mu);
+	if (!started)
+		return;
+	pthread_join(fs->closer, NULL);
+	pthread_mutex_lock(&fs->mu);
+	fs->closer_started = false;
+	pthread_mutex_unlock(&fs->mu);
+	pthread_cond_destroy(&fs->idle_cv);
+	free(fs->idle);
+	fs->idle = NULL;
 }
 
 /* An OPEN applied here (or failed), in apply order: note its record. */
@@ -87,7 +209,7 @@ void sfs_open_applied(struct sfs *fs, uint64_t ino, uint64_t seq, int err)
 			c->rec_held = true;
 			c->rec_seq = seq;
 		}
-		close = record_unused(c, &cseq);
+		close = record_unused(fs, c, &cseq);
 		sfs_icount_trim(fs, ino);
 	}
 	pthread_cond_broadcast(&fs->open_cv);
@@ -184,7 +306,7 @@ void sfs_open_unhold(struct sfs *fs, uint64_t ino)
 	if (c) {
 		if (c->nopen)
 			c->nopen--;
-		close = record_unused(c, &seq);
+		close = record_unused(fs, c, &seq);
 		sfs_icount_trim(fs, ino);
 	}
 	pthread_mutex_unlock(&fs->mu);
