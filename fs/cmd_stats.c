@@ -300,6 +300,7 @@ struct op_row {
 struct peer_row {
 	char id[24];
 	double in_total, out_total, in_s, out_s, reconnects, dropped;
+	double lag; /* leader only: entries the peer lacks (NAN elsewhere) */
 	int connected; /* -1 unknown */
 };
 
@@ -404,6 +405,7 @@ static void build(const struct sample *a, const struct sample *b,
 		r->in_s = rate(a, b, "sandfs_transport_received_bytes_total", lb);
 		r->reconnects = val(b, "sandfs_transport_reconnects_total", lb);
 		r->dropped = val(b, "sandfs_transport_dropped_frames_total", lb);
+		r->lag = val(b, "sandfs_raft_follower_lag_entries", lb);
 		double c = val(b, "sandfs_transport_peer_connected", lb);
 		r->connected = isnan(c) ? -1 : c == 1;
 		v->n_peers++;
@@ -497,19 +499,20 @@ static void print_text(FILE *o, const struct view *v, double interval)
 	fprintf(o, "frames   rejected %s (%s/s)\n",
 		fmt_num(v->rejected, "%.0f", a, sizeof a),
 		fmt_num(v->rejected_s, "%.1f", b, sizeof b));
-	fprintf(o, "\n%-6s %-5s %12s %12s %12s %12s %11s %8s\n", "peer", "link",
-		"in/s", "out/s", "in total", "out total", "reconnects",
-		"dropped");
+	fprintf(o, "\n%-6s %-5s %12s %12s %12s %12s %11s %8s %8s\n", "peer",
+		"link", "in/s", "out/s", "in total", "out total", "reconnects",
+		"dropped", "log lag");
 	for (size_t i = 0; i < v->n_peers; i++) {
 		const struct peer_row *r = &v->peers[i];
-		fprintf(o, "%-6s %-5s %12s %12s %12s %12s %11s %8s\n", r->id,
+		fprintf(o, "%-6s %-5s %12s %12s %12s %12s %11s %8s %8s\n", r->id,
 			r->connected < 0 ? "?" : r->connected ? "up" : "down",
 			fmt_bytes(r->in_s, a, sizeof a),
 			fmt_bytes(r->out_s, b, sizeof b),
 			fmt_bytes(r->in_total, c, sizeof c),
 			fmt_bytes(r->out_total, d, sizeof d),
 			fmt_num(r->reconnects, "%.0f", e, sizeof e),
-			fmt_num(r->dropped, "%.0f", f, sizeof f));
+			fmt_num(r->dropped, "%.0f", f, sizeof f),
+			fmt_num(r->lag, "%.0f", g, sizeof g));
 	}
 	if (!v->n_peers)
 		fprintf(o, "(no other members)\n");
@@ -613,6 +616,7 @@ static void print_json(FILE *f, const struct view *v)
 		jnum(&o, "bytes_out_per_s", r->out_s, true);
 		jnum(&o, "reconnects_total", r->reconnects, true);
 		jnum(&o, "dropped_frames_total", r->dropped, true);
+		jnum(&o, "log_lag_entries", r->lag, true);
 		metrics_printf(&o, "}");
 	}
 	metrics_printf(&o, "]");

@@ -281,6 +281,11 @@ def cmd_stats(path, node, creates):
     for p in v["peers"]:
         if not p["connected"] or p["bytes_out_total"] <= 0 or p["bytes_in_total"] <= 0:
             die("peer %r looks idle or down" % p)
+        lag = p.get("log_lag_entries", "absent")
+        if v["role"] == "leader" and not (isinstance(lag, (int, float)) and lag >= 0):
+            die("the leader shows no log lag for peer %r" % p)
+        if v["role"] != "leader" and lag is not None:
+            die("a %s shows a log lag for peer %r" % (v["role"], p))
     b = v["blocks"]
     if not b or b["stored"] is None or b["crc_failures_total"] != 0 or b["sha256_failures_total"] != 0:
         die("stats blocks %r" % b)

@@ -142,6 +142,11 @@ fi
 timeout 20 "$SANDFS" stats --data "$(fs_data 2)" --once --json --interval 0.5 >"$FS_TMP/stats2.json"
 fs_check "stats --data DIR names node 2" \
 	python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); sys.exit(v["node"]!=2 or v["fuse"] is None)' "$FS_TMP/stats2.json"
+timeout 20 "$SANDFS" stats --data "$(fs_data "$FS_LEADER")" --once --json --interval 0.3 >"$FS_TMP/statsL.json"
+fs_check "stats on the leader (node $FS_LEADER) shows each peer's log lag" \
+	python3 -c 'import json,sys; v=json.load(open(sys.argv[1]))
+sys.exit(v["role"]!="leader" or len(v["peers"])!=2 or
+         any(not isinstance(p["log_lag_entries"],(int,float)) or p["log_lag_entries"]<0 for p in v["peers"]))' "$FS_TMP/statsL.json"
 out=$(timeout 20 "$SANDFS" stats "$M1" --once --interval 0.3)
 fs_check "stats text view has its sections" \
 	grep -q "^FUSE request .*p50 .*p99" <<<"$out"
