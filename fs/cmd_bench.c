@@ -116,7 +116,8 @@ static void fail(struct bench *b, const char *what, const char *path, int err)
 			snprintf(b->err, sizeof(b->err), "%s %s: %s", what, path,
 				 strerror(err));
 		else
-			snprintf(b->err, sizeof(b->err), "%s %s", what, path);
+			snprintf(b->err, sizeof(b->err), "%s%s%s", what,
+				 *path ? " " : "", path);
 		atomic_store(&b->failed, 1);
 	}
 	pthread_mutex_unlock(&b->err_mu);

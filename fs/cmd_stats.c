@@ -223,10 +223,13 @@ static int take(const char *sock, struct sample *s, char *err, size_t errcap)
 		return rc;
 	}
 	if (rlen >= 4 && !memcmp(reply, "err ", 4)) {
+		size_t n = rlen - 4;
+		while (n && reply[4 + n - 1] == '\n')
+			n--;
 		snprintf(err, errcap,
 			 "the node does not serve metrics (%.*s); is it an "
 			 "older sandfs?",
-			 (int)(rlen > 200 ? 200 : rlen - 1), (char *)reply + 4);
+			 (int)(n > 200 ? 200 : n), (char *)reply + 4);
 		free(reply);
 		return -EPROTO;
 	}

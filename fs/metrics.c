@@ -493,6 +493,9 @@ static int parse_sample(struct parser *ps, struct metrics_parsed *p,
 		int rc = parse_labels(ps, &q);
 		if (rc)
 			return rc;
+		if (*q != ' ' && *q != '\t')
+			return fail(ps, "no blank between the labels and the "
+					"value");
 	} else if (*q == ' ' || *q == '\t') {
 		*q++ = 0;
 	} else {

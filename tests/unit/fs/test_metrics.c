@@ -286,6 +286,8 @@ static void parser_rejects_malformed_text_with_the_line(void **s)
 			 -EINVAL);
 	assert_int_equal(parse("# TYPE x gauge\nx 1 later\n", err, sizeof(err)),
 			 -EINVAL);
+	assert_int_equal(parse("# TYPE x gauge\nx{a=\"b\"}1\n", err, sizeof(err)),
+			 -EINVAL);
 	assert_int_equal(parse("# TYPE x gauge\nx 1\r\n", err, sizeof(err)),
 			 -EINVAL);
 	/* _bucket/_sum/_count belong to a histogram family only. */
