@@ -14,6 +14,7 @@
 #include "fs/hup.h"
 #include "fs/main.h"
 #include "fs/node.h"
+#include "storage/datadir.h"
 #include "transport/log.h"
 
 static volatile sig_atomic_t g_stop;
@@ -52,7 +53,19 @@ static int cmd_serve(int argc, char **argv)
 	snprintf(prefix, sizeof(prefix), "node %llu", (unsigned long long)o.id);
 	log_set_prefix(prefix);
 	if (cli.log_path) {
-		int rc = log_open(cli.log_path);
+		/* The log may live in the data directory: make that a sandfs
+		 * directory first (a file in a new one would make it "not
+		 * empty and not sandfs's"). node_start() checks the rest. */
+		struct ddir *dd;
+		char derr[512] = "";
+		int rc = ddir_open(o.data_dir, 0, &dd, derr, sizeof(derr));
+		if (rc < 0) {
+			fprintf(stderr, "sandfs serve: %s\n",
+				derr[0] ? derr : strerror(-rc));
+			return SFS_EXIT_FAIL;
+		}
+		ddir_close(dd);
+		rc = log_open(cli.log_path);
 		if (rc) {
 			fprintf(stderr, "sandfs serve: cannot open log %s: %s\n",
 				cli.log_path, strerror(-rc));
