@@ -17,7 +17,8 @@
 #   5. SIGHUP: the log file moved away, SIGHUP, a new file with the new
 #      lines; without a log file SIGHUP stops the node (exit 0);
 #   6. bad configuration files: exit 2 with FILE:LINE and what is wrong;
-#      a named file that does not exist;
+#      a named file that does not exist; the example file parses; the
+#      manual page is installed, renders cleanly and names every command;
 #   7. mount.sandfs with only config= (a one-node cluster): mounted, files
 #      work, the log from the file reopens on SIGHUP; `sandfs mount` with
 #      the mount point from the file (SANDFS_CONFIG).
@@ -99,6 +100,28 @@ expect "mount without a mount point" 2 'MOUNTPOINT' mount --id 1 --peers 1=127.0
 expect "status through a directory no node serves" 1 'no node answers' status --data "$E2E_TMP/nobody"
 expect "member list through a directory no node serves" 1 'no node answers' member list --data "$E2E_TMP/nobody"
 expect "leader transfer through a directory no node serves" 1 'no node answers' leader transfer --data "$E2E_TMP/nobody"
+
+# The manual page: installed by `cmake --install`, renders without a
+# warning, and describes every command `sandfs --help` lists.
+BUILD=$(cd "$E2E_BIN/.." && pwd)
+if [[ -f $BUILD/CMakeCache.txt ]]; then
+	DESTDIR=$E2E_TMP/inst cmake --install "$BUILD" >"$E2E_TMP/install.log" 2>&1
+	man1=$(find "$E2E_TMP/inst" -path '*/share/man/man1/sandfs.1' | head -n 1)
+	e2e_check "cmake --install puts the manual page in share/man/man1" test -n "$man1"
+	e2e_check "and the example configuration in share/doc/sandfs" \
+		test -n "$(find "$E2E_TMP/inst" -path '*/share/doc/sandfs/sandfs.conf.example')"
+else
+	man1=$REPO/mount-helpers/sandfs.1
+	echo "note: $BUILD is not a CMake build directory; checking $man1 in the tree"
+fi
+warn=$(groff -man -Tutf8 -ww -z "${man1:-/nonexistent}" 2>&1)
+e2e_check "the manual page renders without warnings${warn:+: $warn}" test -z "$warn" -a -n "$man1"
+page=$(groff -man -Tascii -P-cbou -rLL=100n "${man1:-/nonexistent}" 2>/dev/null)
+missing=""
+for c in $cmds; do grep -Eq "^ +$c( |$)" <<<"$page" || missing+=" $c"; done
+e2e_check "the manual page describes every command${missing:+ (missing:$missing)}" test -z "$missing"
+expect "the example configuration parses (no node there: exit 1, not 2)" 1 'no node answers on /var/lib/sandfs/admin.sock' \
+	status --config "$REPO/mount-helpers/sandfs.conf.example"
 
 # ---- 2. a cluster from a configuration file -------------------------------
 
