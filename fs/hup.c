@@ -17,7 +17,15 @@
 struct sfs_hup {
 	pthread_t thread;
 	atomic_bool stop;
+	bool ignored; /* SIGHUP was ignored at start (nohup): never stop */
 };
+
+/* Installed so that SIGHUP is never discarded as ignored (sigwait then
+ * would not see it); it never runs, the signal stays blocked. */
+static void hup_noop(int sig)
+{
+	(void)sig;
+}
 
 /* See hup.h. */
 void sfs_hup_block(void)
@@ -42,6 +50,8 @@ static void *hup_main(void *arg)
 		if (atomic_load(&h->stop))
 			break;
 		if (!log_to_file()) {
+			if (h->ignored)
+				continue; /* started under nohup */
 			LOG(INFO, "SIGHUP: stopping (no log file to reopen)");
 			kill(getpid(), SIGTERM);
 			continue;
@@ -65,6 +75,10 @@ int sfs_hup_start(struct sfs_hup **out)
 	if (!h)
 		return -ENOMEM;
 	atomic_init(&h->stop, false);
+	struct sigaction sa = {.sa_handler = hup_noop}, old;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGHUP, &sa, &old) == 0)
+		h->ignored = old.sa_handler == SIG_IGN;
 	int rc = pthread_create(&h->thread, NULL, hup_main, h);
 	if (rc) {
 		free(h);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 /* The process-wide logging state (the one permitted global; see log.h). */
 static struct {
@@ -105,16 +106,30 @@ static FILE *open_append(const char *path)
 /* See log.h. */
 int log_open(const char *path)
 {
-	if (!path || strlen(path) >= sizeof g_log.path)
+	/* Kept absolute: a daemon changes its directory to / later, and
+	 * log_reopen() must find the same file. */
+	char abs[sizeof g_log.path];
+	int w;
+	if (!path || !*path)
+		return -EINVAL;
+	if (path[0] == '/') {
+		w = snprintf(abs, sizeof abs, "%s", path);
+	} else {
+		char cwd[sizeof g_log.path];
+		if (!getcwd(cwd, sizeof cwd))
+			return -errno;
+		w = snprintf(abs, sizeof abs, "%s/%s", cwd, path);
+	}
+	if (w < 0 || (size_t)w >= sizeof abs)
 		return -ENAMETOOLONG;
-	FILE *f = open_append(path);
+	FILE *f = open_append(abs);
 	if (!f)
 		return -errno;
 	pthread_mutex_lock(&g_log.mu);
 	drop_owned();
 	g_log.out = f;
 	g_log.owned = true;
-	snprintf(g_log.path, sizeof g_log.path, "%s", path);
+	memcpy(g_log.path, abs, (size_t)w + 1);
 	pthread_mutex_unlock(&g_log.mu);
 	return 0;
 }

@@ -59,8 +59,9 @@ void log_set_file(FILE *f);
 
 /* Log to the file at path (appended, created if missing), owned by the
  * log module: log_reopen() opens the path again (after logrotate moved
- * the file), log_close() or log_set_file() closes it. Returns 0 or a
- * negative errno (lines keep going where they went). */
+ * the file; a relative path is kept relative to the directory of this
+ * call), log_close() or log_set_file() closes it. Returns 0 or a negative
+ * errno (lines keep going where they went). */
 int log_open(const char *path);
 
 /* Reopen the file of log_open() at its path: 0, -ENOENT when not logging
