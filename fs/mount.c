@@ -762,10 +762,11 @@ static const char mount_help[] =
 	"timeout_ms=N,\n"
 	"                        entry_timeout=SECONDS, lock_lease_ms=N, "
 	"block_gc_ms=N,\n"
-	"                        acl (default) or noacl; others go to FUSE. "
-	"Added\n"
-	"                        after mount-options = of the configuration "
-	"file.\n\n" SFS_NODE_OPTS_HELP SFS_EXIT_HELP;
+	"                        close_delay_ms=N, acl (default) or noacl; "
+	"others go\n"
+	"                        to FUSE. Added"
+	" after mount-options = of the configuration\n"
+	"                        file.\n\n" SFS_NODE_OPTS_HELP SFS_EXIT_HELP;
 
 static int cmd_mount(int argc, char **argv)
 {
