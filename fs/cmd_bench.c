@@ -495,31 +495,28 @@ static void print_json(const struct bench *b, const char *dir)
 	printf("}}\n");
 }
 
-static void bench_usage(FILE *f)
-{
-	fprintf(f,
-		"usage: sandfs bench DIR [--big-file-size MiB] [--block-size KiB]\n"
-		"                        [--small-file-size KiB] [--small-files N]\n"
-		"                        [--files N] [--threads N] [--fsync]\n"
-		"                        [--json] [--no-progress]\n"
-		"\n"
-		"Measures DIR (any directory: a sandfs mount, tmpfs, a disk):\n"
-		"big-file write and read (MiB/s), small-file write and read,\n"
-		"stat, create and delete (files/s). Works in a new directory\n"
-		"under DIR and removes it afterwards.\n"
-		"  --big-file-size  MiB per thread's big file (default 256)\n"
-		"  --block-size     KiB per write/read call (default 1024)\n"
-		"  --small-file-size KiB per small file (default 128)\n"
-		"  --small-files    small files in all (default 100)\n"
-		"  --files          empty files to create and delete (default 1000)\n"
-		"  --threads        parallel workers (default 1, at most %d)\n"
-		"  --fsync          fsync every file before closing it\n"
-		"  --json           print the results as JSON\n"
-		"  --no-progress    no progress bars (they go to a terminal only)\n"
-		"Exit status: 0 ok, 1 an I/O error or wrong data read back, 2 "
-		"usage error.\n",
-		THREADS_MAX);
-}
+#define BENCH_STR2(x) #x
+#define BENCH_STR(x) BENCH_STR2(x)
+static const char bench_help[] =
+	"usage: sandfs bench DIR [--big-file-size MiB] [--block-size KiB]\n"
+	"                        [--small-file-size KiB] [--small-files N]\n"
+	"                        [--files N] [--threads N] [--fsync]\n"
+	"                        [--json] [--no-progress]\n"
+	"\n"
+	"Measures DIR (any directory: a sandfs mount, tmpfs, a disk):\n"
+	"big-file write and read (MiB/s), small-file write and read,\n"
+	"stat, create and delete (files/s). Works in a new directory\n"
+	"under DIR and removes it afterwards.\n"
+	"  --big-file-size  MiB per thread's big file (default 256)\n"
+	"  --block-size     KiB per write/read call (default 1024)\n"
+	"  --small-file-size KiB per small file (default 128)\n"
+	"  --small-files    small files in all (default 100)\n"
+	"  --files          empty files to create and delete (default 1000)\n"
+	"  --threads        parallel workers (default 1, at most " BENCH_STR(THREADS_MAX) ")\n"
+	"  --fsync          fsync every file before closing it\n"
+	"  --json           print the results as JSON\n"
+	"  --no-progress    no progress bars (they go to a terminal only)\n"
+	"Exit status: 0 ok, 1 an I/O error or wrong data read back, 2 usage error.\n";
 
 /* A whole number option within [lo, hi]. */
 static int num_opt(const char *name, const char *s, unsigned long lo,
@@ -592,7 +589,7 @@ static int bench_main(struct bench *b, int argc, char **argv)
 			quiet = true;
 			break;
 		case 'h':
-			bench_usage(stdout);
+			fputs(bench_help, stdout);
 			return 0;
 		case ':':
 			fprintf(stderr, "sandfs bench: option '%s' needs a value\n",
@@ -610,7 +607,7 @@ static int bench_main(struct bench *b, int argc, char **argv)
 		return 2;
 	if (argc - optind != 1) {
 		fprintf(stderr, "sandfs bench: want exactly one DIR\n");
-		bench_usage(stderr);
+		fputs(bench_help, stderr);
 		return 2;
 	}
 	const char *dir = argv[optind];
@@ -669,7 +666,7 @@ static int bench_main(struct bench *b, int argc, char **argv)
 	return rc ? 1 : 0;
 }
 
-int sfs_cmd_bench(int argc, char **argv)
+static int cmd_bench(int argc, char **argv)
 {
 	struct bench *b = calloc(1, sizeof(*b));
 	if (!b) {
@@ -680,3 +677,10 @@ int sfs_cmd_bench(int argc, char **argv)
 	free(b);
 	return rc;
 }
+
+const struct sfs_cmd sfs_cmd_bench = {
+	.name = "bench",
+	.summary = "measure a directory: big and small files, stat, create",
+	.help = bench_help,
+	.run = cmd_bench,
+};

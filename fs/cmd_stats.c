@@ -26,6 +26,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fs/cli.h"
 #include "fs/main.h"
 #include "fs/metrics.h"
 #include "fs/node.h"
@@ -42,22 +43,23 @@ static void stats_on_signal(int sig)
 	g_stats_stop = 1;
 }
 
-static void stats_usage(FILE *f)
-{
-	fprintf(f,
-		"usage: sandfs stats MOUNTPOINT | --data DIR [--once] [--json]\n"
-		"                    [--interval SECONDS] [--count N]\n"
-		"\n"
-		"A live view of one node: FUSE requests per second by kind with\n"
-		"their p50/p99 latency, proposals and their latency, apply lag,\n"
-		"bytes in and out per peer, block fetches, hash/CRC failures.\n"
-		"Rates and latencies are over the last interval (default 1 s).\n"
-		"  --once      print one view (two samples one interval apart)\n"
-		"  --json      print the view as JSON (one object per refresh)\n"
-		"  --interval  seconds between refreshes (0.1 .. 3600)\n"
-		"  --count N   stop after N refreshes\n"
-		"Exit status: 0 ok, 1 no node answers, 2 usage error.\n");
-}
+static const char stats_help[] =
+	"usage: sandfs stats [MOUNTPOINT | --data DIR] [--once] [--json]\n"
+	"                    [--interval SECONDS] [--count N]\n"
+	"                    [--config FILE] [--id N]\n"
+	"\n"
+	"A live view of one node: FUSE requests per second by kind with\n"
+	"their p50/p99 latency, proposals and their latency, apply lag,\n"
+	"bytes in and out per peer, block fetches, hash/CRC failures.\n"
+	"Rates and latencies are over the last interval (default 1 s).\n"
+	"  --once      print one view (two samples one interval apart)\n"
+	"  --json      print the view as JSON (one object per refresh)\n"
+	"  --interval  seconds between refreshes (0.1 .. 3600)\n"
+	"  --count N   stop after N refreshes\n"
+	"Without MOUNTPOINT or --data: the data directory of the\n"
+	"configuration file (--config FILE, or the default file; --id N\n"
+	"when its data path holds %i).\n"
+	"Exit status: 0 ok, 1 no node answers, 2 usage error.\n";
 
 /* Undo mountinfo's octal escapes (\040 ...) in place. */
 static void unescape(char *s)
@@ -679,7 +681,7 @@ static void nap(double secs)
 	}
 }
 
-int sfs_cmd_stats(int argc, char **argv)
+static int cmd_stats(int argc, char **argv)
 {
 	static const struct option longopts[] = {
 		{"data", required_argument, NULL, 'd'},
@@ -687,10 +689,12 @@ int sfs_cmd_stats(int argc, char **argv)
 		{"json", no_argument, NULL, 'j'},
 		{"interval", required_argument, NULL, 'i'},
 		{"count", required_argument, NULL, 'n'},
+		{"config", required_argument, NULL, 'F'},
+		{"id", required_argument, NULL, 'I'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
 	};
-	const char *data = NULL;
+	const char *data = NULL, *config = NULL, *id = NULL;
 	bool once = false, json = false;
 	double interval = 1.0;
 	long count = 0;
@@ -702,6 +706,12 @@ int sfs_cmd_stats(int argc, char **argv)
 		switch (c) {
 		case 'd':
 			data = optarg;
+			break;
+		case 'F':
+			config = optarg;
+			break;
+		case 'I':
+			id = optarg;
 			break;
 		case '1':
 			once = true;
@@ -727,7 +737,7 @@ int sfs_cmd_stats(int argc, char **argv)
 			}
 			break;
 		case 'h':
-			stats_usage(stdout);
+			fputs(stats_help, stdout);
 			return 0;
 		case ':':
 			fprintf(stderr, "sandfs stats: option '%s' needs a value\n",
@@ -742,13 +752,42 @@ int sfs_cmd_stats(int argc, char **argv)
 		}
 	}
 	int rest = argc - optind;
-	if ((data && rest) || (!data && rest != 1)) {
+	if ((data && rest) || rest > 1) {
 		fprintf(stderr, "sandfs stats: give either a MOUNTPOINT or "
 				"--data DIR\n");
-		stats_usage(stderr);
+		fputs(stats_help, stderr);
 		return 2;
 	}
 	char dir[PATH_MAX], err[PATH_MAX + 256];
+	/* Neither: the configuration file's data directory, as for the
+	 * other commands that talk to a node. */
+	struct node_opts no;
+	struct sfs_cli *cli = NULL;
+	if (!data && !rest) {
+		cli = calloc(1, sizeof(*cli));
+		if (!cli)
+			return 1;
+		cli->status_only = 1;
+		cli->help = stats_help;
+		char *av[6] = {"stats"};
+		int ac = 1;
+		if (config) {
+			av[ac++] = "--config";
+			av[ac++] = (char *)config;
+		}
+		if (id) {
+			av[ac++] = "--id";
+			av[ac++] = (char *)id;
+		}
+		int prc = sfs_parse_node_opts(ac, av, &no, cli);
+		if (prc != 0) {
+			free(cli);
+			return prc > 0 ? 0 : 2;
+		}
+		snprintf(dir, sizeof(dir), "%s", no.data_dir);
+		free(cli);
+		data = dir;
+	}
 	if (!data) {
 		if (data_dir_of(argv[optind], dir, sizeof(dir), err,
 				sizeof(err)) != 0) {
@@ -810,3 +849,10 @@ int sfs_cmd_stats(int argc, char **argv)
 	metrics_parsed_free(&prev.p);
 	return rc;
 }
+
+const struct sfs_cmd sfs_cmd_stats = {
+	.name = "stats",
+	.summary = "live view of one node: requests, latencies, peers",
+	.help = stats_help,
+	.run = cmd_stats,
+};

@@ -53,6 +53,9 @@ for _t in fusermount3 python3; do
 	command -v "$_t" >/dev/null || { echo "FAIL: $_t is not installed" >&2; exit 1; }
 done
 
+# The nodes of a test get every option on the command line: a machine's
+# /etc/sandfs/sandfs.conf must not add to them (empty: no file).
+export SANDFS_CONFIG=
 FS_TMP=$(mktemp -d /tmp/sfs-fs.XXXXXX)
 chmod 755 "$FS_TMP"
 FS_PASSED=0

@@ -160,8 +160,8 @@ err=$("$SANDFS" stats "$FS_TMP/plain" --once 2>&1)
 rc=$?
 fs_check "stats on a directory that is no mount: exit 1, says so" \
 	test $rc = 1 -a -n "$(grep 'nothing is mounted' <<<"$err")"
-"$SANDFS" stats >/dev/null 2>&1
-fs_check "stats without a target: usage error" test $? = 2
+SANDFS_CONFIG= "$SANDFS" stats >/dev/null 2>&1
+fs_check "stats without a target (and no configuration file): usage error" test $? = 2
 "$SANDFS" stats "$M1" --interval 0 >/dev/null 2>&1
 fs_check "stats --interval 0: usage error" test $? = 2
 
