@@ -194,8 +194,10 @@ fs_check "bench on a missing directory: exit 1" test $? = 1
 SP=$(fs_free_port 127.0.0.1)
 SM=$(fs_free_port 127.0.0.1)
 mkdir -p "$FS_TMP/serve"
-"$SANDFS" serve --id 1 --peers "1=127.0.0.1:$SP" --data "$FS_TMP/serve" \
-	--metrics "127.0.0.1:$SM" >"$FS_TMP/serve.log" 2>&1 &
+# The address from the configuration file this time (metrics = ...).
+printf 'id = 1\nmember = 1=127.0.0.1:%s\ndata = %s\nmetrics = 127.0.0.1:%s\n' \
+	"$SP" "$FS_TMP/serve" "$SM" >"$FS_TMP/serve.conf"
+"$SANDFS" serve --config "$FS_TMP/serve.conf" >"$FS_TMP/serve.log" 2>&1 &
 SPID=$!
 FS_BG_PIDS+=("$SPID")
 ok=0
@@ -207,7 +209,7 @@ for ((k = 0; k < 100; k++)); do
 	fi
 	sleep 0.1
 done
-fs_check "serve --metrics: parses strictly, single node leads" test $ok = 1
+fs_check "serve with metrics = in its configuration file: parses strictly, single node leads" test $ok = 1
 fs_check "serve node has no FUSE families" \
 	python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["types"]; sys.exit(any(k.startswith("sandfs_fuse") for k in t))' "$FS_TMP/serve.json"
 timeout 20 "$SANDFS" stats --data "$FS_TMP/serve" --once --json --interval 0.3 >"$FS_TMP/sstats.json"
@@ -238,6 +240,12 @@ for addr in nonsense 127.0.0.1 127.0.0.1:99999 "[::1]80"; do
 	fs_check "serve --metrics '$addr': exit 2, 'bad --metrics address'" \
 		test $rc = 2 -a -n "$(grep -F "bad --metrics address '$addr'" <<<"$err")"
 done
+printf 'id = 1\nmember = 1=127.0.0.1:%s\ndata = %s\nmetrics = 127.0.0.1:http\n' \
+	"$SP" "$FS_TMP/bad" >"$FS_TMP/bad.conf"
+err=$(timeout 10 "$SANDFS" serve --config "$FS_TMP/bad.conf" 2>&1)
+rc=$?
+fs_check "metrics = with a bad address in the file: exit 2, names the file and line" \
+	test $rc = 2 -a -n "$(grep -F "bad.conf:4" <<<"$err" | grep -F 'bad --metrics address')"
 err=$(timeout 10 "$SANDFS" serve --id 1 --peers "1=127.0.0.1:$SP" --data "$FS_TMP/bad" --metrics "127.0.0.1:${MPORT[1]}" 2>&1)
 rc=$?
 fs_check "serve --metrics on a port in use: exit 1, 'cannot listen'" \
