@@ -43,11 +43,10 @@ static inline int plant_nlink(struct itab *t, uint64_t ino, uint32_t nlink)
 	return plant_put(t, k, key_ino(k, 'I', ino), v, INODE_ENC_LEN);
 }
 
-/* Add an entry `name` in directory parent naming inode `ghost` (which
- * should not exist), with its readdir record; the parent's size and
- * cookie counter follow, so the dangling entry is the only damage. */
-static inline int plant_dangling(struct itab *t, uint64_t parent, const char *name,
-				 uint64_t ghost)
+/* Add an entry `name` of `type` (S_IFMT bits) in directory parent naming
+ * inode ino, with its readdir record; the parent's size follows. */
+static inline int plant_entry(struct itab *t, uint64_t parent, const char *name, uint64_t ino,
+			      uint32_t type)
 {
 	struct inode dir;
 	int rc = db_inode(t, parent, &dir);
@@ -56,17 +55,53 @@ static inline int plant_dangling(struct itab *t, uint64_t parent, const char *na
 	size_t nl = strlen(name);
 	if (nl == 0 || nl > ITAB_NAME_MAX)
 		return -EINVAL;
-	struct dent d = {.ino = ghost, .type = 0100000, .cookie = dir.next_cookie++};
+	struct dent d = {.ino = ino, .type = type, .cookie = dir.next_cookie++};
 	uint8_t k[KEY_MAX], v[9 + ITAB_NAME_MAX], iv[INODE_ENC_LEN];
 	dent_encode(&d, v);
 	if ((rc = plant_put(t, k, key_ino_name(k, 'D', parent, name, nl), v, DENT_ENC_LEN)))
 		return rc;
-	be_put64(v, ghost);
-	v[8] = (uint8_t)(d.type >> 12);
+	be_put64(v, ino);
+	v[8] = (uint8_t)(type >> 12);
 	memcpy(v + 9, name, nl);
 	if ((rc = plant_put(t, k, key_ino_u64(k, 'C', parent, d.cookie), v, 9 + nl)))
 		return rc;
 	dir.a.size++;
+	inode_encode(&dir, iv);
+	return plant_put(t, k, key_ino(k, 'I', parent), iv, INODE_ENC_LEN);
+}
+
+/* Add an entry `name` in directory parent naming inode `ghost` (which
+ * should not exist), with its readdir record; the parent's size and
+ * cookie counter follow, so the dangling entry is the only damage. */
+static inline int plant_dangling(struct itab *t, uint64_t parent, const char *name,
+				 uint64_t ghost)
+{
+	return plant_entry(t, parent, name, ghost, 0100000);
+}
+
+/* Delete the entry `name` of directory parent and its readdir record;
+ * the parent's size follows (nothing else). */
+static inline int plant_remove_entry(struct itab *t, uint64_t parent, const char *name)
+{
+	struct inode dir;
+	struct dent d;
+	size_t nl = strlen(name);
+	int rc = db_inode(t, parent, &dir);
+	if (rc || (rc = db_dent(t, parent, name, nl, &d)))
+		return rc;
+	uint8_t k[KEY_MAX], iv[INODE_ENC_LEN];
+	char *err = NULL;
+	leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
+	leveldb_writeoptions_set_sync(wo, 1);
+	leveldb_delete(t->db, wo, (char *)k, key_ino_name(k, 'D', parent, name, nl), &err);
+	if (!err)
+		leveldb_delete(t->db, wo, (char *)k, key_ino_u64(k, 'C', parent, d.cookie), &err);
+	leveldb_writeoptions_destroy(wo);
+	if (err) {
+		leveldb_free(err);
+		return -EIO;
+	}
+	dir.a.size--;
 	inode_encode(&dir, iv);
 	return plant_put(t, k, key_ino(k, 'I', parent), iv, INODE_ENC_LEN);
 }
