@@ -797,8 +797,8 @@ static void block_problem(struct fsck *c, enum fsck_kind kind, const struct brec
 			  const char *detail)
 {
 	struct fsck_problem *p =
-		fsck_problem(c, kind, b->first_ino, "%s (%llu extent%s name it)", detail,
-			     (unsigned long long)b->extents, b->extents == 1 ? "" : "s");
+		fsck_problem(c, kind, b->first_ino, "%s (%llu extent%s it)", detail,
+			     (unsigned long long)b->extents, b->extents == 1 ? " names" : "s name");
 	if (p) {
 		p->has_hash = true;
 		memcpy(p->hash, b->hash, BLK_HASH_LEN);

@@ -91,6 +91,10 @@ static char *path_of(struct fsck *c, uint64_t ino)
 			break;
 		}
 		parts[n++] = ir->name;
+		if (is_type_dir(ir->mode) && ir->reach == 3) {
+			broken = true; /* in a cycle, or below a detached directory */
+			break;
+		}
 		cur = ir->first_parent;
 	}
 	if (n == 0 && broken)

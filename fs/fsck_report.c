@@ -172,9 +172,9 @@ static void render_text(struct sb *b, const struct fsck_report *r)
 	char bytes[32];
 	human_bytes(s->bytes_verified, bytes, sizeof(bytes));
 	sb_printf(b,
-		  "checked: %llu inodes (%llu directories, %llu files, %llu symlinks, %llu other), "
-		  "%llu entries, %llu extents, %llu xattrs; %llu blocks referenced, %llu stored, "
-		  "%llu verified (%s)\n",
+		  "checked: inodes %llu (directories %llu, files %llu, symlinks %llu, other %llu), "
+		  "entries %llu, extents %llu, xattrs %llu; blocks referenced %llu, stored %llu, "
+		  "verified %llu (%s)\n",
 		  (unsigned long long)s->inodes, (unsigned long long)s->dirs,
 		  (unsigned long long)s->files, (unsigned long long)s->symlinks,
 		  (unsigned long long)s->specials, (unsigned long long)s->entries,
@@ -182,12 +182,10 @@ static void render_text(struct sb *b, const struct fsck_report *r)
 		  (unsigned long long)s->blocks_referenced, (unsigned long long)s->blocks_stored,
 		  (unsigned long long)s->blocks_verified, bytes);
 	if (s->orphans || s->unreferenced_recent)
-		sb_printf(b, "also: %llu orphan%s kept for files still open, %llu unreferenced "
-			     "block%s in flight (younger than the grace period, or named by a log "
+		sb_printf(b, "also: orphans kept for files still open %llu; unreferenced blocks "
+			     "in flight %llu (younger than the grace period, or named by a log "
 			     "entry not yet applied)\n",
-			  (unsigned long long)s->orphans, s->orphans == 1 ? "" : "s",
-			  (unsigned long long)s->unreferenced_recent,
-			  s->unreferenced_recent == 1 ? "" : "s");
+			  (unsigned long long)s->orphans, (unsigned long long)s->unreferenced_recent);
 	if (r->log.known) {
 		sb_printf(b, "log: compacted up to %llu, last entry %llu, commit %llu",
 			  (unsigned long long)r->log.snap_index, (unsigned long long)r->log.last,
