@@ -24,6 +24,8 @@ void sfs_usage(FILE *f)
 		"  sandfs mount  --id N --peers ... --data DIR [-f] [-o OPTS] "
 		"MOUNTPOINT\n"
 		"  sandfs status --data DIR [--json]\n"
+		"  sandfs fsck   --data DIR [--repair] [--json] [--online|--offline]\n"
+		"                [--id N --peers ...]   (see sandfs fsck --help)\n"
 		"  sandfs member add     --data DIR ID HOST:PORT\n"
 		"  sandfs member promote --data DIR ID\n"
 		"  sandfs member remove  --data DIR ID\n"

@@ -797,7 +797,7 @@ static void block_problem(struct fsck *c, enum fsck_kind kind, const struct brec
 			  const char *detail)
 {
 	struct fsck_problem *p =
-		fsck_problem(c, kind, b->first_ino, "%s (%llu extent%s it)", detail,
+		fsck_problem(c, kind, b->first_ino, "%s; %llu extent%s it", detail,
 			     (unsigned long long)b->extents, b->extents == 1 ? " names" : "s name");
 	if (p) {
 		p->has_hash = true;
@@ -829,7 +829,7 @@ static void check_blocks(struct fsck *c)
 				      what && !strcmp(what, "crc32c")
 					      ? "block content matches its SHA-256, its stored CRC32C "
 						"does not"
-					      : "block content does not match its SHA-256 (its name)");
+					      : "block content does not match its SHA-256, its name");
 		} else {
 			char why[128];
 			snprintf(why, sizeof(why), "block cannot be read: %s", strerror(-rc));

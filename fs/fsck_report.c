@@ -118,14 +118,24 @@ static void human_bytes(uint64_t n, char *out, size_t cap)
 		snprintf(out, cap, "%.1f KiB", (double)n / 1024.0);
 }
 
+/* "node N", or "the node" when fsck was not told which (offline). */
+static void node_name(const struct fsck_report *r, char *out, size_t cap)
+{
+	if (r->node_id)
+		snprintf(out, cap, "node %llu", (unsigned long long)r->node_id);
+	else
+		snprintf(out, cap, "the node");
+}
+
 /* See fsck.h. */
 char *fsck_summary(const struct fsck_report *r)
 {
 	struct sb b = {0};
-	char where[160];
-	snprintf(where, sizeof(where), "node %llu (%s, log index %llu): %llu inodes, %llu blocks "
+	char where[192], node[32];
+	node_name(r, node, sizeof(node));
+	snprintf(where, sizeof(where), "%s (%s, log index %llu): %llu inodes, %llu blocks "
 				       "verified in %.1f s",
-		 (unsigned long long)r->node_id, r->online ? "online" : "offline",
+		 node, r->online ? "online" : "offline",
 		 (unsigned long long)r->applied, (unsigned long long)r->st.inodes,
 		 (unsigned long long)r->st.blocks_verified, r->secs);
 	size_t found = r->n + r->n_more;
@@ -146,8 +156,10 @@ char *fsck_summary(const struct fsck_report *r)
 
 static void render_text(struct sb *b, const struct fsck_report *r)
 {
-	sb_printf(b, "sandfs fsck: node %llu, %s%s, the table at log index %llu\n",
-		  (unsigned long long)r->node_id, r->online ? "online" : "offline",
+	char node[32];
+	node_name(r, node, sizeof(node));
+	sb_printf(b, "sandfs fsck: %s, %s%s, the table at log index %llu\n", node,
+		  r->online ? "online" : "offline",
 		  r->repair ? ", repairing" : "", (unsigned long long)r->applied);
 	for (size_t i = 0; i < r->n; i++) {
 		const struct fsck_problem *p = &r->p[i];
@@ -187,9 +199,10 @@ static void render_text(struct sb *b, const struct fsck_report *r)
 			     "entry not yet applied)\n",
 			  (unsigned long long)s->orphans, (unsigned long long)s->unreferenced_recent);
 	if (r->log.known) {
-		sb_printf(b, "log: compacted up to %llu, last entry %llu, commit %llu",
-			  (unsigned long long)r->log.snap_index, (unsigned long long)r->log.last,
-			  (unsigned long long)r->log.commit);
+		sb_printf(b, "log: compacted up to %llu, last entry %llu",
+			  (unsigned long long)r->log.snap_index, (unsigned long long)r->log.last);
+		if (r->log.commit) /* offline: as last persisted, often not at all */
+			sb_printf(b, ", commit %llu", (unsigned long long)r->log.commit);
 		if (!r->online && r->log.last > r->applied)
 			sb_printf(b, "; %llu entries to apply at the next start",
 				  (unsigned long long)(r->log.last - r->applied));

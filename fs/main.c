@@ -194,6 +194,8 @@ int main(int argc, char **argv)
 		return cmd_admin(argc - 1, argv + 1, "bench");
 	if (!strcmp(cmd, "mount"))
 		return sfs_cmd_mount(argc - 1, argv + 1);
+	if (!strcmp(cmd, "fsck"))
+		return sfs_cmd_fsck(argc - 1, argv + 1);
 	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") ||
 	    !strcmp(cmd, "help")) {
 		sfs_usage(stdout);
