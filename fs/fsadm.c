@@ -70,6 +70,12 @@ static int hook_drop(void *ctx, uint64_t *dropped)
 	return data_gc(a->cfg.data, dropped);
 }
 
+static void hook_settle(void *ctx)
+{
+	struct fsadm *a = ctx;
+	data_drain(a->cfg.data);
+}
+
 static void hook_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
 {
 	struct fsadm *a = ctx;
@@ -106,6 +112,7 @@ static void *job_main(void *arg)
 		.fetch = hook_fetch,
 		.propose = hook_propose,
 		.drop_unreferenced = hook_drop,
+		.settle = hook_settle,
 		.progress = hook_progress,
 		.stopping = hook_stopping,
 		.ctx = a,

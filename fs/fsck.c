@@ -805,10 +805,12 @@ static void block_problem(struct fsck *c, enum fsck_kind kind, const struct brec
 	}
 }
 
-/* Hash every referenced block. */
+/* Hash every referenced block. Missing ones are looked at again once
+ * env->settle ran (a node fetches what it lacks in the background). */
 static void check_blocks(struct fsck *c)
 {
 	fsck_phase(c, "verifying blocks", c->rep->st.blocks_referenced);
+	size_t *missing = NULL, n_missing = 0, cap = 0;
 	for (size_t i = 0; i < c->bcap && !c->err; i++) {
 		struct brec *b = &c->bt[i];
 		if (!b->used || !b->extents)
@@ -823,7 +825,17 @@ static void check_blocks(struct fsck *c)
 		} else if (!still_referenced(c, b->hash)) {
 			/* freed after the view: nothing to say */
 		} else if (rc == -ENOENT) {
-			block_problem(c, FSCK_BLOCK_MISSING, b, "referenced block is not stored here");
+			if (n_missing == cap) {
+				size_t nc = cap ? cap * 2 : 16;
+				size_t *nm = realloc(missing, nc * sizeof(*nm));
+				if (!nm) {
+					c->err = -ENOMEM;
+					break;
+				}
+				missing = nm;
+				cap = nc;
+			}
+			missing[n_missing++] = i;
 		} else if (rc == -EBADMSG) {
 			block_problem(c, FSCK_BLOCK_CORRUPT, b,
 				      what && !strcmp(what, "crc32c")
@@ -836,8 +848,21 @@ static void check_blocks(struct fsck *c)
 			block_problem(c, FSCK_BLOCK_CORRUPT, b, why);
 		}
 		if (fsck_step(c))
-			return;
+			break;
 	}
+	if (n_missing && c->env->settle && !c->err && !c->rep->stopped)
+		c->env->settle(c->env->ctx);
+	for (size_t k = 0; k < n_missing && !c->err; k++) {
+		struct brec *b = &c->bt[missing[k]];
+		if (c->env->settle && still_referenced(c, b->hash) &&
+		    blk_verify(c->env->bs, b->hash, NULL) == 0) {
+			c->rep->st.blocks_verified++; /* fetched meanwhile */
+			continue;
+		}
+		if (still_referenced(c, b->hash))
+			block_problem(c, FSCK_BLOCK_MISSING, b, "referenced block is not stored here");
+	}
+	free(missing);
 }
 
 struct store_walk {

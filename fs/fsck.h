@@ -150,6 +150,10 @@ struct fsck_env {
 	 * 0 and *dropped, or -errno. With NULL, fsck deletes them itself
 	 * (offline: nothing else writes). */
 	int (*drop_unreferenced)(void *ctx, uint64_t *dropped);
+	/* Called once when referenced blocks are missing, before they are
+	 * reported (online: wait for the data path's background fetches,
+	 * which bring a block a node lacks right after a write). */
+	void (*settle)(void *ctx);
 	/* True when hash must be kept although the table does not reference
 	 * it (offline: a WRITE in the log above the applied index names it). */
 	bool (*keep_block)(void *ctx, const uint8_t hash[BLK_HASH_LEN]);

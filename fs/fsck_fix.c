@@ -54,7 +54,8 @@ static int name_one(void *ctx, const struct itab_record *r)
 	if ((ir->flags & IR_WANT_PATH) && !ir->name && r->parent == ir->first_parent &&
 	    !(ir->name = fsck_strndup(r->name, r->name_len)))
 		return c->err = -ENOMEM;
-	if (ir->flags & IR_WANT_LINKS) {
+	struct irec *dir = fsck_ino(c, r->parent, false);
+	if ((ir->flags & IR_WANT_LINKS) && dir && is_type_dir(dir->mode)) {
 		if (c->nl == c->capl) {
 			size_t cap = c->capl ? c->capl * 2 : 16;
 			struct lrec *n = realloc(c->lk, cap * sizeof(*n));

@@ -280,6 +280,36 @@ static void missing_blocks_refcounts_and_directories(void **state)
 	fsck_report_free(&r);
 }
 
+static uint8_t settle_hash[ITAB_HASH_LEN];
+static void settle_fetch(void *ctx)
+{
+	uint64_t from;
+	fetch_peer(ctx, settle_hash, &from);
+}
+
+/* Online, a block missing at first but fetched by the node meanwhile (the
+ * settle hook: the data path's background fetches) is no finding. */
+static void a_block_fetched_meanwhile_is_not_reported(void **state)
+{
+	struct world *w = *state;
+	assert_int_equal(blk_delete(w->bs, w->hbig[1]), 0);
+	memcpy(settle_hash, w->hbig[1], ITAB_HASH_LEN);
+	struct fsck_env env = env_of(w, false);
+	env.online = true;
+	env.settle = settle_fetch;
+	struct fsck_report r;
+	assert_int_equal(fsck_run(&env, &r), 0);
+	assert_int_equal(r.n, 0);
+	assert_int_equal(r.st.blocks_verified, 3);
+	fsck_report_free(&r);
+	assert_int_equal(blk_delete(w->bs, w->hbig[1]), 0);
+	env.settle = NULL;
+	assert_int_equal(fsck_run(&env, &r), 0);
+	assert_int_equal(r.n, 1);
+	assert_non_null(find(&r, FSCK_BLOCK_MISSING));
+	fsck_report_free(&r);
+}
+
 /* A loop of directories that the root does not reach is a cycle. */
 static void a_directory_cycle_is_found(void **state)
 {
@@ -365,6 +395,7 @@ int main(void)
 		T(a_healthy_table_checks_clean),
 		T(planted_problems_are_found_precisely),
 		T(missing_blocks_refcounts_and_directories),
+		T(a_block_fetched_meanwhile_is_not_reported),
 		T(a_directory_cycle_is_found),
 		T(unreferenced_blocks_and_the_log),
 		T(nameless_inodes_and_entry_types),
