@@ -525,7 +525,9 @@ static int start_link(const struct opts *o, uint64_t cluster_id, struct offline 
 	char err[512];
 	int rc = link_start(&lc, &x->link, err, sizeof(err));
 	if (rc < 0) {
-		fprintf(stderr, "sandfs fsck: cannot reach the peers: %s\n", err);
+		fprintf(stderr, "sandfs fsck: cannot reach the peers (%s); blocks cannot be "
+				"fetched\n",
+			err);
 		return rc;
 	}
 	for (size_t i = 0; i < o->n_peers; i++)
@@ -576,13 +578,10 @@ static int run_offline(const struct opts *o, struct ddir *dd)
 	};
 	read_log(&x, o->data, itab_applied_index(t), &env.log);
 	if (o->repair && o->n_peers) {
-		if (start_link(o, ddir_cluster_id(dd), &x) < 0) {
-			blk_close(x.bs);
-			itab_close(t);
-			free(x.keep);
-			return 1;
-		}
-		env.fetch = off_fetch;
+		/* without the link the check still runs: blocks are then
+		 * reported as not repaired, with the reason above */
+		if (start_link(o, ddir_cluster_id(dd), &x) == 0)
+			env.fetch = off_fetch;
 	}
 	struct sigaction sa = {.sa_handler = on_sigint};
 	sigaction(SIGINT, &sa, NULL);

@@ -92,12 +92,34 @@ static bool hook_stopping(void *ctx)
 	return atomic_load(&a->job.cancel) || atomic_load(&a->stopping);
 }
 
+/* The log as the replicator sees it, as of a moment after the table's
+ * view: its status is published once per tick, so wait (up to a second)
+ * until it shows the view's entries applied; then commit and last index
+ * are at least the view's. If it never does (a stalled loop), the log is
+ * not compared. */
+static void hook_read_log(void *ctx, uint64_t applied, struct fsck_log *l)
+{
+	struct fsadm *a = ctx;
+	struct repl_status st;
+	memset(l, 0, sizeof(*l));
+	for (int i = 0; i < 100; i++) {
+		repl_status(a->cfg.repl, &st);
+		if (st.raft.applied >= applied) {
+			l->known = true;
+			l->snap_index = st.raft.first_index ? st.raft.first_index - 1 : 0;
+			l->last = st.raft.last_index;
+			l->commit = st.raft.commit;
+			return;
+		}
+		struct timespec ts = {0, 10000000};
+		nanosleep(&ts, NULL);
+	}
+}
+
 static void *job_main(void *arg)
 {
 	struct fsadm *a = arg;
 	pthread_setname_np(pthread_self(), "sfs-fsck");
-	struct repl_status st;
-	repl_status(a->cfg.repl, &st);
 	struct fsck_env env = {
 		.itab = a->cfg.itab,
 		.bs = a->bs,
@@ -105,10 +127,7 @@ static void *job_main(void *arg)
 		.online = true,
 		.repair = a->job.repair,
 		.grace_ms = a->cfg.gc_grace_ms ? a->cfg.gc_grace_ms : 600000,
-		.log = {.known = true,
-			.snap_index = st.raft.first_index ? st.raft.first_index - 1 : 0,
-			.last = st.raft.last_index,
-			.commit = st.raft.commit},
+		.read_log = hook_read_log,
 		.fetch = hook_fetch,
 		.propose = hook_propose,
 		.drop_unreferenced = hook_drop,
@@ -414,6 +433,12 @@ void fsadm_stop(struct fsadm *a)
 	pthread_mutex_destroy(&a->mu);
 	free(a->data_dir);
 	free(a);
+}
+
+/* See fsadm.h. */
+void fsadm_scrub_counters(struct fsadm *a, struct scrub_counters *out)
+{
+	scrub_get(a->scrub, out);
 }
 
 /* See fsadm.h. */

@@ -52,4 +52,8 @@ void fsadm_stop(struct fsadm *a);
 /* The node extension to install with node_set_ext. */
 struct node_ext fsadm_ext(struct fsadm *a);
 
+struct scrub_counters;
+/* The scrub's counters now (for status, and for a metrics exporter). */
+void fsadm_scrub_counters(struct fsadm *a, struct scrub_counters *out);
+
 #endif

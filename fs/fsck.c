@@ -999,6 +999,13 @@ int fsck_run(const struct fsck_env *env, struct fsck_report *rep)
 	}
 	itab_view_info(c.v, &c.info);
 	rep->applied = c.info.applied;
+	struct fsck_env e2;
+	if (env->read_log) {
+		e2 = *env;
+		env->read_log(env->ctx, c.info.applied, &e2.log);
+		c.env = env = &e2;
+		rep->log = e2.log;
+	}
 	static const struct {
 		enum itab_rec kind;
 		const char *phase;

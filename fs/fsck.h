@@ -139,6 +139,11 @@ struct fsck_env {
 	bool repair;
 	uint32_t grace_ms;     /* unreferenced blocks younger than this are not reported */
 	struct fsck_log log;
+	/* Fill *log once the table's view is taken, at log index `applied`
+	 * (online: the log moves on meanwhile, and must be read as of a
+	 * moment after the view to be compared with it); NULL: env->log as
+	 * given. */
+	void (*read_log)(void *ctx, uint64_t applied, struct fsck_log *log);
 	/* Hooks (any may be NULL: that repair is not available). */
 	/* Fetch a block from a peer into bs, verified: 0 and *from, or a
 	 * negative errno. */

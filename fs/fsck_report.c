@@ -217,8 +217,12 @@ static void render_text(struct sb *b, const struct fsck_report *r)
 static void render_json(struct sb *b, const struct fsck_report *r)
 {
 	const struct fsck_stats *s = &r->st;
-	sb_printf(b, "{\"node\":%llu,\"mode\":\"%s\",\"repair\":%s,\"applied\":%llu,",
-		  (unsigned long long)r->node_id, r->online ? "online" : "offline",
+	if (r->node_id)
+		sb_printf(b, "{\"node\":%llu,", (unsigned long long)r->node_id);
+	else
+		sb_put(b, "{\"node\":null,", 13); /* offline without --id */
+	sb_printf(b, "\"mode\":\"%s\",\"repair\":%s,\"applied\":%llu,",
+		  r->online ? "online" : "offline",
 		  r->repair ? "true" : "false", (unsigned long long)r->applied);
 	sb_printf(b,
 		  "\"checked\":{\"inodes\":%llu,\"directories\":%llu,\"files\":%llu,"
