@@ -63,8 +63,8 @@ static void req_cb(void *ctx, int status, const uint8_t *reply, size_t len)
 }
 
 /* One BLOCK_GET to node `to`: 0 and the reply (caller frees), or -errno. */
-static int get_from(struct link *l, uint64_t to, const uint8_t *hash, uint32_t timeout_ms,
-		    uint8_t **reply, size_t *len)
+static int get_from(struct link *l, uint64_t to, const uint8_t *hash,
+                    uint32_t timeout_ms, uint8_t **reply, size_t *len)
 {
 	struct req *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -76,8 +76,8 @@ static int get_from(struct link *l, uint64_t to, const uint8_t *hash, uint32_t t
 	pthread_cond_init(&r->cv, &ca);
 	pthread_condattr_destroy(&ca);
 	r->refs = 2;
-	int rc = link_request(l, to, WIRE_KIND_BLOCK_GET, hash, BLK_HASH_LEN, timeout_ms, req_cb,
-			      r);
+	int rc = link_request(l, to, WIRE_KIND_BLOCK_GET, hash, BLK_HASH_LEN,
+	                      timeout_ms, req_cb, r);
 	if (rc < 0) {
 		r->refs = 1;
 		req_unref(r);
@@ -104,8 +104,9 @@ static int get_from(struct link *l, uint64_t to, const uint8_t *hash, uint32_t t
 }
 
 /* See blkfetch.h. */
-int blkfetch(struct link *l, const uint64_t *peers, size_t n, struct blk_store *bs,
-	     const uint8_t hash[BLK_HASH_LEN], uint32_t timeout_ms, uint64_t *from)
+int blkfetch(struct link *l, const uint64_t *peers, size_t n,
+             struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+             uint32_t timeout_ms, uint64_t *from)
 {
 	if (!timeout_ms)
 		timeout_ms = 5000;
@@ -117,8 +118,8 @@ int blkfetch(struct link *l, const uint64_t *peers, size_t n, struct blk_store *
 		size_t len = 0;
 		int rc = get_from(l, peers[i], hash, timeout_ms, &rep, &len);
 		if (rc < 0) {
-			LOG(DEBUG, "block %.16s: node %llu: %s", hex, (unsigned long long)peers[i],
-			    strerror(-rc));
+			LOG(DEBUG, "block %.16s: node %llu: %s", hex,
+			    (unsigned long long)peers[i], strerror(-rc));
 			continue;
 		}
 		int st = len >= 4 ? (int32_t)be_get32(rep) : -EPROTO;
@@ -130,7 +131,9 @@ int blkfetch(struct link *l, const uint64_t *peers, size_t n, struct blk_store *
 		rc = blk_put_hashed(bs, hash, rep + 4, len - 4);
 		free(rep);
 		if (rc == -EBADMSG) {
-			LOG(WARN, "block %.16s: node %llu sent content that does not match its hash",
+			LOG(WARN,
+			    "block %.16s: node %llu sent content that does not "
+			    "match its hash",
 			    hex, (unsigned long long)peers[i]);
 			wrong = true;
 			continue;

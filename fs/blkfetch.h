@@ -23,7 +23,8 @@ struct link;
  *   -EHOSTUNREACH  no peer answered (not connected, timed out)
  *   other negative errno from the store (-ENOSPC...).
  * Blocks the caller; never call it from a link callback. */
-int blkfetch(struct link *l, const uint64_t *peers, size_t n, struct blk_store *bs,
-	     const uint8_t hash[BLK_HASH_LEN], uint32_t timeout_ms, uint64_t *from);
+int blkfetch(struct link *l, const uint64_t *peers, size_t n,
+             struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+             uint32_t timeout_ms, uint64_t *from);
 
 #endif

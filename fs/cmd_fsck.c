@@ -49,7 +49,7 @@
 #include "transport/link.h"
 #include "transport/log.h"
 
-#define REPL_ENVELOPE 24   /* origin, seq, low: the replicator's entry header */
+#define REPL_ENVELOPE    24 /* origin, seq, low: the replicator's entry header */
 #define FETCH_TIMEOUT_MS 8000
 
 static volatile sig_atomic_t g_interrupted;
@@ -73,18 +73,26 @@ struct opts {
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: sandfs fsck --data DIR [--repair] [--json] [--online | --offline]\n"
-		"                   [--id N --peers 1=HOST:PORT,... [--secret-file F]\n"
-		"                    [--tls-cert PEM --tls-key PEM --tls-ca PEM] [--cluster-id HEX]]\n"
-		"\n"
-		"Checks a node's inode table, block store and log. Through the running node\n"
-		"when one runs on DIR (online), else on the stopped node's directory\n"
-		"(offline). --repair fixes what is safe: blocks are fetched again from a\n"
-		"peer (offline: give the node's --id and --peers), unreferenced blocks are\n"
-		"dropped, and (online only) nlink, directory counts, dangling entries and\n"
-		"reference counts are fixed through the log. Exit status: 0 nothing left\n"
-		"wrong, 1 problems left or the check failed, 2 usage.\n");
+	fprintf(f, "usage: sandfs fsck --data DIR [--repair] [--json] "
+	           "[--online | --offline]\n"
+	           "                   [--id N --peers 1=HOST:PORT,... "
+	           "[--secret-file F]\n"
+	           "                    [--tls-cert PEM --tls-key PEM --tls-ca "
+	           "PEM] [--cluster-id HEX]]\n"
+	           "\n"
+	           "Checks a node's inode table, block store and log. Through "
+	           "the running node\n"
+	           "when one runs on DIR (online), else on the stopped node's "
+	           "directory\n"
+	           "(offline). --repair fixes what is safe: blocks are fetched "
+	           "again from a\n"
+	           "peer (offline: give the node's --id and --peers), "
+	           "unreferenced blocks are\n"
+	           "dropped, and (online only) nlink, directory counts, "
+	           "dangling entries and\n"
+	           "reference counts are fixed through the log. Exit status: 0 "
+	           "nothing left\n"
+	           "wrong, 1 problems left or the check failed, 2 usage.\n");
 }
 
 static int read_secret(const char *path, uint8_t *buf, size_t cap, size_t *len)
@@ -103,21 +111,21 @@ static int read_secret(const char *path, uint8_t *buf, size_t cap, size_t *len)
 static int parse(int argc, char **argv, struct opts *o)
 {
 	static const struct option longopts[] = {
-		{"data", required_argument, NULL, 'd'},
-		{"repair", no_argument, NULL, 'r'},
-		{"json", no_argument, NULL, 'j'},
-		{"online", no_argument, NULL, 'N'},
-		{"offline", no_argument, NULL, 'F'},
-		{"id", required_argument, NULL, 'i'},
-		{"peers", required_argument, NULL, 'p'},
-		{"secret-file", required_argument, NULL, 's'},
-		{"cluster-id", required_argument, NULL, 'c'},
-		{"tls-cert", required_argument, NULL, 'C'},
-		{"tls-key", required_argument, NULL, 'K'},
-		{"tls-ca", required_argument, NULL, 'A'},
-		{"log-level", required_argument, NULL, 'l'},
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
+	    {"data", required_argument, NULL, 'd'},
+	    {"repair", no_argument, NULL, 'r'},
+	    {"json", no_argument, NULL, 'j'},
+	    {"online", no_argument, NULL, 'N'},
+	    {"offline", no_argument, NULL, 'F'},
+	    {"id", required_argument, NULL, 'i'},
+	    {"peers", required_argument, NULL, 'p'},
+	    {"secret-file", required_argument, NULL, 's'},
+	    {"cluster-id", required_argument, NULL, 'c'},
+	    {"tls-cert", required_argument, NULL, 'C'},
+	    {"tls-key", required_argument, NULL, 'K'},
+	    {"tls-ca", required_argument, NULL, 'A'},
+	    {"log-level", required_argument, NULL, 'l'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
 	};
 	const char *peers = NULL;
 	optind = 1;
@@ -144,7 +152,9 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'i':
 			o->id = strtoull(optarg, &end, 10);
 			if (!*optarg || *end || !o->id) {
-				fprintf(stderr, "sandfs fsck: --id wants a number >= 1\n");
+				fprintf(
+				    stderr,
+				    "sandfs fsck: --id wants a number >= 1\n");
 				return 2;
 			}
 			break;
@@ -152,10 +162,15 @@ static int parse(int argc, char **argv, struct opts *o)
 			peers = optarg;
 			break;
 		case 's': {
-			int rc = read_secret(optarg, o->secret, sizeof(o->secret), &o->secret_len);
+			int rc = read_secret(optarg, o->secret,
+			                     sizeof(o->secret), &o->secret_len);
 			if (rc) {
-				fprintf(stderr, "sandfs fsck: cannot read secret file %s: %s\n", optarg,
-					rc == -EINVAL ? "empty" : strerror(-rc));
+				fprintf(stderr,
+				        "sandfs fsck: cannot read secret file "
+				        "%s: %s\n",
+				        optarg,
+				        rc == -EINVAL ? "empty"
+				                      : strerror(-rc));
 				return 2;
 			}
 			break;
@@ -163,7 +178,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'c':
 			o->cluster_id = strtoull(optarg, &end, 16);
 			if (!*optarg || *end || !o->cluster_id) {
-				fprintf(stderr, "sandfs fsck: --cluster-id wants a nonzero hex number\n");
+				fprintf(stderr, "sandfs fsck: --cluster-id "
+				                "wants a nonzero hex number\n");
 				return 2;
 			}
 			break;
@@ -179,7 +195,9 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'l': {
 			enum log_level lvl;
 			if (log_parse_level(optarg, &lvl)) {
-				fprintf(stderr, "sandfs fsck: --log-level wants error|warn|info|debug\n");
+				fprintf(stderr,
+				        "sandfs fsck: --log-level wants "
+				        "error|warn|info|debug\n");
 				return 2;
 			}
 			log_set_level(lvl);
@@ -189,38 +207,48 @@ static int parse(int argc, char **argv, struct opts *o)
 			usage(stdout);
 			return 1;
 		case ':':
-			fprintf(stderr, "sandfs fsck: option '%s' needs a value (see sandfs fsck "
-					"--help)\n",
-				argv[optind - 1]);
+			fprintf(stderr,
+			        "sandfs fsck: option '%s' needs a value (see "
+			        "sandfs fsck "
+			        "--help)\n",
+			        argv[optind - 1]);
 			return 2;
 		default:
-			fprintf(stderr, "sandfs fsck: unknown option '%s' (see sandfs fsck --help)\n",
-				argv[optind - 1]);
+			fprintf(stderr,
+			        "sandfs fsck: unknown option '%s' (see sandfs "
+			        "fsck --help)\n",
+			        argv[optind - 1]);
 			return 2;
 		}
 	}
 	if (optind < argc) {
-		fprintf(stderr, "sandfs fsck: unexpected argument '%s' (see sandfs fsck --help)\n",
-			argv[optind]);
+		fprintf(stderr,
+		        "sandfs fsck: unexpected argument '%s' (see sandfs "
+		        "fsck --help)\n",
+		        argv[optind]);
 		return 2;
 	}
 	if (!o->data) {
-		fprintf(stderr, "sandfs fsck: --data DIR is required (see sandfs fsck --help)\n");
+		fprintf(stderr, "sandfs fsck: --data DIR is required (see "
+		                "sandfs fsck --help)\n");
 		return 2;
 	}
 	if (o->online && o->offline) {
-		fprintf(stderr, "sandfs fsck: --online and --offline exclude each other\n");
+		fprintf(
+		    stderr,
+		    "sandfs fsck: --online and --offline exclude each other\n");
 		return 2;
 	}
 	if ((o->tls_cert || o->tls_key || o->tls_ca) &&
 	    !(o->tls_cert && o->tls_key && o->tls_ca)) {
-		fprintf(stderr, "sandfs fsck: TLS needs all of --tls-cert, --tls-key and --tls-ca\n");
+		fprintf(stderr, "sandfs fsck: TLS needs all of --tls-cert, "
+		                "--tls-key and --tls-ca\n");
 		return 2;
 	}
 	if (peers) {
 		char err[256];
-		if (node_parse_peers(peers, o->peers, RAFT_MAX_NODES, &o->n_peers, err,
-				     sizeof(err))) {
+		if (node_parse_peers(peers, o->peers, RAFT_MAX_NODES,
+		                     &o->n_peers, err, sizeof(err))) {
 			fprintf(stderr, "sandfs fsck: %s\n", err);
 			return 2;
 		}
@@ -228,20 +256,24 @@ static int parse(int argc, char **argv, struct opts *o)
 		for (size_t i = 0; i < o->n_peers; i++)
 			self |= o->peers[i].id == o->id;
 		if (!o->id || !self) {
-			fprintf(stderr, "sandfs fsck: --peers needs --id, the id of this node in "
-					"the list (fsck listens on its address for the peers' "
-					"replies)\n");
+			fprintf(stderr, "sandfs fsck: --peers needs --id, the "
+			                "id of this node in "
+			                "the list (fsck listens on its address "
+			                "for the peers' "
+			                "replies)\n");
 			return 2;
 		}
 	} else if (o->id) {
-		fprintf(stderr, "sandfs fsck: --id is only used with --peers (to fetch blocks "
-				"offline)\n");
+		fprintf(stderr, "sandfs fsck: --id is only used with --peers "
+		                "(to fetch blocks "
+		                "offline)\n");
 		return 2;
 	}
 	return 0;
 }
 
-/* ---- progress ---------------------------------------------------------------- */
+/* ---- progress
+ * ---------------------------------------------------------------- */
 
 struct bar {
 	bool on;
@@ -256,8 +288,8 @@ static double now_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void bar_draw(struct bar *b, const char *phase, uint64_t done, uint64_t total,
-		     bool force)
+static void bar_draw(struct bar *b, const char *phase, uint64_t done,
+                     uint64_t total, bool force)
 {
 	if (!b->on)
 		return;
@@ -275,11 +307,13 @@ static void bar_draw(struct bar *b, const char *phase, uint64_t done, uint64_t t
 		memset(fill, '#', (size_t)n);
 		memset(fill + n, '.', (size_t)(30 - n));
 		fill[30] = 0;
-		snprintf(line, sizeof(line), "[%s] %3d%%  %s %llu/%llu", fill, pct, phase,
-			 (unsigned long long)done, (unsigned long long)total);
+		snprintf(line, sizeof(line), "[%s] %3d%%  %s %llu/%llu", fill,
+		         pct, phase, (unsigned long long)done,
+		         (unsigned long long)total);
 	} else {
-		snprintf(line, sizeof(line), "[..............................]       %s %llu", phase,
-			 (unsigned long long)done);
+		snprintf(line, sizeof(line),
+		         "[..............................]       %s %llu",
+		         phase, (unsigned long long)done);
 	}
 	fprintf(stderr, "\r\033[K%s", line);
 	b->drawn = true;
@@ -292,7 +326,8 @@ static void bar_clear(struct bar *b)
 	b->drawn = false;
 }
 
-/* ---- online ---------------------------------------------------------------------- */
+/* ---- online
+ * ---------------------------------------------------------------------- */
 
 /* One admin request; the reply as a NUL-terminated string (caller frees)
  * or NULL with the reason printed. */
@@ -302,8 +337,9 @@ static char *ask(const char *sock, const char *req, const char *data)
 	size_t rlen = 0;
 	int rc = admin_call(sock, req, strlen(req), &reply, &rlen, 10000);
 	if (rc < 0) {
-		fprintf(stderr, "sandfs fsck: the node on %s does not answer (%s)\n", data,
-			strerror(-rc));
+		fprintf(stderr,
+		        "sandfs fsck: the node on %s does not answer (%s)\n",
+		        data, strerror(-rc));
 		return NULL;
 	}
 	char *s = malloc(rlen + 1);
@@ -317,19 +353,23 @@ static char *ask(const char *sock, const char *req, const char *data)
 
 static int run_online(const struct opts *o, const char *sock)
 {
-	char *r = ask(sock, o->repair ? "fsck start repair" : "fsck start", o->data);
+	char *r =
+	    ask(sock, o->repair ? "fsck start repair" : "fsck start", o->data);
 	if (!r)
 		return 1;
 	if (!strncmp(r, "err unknown admin request", 25)) {
-		fprintf(stderr, "sandfs fsck: the node on %s runs `sandfs serve` (Raft only, no "
-				"file system): there is nothing to check\n",
-			o->data);
+		fprintf(stderr,
+		        "sandfs fsck: the node on %s runs `sandfs serve` (Raft "
+		        "only, no "
+		        "file system): there is nothing to check\n",
+		        o->data);
 		free(r);
 		return 1;
 	}
 	unsigned long long job = 0;
 	if (sscanf(r, "ok %llu", &job) != 1) {
-		fprintf(stderr, "sandfs fsck: %s", !strncmp(r, "err ", 4) ? r + 4 : r);
+		fprintf(stderr, "sandfs fsck: %s",
+		        !strncmp(r, "err ", 4) ? r + 4 : r);
 		free(r);
 		return 1;
 	}
@@ -346,12 +386,14 @@ static int run_online(const struct opts *o, const char *sock)
 			free(ask(sock, req, o->data));
 			cancelled = true;
 			bar_clear(&bar);
-			fprintf(stderr, "sandfs fsck: cancelling the check (Ctrl-C again to leave "
-					"at once)\n");
+			fprintf(stderr, "sandfs fsck: cancelling the check "
+			                "(Ctrl-C again to leave "
+			                "at once)\n");
 		}
 		if (g_interrupted > 1)
 			return 130;
-		snprintf(req, sizeof(req), "fsck poll %llu %s", job, o->json ? "json" : "text");
+		snprintf(req, sizeof(req), "fsck poll %llu %s", job,
+		         o->json ? "json" : "text");
 		r = ask(sock, req, o->data);
 		if (!r)
 			return 1;
@@ -371,7 +413,8 @@ static int run_online(const struct opts *o, const char *sock)
 		bar_clear(&bar);
 		int status = 1;
 		if (sscanf(r, "done %d", &status) != 1) {
-			fprintf(stderr, "sandfs fsck: %s", !strncmp(r, "err ", 4) ? r + 4 : r);
+			fprintf(stderr, "sandfs fsck: %s",
+			        !strncmp(r, "err ", 4) ? r + 4 : r);
 			free(r);
 			return 1;
 		}
@@ -379,12 +422,14 @@ static int run_online(const struct opts *o, const char *sock)
 		report = report ? report + 1 : "";
 		fputs(report, stdout);
 		if (o->json) {
-			/* the summary line on stderr: stdout stays one JSON object */
+			/* the summary line on stderr: stdout stays one JSON
+			 * object */
 			const char *k = strstr(report, "\"summary\":\"");
 			if (k) {
 				k += 11;
 				const char *e = strchr(k, '"');
-				fprintf(stderr, "%.*s\n", e ? (int)(e - k) : (int)strlen(k), k);
+				fprintf(stderr, "%.*s\n",
+				        e ? (int)(e - k) : (int)strlen(k), k);
 			}
 		}
 		free(r);
@@ -392,7 +437,8 @@ static int run_online(const struct opts *o, const char *sock)
 	}
 }
 
-/* ---- offline ----------------------------------------------------------------------- */
+/* ---- offline
+ * ----------------------------------------------------------------------- */
 
 struct offline {
 	struct bar bar;
@@ -400,11 +446,13 @@ struct offline {
 	uint64_t peers[RAFT_MAX_NODES];
 	size_t n_peers;
 	struct blk_store *bs;
-	uint8_t (*keep)[BLK_HASH_LEN]; /* blocks named by log entries not yet applied */
+	uint8_t (*keep)[BLK_HASH_LEN]; /* blocks named by log entries not yet
+	                                  applied */
 	size_t n_keep, cap_keep;
 };
 
-static void off_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+static void off_progress(void *ctx, const char *phase, uint64_t done,
+                         uint64_t total)
 {
 	struct offline *x = ctx;
 	bar_draw(&x->bar, phase, done, total, done == 0);
@@ -416,10 +464,12 @@ static bool off_stopping(void *ctx)
 	return g_interrupted != 0;
 }
 
-static int off_fetch(void *ctx, const uint8_t hash[BLK_HASH_LEN], uint64_t *from)
+static int off_fetch(void *ctx, const uint8_t hash[BLK_HASH_LEN],
+                     uint64_t *from)
 {
 	struct offline *x = ctx;
-	return blkfetch(x->link, x->peers, x->n_peers, x->bs, hash, FETCH_TIMEOUT_MS, from);
+	return blkfetch(x->link, x->peers, x->n_peers, x->bs, hash,
+	                FETCH_TIMEOUT_MS, from);
 }
 
 static bool off_keep(void *ctx, const uint8_t hash[BLK_HASH_LEN])
@@ -440,16 +490,19 @@ static void off_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 
 /* The blocks that WRITE entries above the applied index name: a block the
  * table does not reference yet may be needed by the next start. */
-static void keep_unapplied(struct offline *x, const struct rlog_entry *e, size_t n,
-			   uint64_t applied)
+static void keep_unapplied(struct offline *x, const struct rlog_entry *e,
+                           size_t n, uint64_t applied)
 {
 	for (size_t i = 0; i < n; i++) {
-		if (e[i].index <= applied || e[i].type != RAFT_ENTRY_NORMAL || e[i].len <= REPL_ENVELOPE)
+		if (e[i].index <= applied || e[i].type != RAFT_ENTRY_NORMAL ||
+		    e[i].len <= REPL_ENVELOPE)
 			continue;
 		struct itab_op op;
-		if (itab_op_decode(e[i].data + REPL_ENVELOPE, e[i].len - REPL_ENVELOPE, &op))
+		if (itab_op_decode(e[i].data + REPL_ENVELOPE,
+		                   e[i].len - REPL_ENVELOPE, &op))
 			continue;
-		for (size_t k = 0; op.code == ITAB_OP_WRITE && k < op.n_extents; k++) {
+		for (size_t k = 0; op.code == ITAB_OP_WRITE && k < op.n_extents;
+		     k++) {
 			if (x->n_keep == x->cap_keep) {
 				size_t cap = x->cap_keep ? x->cap_keep * 2 : 64;
 				void *nk = realloc(x->keep, cap * BLK_HASH_LEN);
@@ -458,21 +511,24 @@ static void keep_unapplied(struct offline *x, const struct rlog_entry *e, size_t
 				x->keep = nk;
 				x->cap_keep = cap;
 			}
-			memcpy(x->keep[x->n_keep++], op.extents[k].hash, BLK_HASH_LEN);
+			memcpy(x->keep[x->n_keep++], op.extents[k].hash,
+			       BLK_HASH_LEN);
 		}
 		itab_op_release(&op);
 	}
 }
 
 /* Read the log: positions, whether it reads back, what is not applied. */
-static void read_log(struct offline *x, const char *dir, uint64_t applied, struct fsck_log *l)
+static void read_log(struct offline *x, const char *dir, uint64_t applied,
+                     struct fsck_log *l)
 {
 	char path[4200], err[400] = "";
 	snprintf(path, sizeof(path), "%s/raft", dir);
 	struct rlog *rl;
 	l->known = true;
 	if (rlog_open(path, &rl, err, sizeof(err)) < 0) {
-		snprintf(l->error, sizeof(l->error), "the raft log cannot be opened: %s", err);
+		snprintf(l->error, sizeof(l->error),
+		         "the raft log cannot be opened: %s", err);
 		return;
 	}
 	l->snap_index = rlog_snap_index(rl);
@@ -482,7 +538,8 @@ static void read_log(struct offline *x, const char *dir, uint64_t applied, struc
 	struct rlog_entry *ents = NULL;
 	size_t n = 0;
 	if (rlog_load(rl, &hs, &snap, &ents, &n, err, sizeof(err)) < 0) {
-		snprintf(l->error, sizeof(l->error), "the raft log does not read back: %s", err);
+		snprintf(l->error, sizeof(l->error),
+		         "the raft log does not read back: %s", err);
 	} else {
 		l->commit = hs.commit;
 		keep_unapplied(x, ents, n, applied);
@@ -501,7 +558,8 @@ static void read_log(struct offline *x, const char *dir, uint64_t applied, struc
 	}
 }
 
-static int start_link(const struct opts *o, uint64_t cluster_id, struct offline *x)
+static int start_link(const struct opts *o, uint64_t cluster_id,
+                      struct offline *x)
 {
 	const char *listen = NULL;
 	for (size_t i = 0; i < o->n_peers; i++) {
@@ -511,28 +569,31 @@ static int start_link(const struct opts *o, uint64_t cluster_id, struct offline 
 			x->peers[x->n_peers++] = o->peers[i].id;
 	}
 	struct link_cfg lc = {
-		.self_id = o->id,
-		.listen_addr = listen,
-		.cluster_id = o->cluster_id ? o->cluster_id : cluster_id,
-		.secret = o->secret_len ? o->secret : NULL,
-		.secret_len = o->secret_len,
-		.tls_cert = o->tls_cert,
-		.tls_key = o->tls_key,
-		.tls_ca = o->tls_ca,
-		.on_frame = off_frame,
-		.ctx = x,
+	    .self_id = o->id,
+	    .listen_addr = listen,
+	    .cluster_id = o->cluster_id ? o->cluster_id : cluster_id,
+	    .secret = o->secret_len ? o->secret : NULL,
+	    .secret_len = o->secret_len,
+	    .tls_cert = o->tls_cert,
+	    .tls_key = o->tls_key,
+	    .tls_ca = o->tls_ca,
+	    .on_frame = off_frame,
+	    .ctx = x,
 	};
 	char err[512];
 	int rc = link_start(&lc, &x->link, err, sizeof(err));
 	if (rc < 0) {
-		fprintf(stderr, "sandfs fsck: cannot reach the peers (%s); blocks cannot be "
-				"fetched\n",
-			err);
+		fprintf(stderr,
+		        "sandfs fsck: cannot reach the peers (%s); blocks "
+		        "cannot be "
+		        "fetched\n",
+		        err);
 		return rc;
 	}
 	for (size_t i = 0; i < o->n_peers; i++)
 		if (o->peers[i].id != o->id)
-			link_add_peer(x->link, o->peers[i].id, o->peers[i].addr);
+			link_add_peer(x->link, o->peers[i].id,
+			              o->peers[i].addr);
 	return 0;
 }
 
@@ -542,22 +603,26 @@ static int run_offline(const struct opts *o, struct ddir *dd)
 	snprintf(path, sizeof(path), "%s/meta", o->data);
 	struct stat st;
 	if (stat(path, &st) != 0) {
-		fprintf(stderr, "sandfs fsck: %s has no inode table (%s): a node that only ran "
-				"`sandfs serve` keeps no file system to check\n",
-			o->data, path);
+		fprintf(stderr,
+		        "sandfs fsck: %s has no inode table (%s): a node that "
+		        "only ran "
+		        "`sandfs serve` keeps no file system to check\n",
+		        o->data, path);
 		return 1;
 	}
 	struct itab *t;
 	int rc = itab_open(path, NULL, &t);
 	if (rc < 0) {
-		fprintf(stderr, "sandfs fsck: cannot open the inode table %s: %s\n", path,
-			strerror(-rc));
+		fprintf(stderr,
+		        "sandfs fsck: cannot open the inode table %s: %s\n",
+		        path, strerror(-rc));
 		return 1;
 	}
 	struct offline x = {.bar = {.on = isatty(2)}};
 	snprintf(path, sizeof(path), "%s/blocks", o->data);
 	char err[512];
-	rc = blk_open(path, o->repair ? 0 : BLK_NO_CLEAN, &x.bs, err, sizeof(err));
+	rc = blk_open(path, o->repair ? 0 : BLK_NO_CLEAN, &x.bs, err,
+	              sizeof(err));
 	if (rc < 0) {
 		fprintf(stderr, "sandfs fsck: %s\n", err);
 		itab_close(t);
@@ -565,16 +630,16 @@ static int run_offline(const struct opts *o, struct ddir *dd)
 	}
 	uint64_t self = o->id;
 	struct fsck_env env = {
-		.itab = t,
-		.bs = x.bs,
-		.self_id = self,
-		.online = false,
-		.repair = o->repair,
-		.grace_ms = 600000,
-		.keep_block = off_keep,
-		.progress = off_progress,
-		.stopping = off_stopping,
-		.ctx = &x,
+	    .itab = t,
+	    .bs = x.bs,
+	    .self_id = self,
+	    .online = false,
+	    .repair = o->repair,
+	    .grace_ms = 600000,
+	    .keep_block = off_keep,
+	    .progress = off_progress,
+	    .stopping = off_stopping,
+	    .ctx = &x,
 	};
 	read_log(&x, o->data, itab_applied_index(t), &env.log);
 	if (o->repair && o->n_peers) {
@@ -614,7 +679,8 @@ int sfs_cmd_fsck(int argc, char **argv)
 {
 	struct opts o;
 	memset(&o, 0, sizeof(o));
-	log_set_level(LOG_LVL_WARN); /* the report speaks; --log-level for more */
+	log_set_level(
+	    LOG_LVL_WARN); /* the report speaks; --log-level for more */
 	int prc = parse(argc, argv, &o);
 	if (prc)
 		return prc == 1 ? 0 : 2;
@@ -623,8 +689,10 @@ int sfs_cmd_fsck(int argc, char **argv)
 	char path[4200];
 	snprintf(path, sizeof(path), "%s/FORMAT", o.data);
 	if (access(path, F_OK) != 0) {
-		fprintf(stderr, "sandfs fsck: %s is not a sandfs data directory (%s: %s)\n", o.data,
-			path, strerror(errno));
+		fprintf(
+		    stderr,
+		    "sandfs fsck: %s is not a sandfs data directory (%s: %s)\n",
+		    o.data, path, strerror(errno));
 		return 1;
 	}
 	char sock[4200];
@@ -638,18 +706,26 @@ int sfs_cmd_fsck(int argc, char **argv)
 	int rc = ddir_open(o.data, 0, &dd, err, sizeof(err));
 	if (rc == -EBUSY) {
 		if (o.offline) {
-			fprintf(stderr, "sandfs fsck: %s\nsandfs fsck: --offline needs a stopped node; "
-					"without --offline the check runs through the running node\n",
-				err);
+			fprintf(stderr,
+			        "sandfs fsck: %s\nsandfs fsck: --offline needs "
+			        "a stopped node; "
+			        "without --offline the check runs through the "
+			        "running node\n",
+			        err);
 			return 1;
 		}
 		if (o.n_peers)
-			fprintf(stderr, "sandfs fsck: a node runs on %s: checking through it (the "
-					"node fetches from its peers itself; --peers is not used)\n",
-				o.data);
+			fprintf(stderr,
+			        "sandfs fsck: a node runs on %s: checking "
+			        "through it (the "
+			        "node fetches from its peers itself; --peers "
+			        "is not used)\n",
+			        o.data);
 		else
-			fprintf(stderr, "sandfs fsck: a node runs on %s: checking through it\n",
-				o.data);
+			fprintf(stderr,
+			        "sandfs fsck: a node runs on %s: checking "
+			        "through it\n",
+			        o.data);
 		return run_online(&o, sock);
 	}
 	if (rc < 0) {

@@ -29,30 +29,32 @@
 struct job {
 	uint64_t id;
 	bool repair;
-	bool running;           /* guarded by fsadm.mu */
+	bool running; /* guarded by fsadm.mu */
 	bool joinable;
 	atomic_bool cancel;
 	pthread_t thread;
-	const char *phase;      /* guarded by fsadm.mu */
-	uint64_t done, total;   /* guarded by fsadm.mu */
-	int exit_status;        /* when done */
-	char *text, *json;      /* when done, owned */
+	const char *phase;    /* guarded by fsadm.mu */
+	uint64_t done, total; /* guarded by fsadm.mu */
+	int exit_status;      /* when done */
+	char *text, *json;    /* when done, owned */
 };
 
 struct fsadm {
 	struct fsadm_cfg cfg;
 	char *data_dir;
-	struct blk_store *bs;   /* BLK_NO_CLEAN: beside the data path's */
+	struct blk_store *bs; /* BLK_NO_CLEAN: beside the data path's */
 	struct scrub *scrub;
 	pthread_mutex_t mu;
-	struct job job;         /* the latest check; id 0: none yet */
+	struct job job; /* the latest check; id 0: none yet */
 	uint64_t next_id;
 	atomic_bool stopping;
 };
 
-/* ---- fsck hooks (the check thread) ---------------------------------------- */
+/* ---- fsck hooks (the check thread) ----------------------------------------
+ */
 
-static int hook_fetch(void *ctx, const uint8_t hash[BLK_HASH_LEN], uint64_t *from)
+static int hook_fetch(void *ctx, const uint8_t hash[BLK_HASH_LEN],
+                      uint64_t *from)
 {
 	struct fsadm *a = ctx;
 	return data_refetch(a->cfg.data, hash, from);
@@ -76,7 +78,8 @@ static void hook_settle(void *ctx)
 	data_drain(a->cfg.data);
 }
 
-static void hook_progress(void *ctx, const char *phase, uint64_t done, uint64_t total)
+static void hook_progress(void *ctx, const char *phase, uint64_t done,
+                          uint64_t total)
 {
 	struct fsadm *a = ctx;
 	pthread_mutex_lock(&a->mu);
@@ -106,7 +109,8 @@ static void hook_read_log(void *ctx, uint64_t applied, struct fsck_log *l)
 		repl_status(a->cfg.repl, &st);
 		if (st.raft.applied >= applied) {
 			l->known = true;
-			l->snap_index = st.raft.first_index ? st.raft.first_index - 1 : 0;
+			l->snap_index =
+			    st.raft.first_index ? st.raft.first_index - 1 : 0;
 			l->last = st.raft.last_index;
 			l->commit = st.raft.commit;
 			return;
@@ -121,23 +125,23 @@ static void *job_main(void *arg)
 	struct fsadm *a = arg;
 	pthread_setname_np(pthread_self(), "sfs-fsck");
 	struct fsck_env env = {
-		.itab = a->cfg.itab,
-		.bs = a->bs,
-		.self_id = a->cfg.self_id,
-		.online = true,
-		.repair = a->job.repair,
-		.grace_ms = a->cfg.gc_grace_ms ? a->cfg.gc_grace_ms : 600000,
-		.read_log = hook_read_log,
-		.fetch = hook_fetch,
-		.propose = hook_propose,
-		.drop_unreferenced = hook_drop,
-		.settle = hook_settle,
-		.progress = hook_progress,
-		.stopping = hook_stopping,
-		.ctx = a,
+	    .itab = a->cfg.itab,
+	    .bs = a->bs,
+	    .self_id = a->cfg.self_id,
+	    .online = true,
+	    .repair = a->job.repair,
+	    .grace_ms = a->cfg.gc_grace_ms ? a->cfg.gc_grace_ms : 600000,
+	    .read_log = hook_read_log,
+	    .fetch = hook_fetch,
+	    .propose = hook_propose,
+	    .drop_unreferenced = hook_drop,
+	    .settle = hook_settle,
+	    .progress = hook_progress,
+	    .stopping = hook_stopping,
+	    .ctx = a,
 	};
-	LOG(INFO, "fsck: online check%s started (job %llu)", env.repair ? " and repair" : "",
-	    (unsigned long long)a->job.id);
+	LOG(INFO, "fsck: online check%s started (job %llu)",
+	    env.repair ? " and repair" : "", (unsigned long long)a->job.id);
 	struct fsck_report rep;
 	fsck_run(&env, &rep);
 	char *text = fsck_render(&rep, false);
@@ -159,7 +163,8 @@ static void *job_main(void *arg)
 	return NULL;
 }
 
-/* ---- admin requests --------------------------------------------------------- */
+/* ---- admin requests ---------------------------------------------------------
+ */
 
 static char *msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *msg(const char *fmt, ...)
@@ -186,9 +191,11 @@ static char *fsck_start(struct fsadm *a, bool repair)
 {
 	pthread_mutex_lock(&a->mu);
 	if (a->job.running) {
-		char *s = msg("err a check is running already (job %llu, %s); wait for it or "
-			      "cancel it\n",
-			      (unsigned long long)a->job.id, a->job.phase ? a->job.phase : "starting");
+		char *s = msg("err a check is running already (job %llu, %s); "
+		              "wait for it or "
+		              "cancel it\n",
+		              (unsigned long long)a->job.id,
+		              a->job.phase ? a->job.phase : "starting");
 		pthread_mutex_unlock(&a->mu);
 		return s;
 	}
@@ -219,14 +226,18 @@ static char *fsck_poll(struct fsadm *a, uint64_t id, bool json)
 	pthread_mutex_lock(&a->mu);
 	char *s;
 	if (id == 0 || id != a->job.id)
-		s = msg("err no check %llu here (the node may have restarted since)\n",
-			(unsigned long long)id);
+		s = msg("err no check %llu here (the node may have restarted "
+		        "since)\n",
+		        (unsigned long long)id);
 	else if (a->job.running)
-		s = msg("running %s\t%llu\t%llu\n", a->job.phase ? a->job.phase : "",
-			(unsigned long long)a->job.done, (unsigned long long)a->job.total);
+		s = msg("running %s\t%llu\t%llu\n",
+		        a->job.phase ? a->job.phase : "",
+		        (unsigned long long)a->job.done,
+		        (unsigned long long)a->job.total);
 	else {
 		const char *r = json ? a->job.json : a->job.text;
-		s = msg("done %d\n%s", a->job.exit_status, r ? r : "(out of memory)\n");
+		s = msg("done %d\n%s", a->job.exit_status,
+		        r ? r : "(out of memory)\n");
 	}
 	pthread_mutex_unlock(&a->mu);
 	return s;
@@ -262,7 +273,7 @@ static int ext_admin(void *ctx, const uint8_t *req, size_t len, char **reply)
 	else if (!strcmp(line, "fsck start repair"))
 		*reply = fsck_start(a, true);
 	else if (sscanf(line, "fsck poll %llu %7s", &id, how) == 2 &&
-		 (!strcmp(how, "text") || !strcmp(how, "json")))
+	         (!strcmp(how, "text") || !strcmp(how, "json")))
 		*reply = fsck_poll(a, id, !strcmp(how, "json"));
 	else if (sscanf(line, "fsck cancel %llu", &id) == 1)
 		*reply = fsck_cancel(a, id);
@@ -270,18 +281,22 @@ static int ext_admin(void *ctx, const uint8_t *req, size_t len, char **reply)
 		struct scrub_counters c;
 		scrub_get(a->scrub, &c);
 		scrub_now(a->scrub);
-		*reply = msg(!c.enabled ? "err the scrub is off on this node (scrub_mb_s=0)\n"
-			     : c.running ? "ok a scrub pass is running already\n"
-					 : "ok a scrub pass starts now\n");
+		*reply = msg(
+		    !c.enabled
+		        ? "err the scrub is off on this node (scrub_mb_s=0)\n"
+		    : c.running ? "ok a scrub pass is running already\n"
+		                : "ok a scrub pass starts now\n");
 	} else if (!strncmp(line, "fsck", 4) || !strncmp(line, "scrub", 5))
-		*reply = msg("err usage: fsck start [repair] | fsck poll JOB text|json | fsck "
-			     "cancel JOB | scrub now\n");
+		*reply = msg("err usage: fsck start [repair] | fsck poll JOB "
+		             "text|json | fsck "
+		             "cancel JOB | scrub now\n");
 	else
 		return 0;
 	return 1;
 }
 
-/* ---- status ------------------------------------------------------------------- */
+/* ---- status
+ * ------------------------------------------------------------------- */
 
 static void fmt_time(int64_t t, char *out, size_t cap)
 {
@@ -310,26 +325,37 @@ static char *ext_status(void *ctx, int json)
 	pthread_mutex_unlock(&a->mu);
 	unsigned long long id = (unsigned long long)a->cfg.self_id;
 	if (json) {
-		char *fsck = checking ? msg(",\"fsck\":{\"node\":%llu,\"job\":%llu,\"phase\":\"%s\","
-					    "\"done\":%llu,\"total\":%llu}",
-					    id, (unsigned long long)job, phase_copy,
-					    (unsigned long long)done, (unsigned long long)total)
-				      : NULL;
-		char *s = msg("\"scrub\":{\"node\":%llu,\"enabled\":%s,\"rate_mib_s\":%u,"
-			      "\"interval_s\":%u,\"running\":%s,\"passes\":%llu,\"pass_done\":%llu,"
-			      "\"pass_total\":%llu,\"blocks_checked\":%llu,\"bytes_checked\":%llu,"
-			      "\"corrupt\":%llu,\"repaired\":%llu,\"unrepaired\":%llu,"
-			      "\"unreferenced\":%llu,\"last_pass_end\":%lld,\"last_pass_secs\":%.3f,"
-			      "\"next_pass\":%lld,\"last_finding\":\"%s\"}%s",
-			      id, c.enabled ? "true" : "false", c.rate_mib_s, c.interval_s,
-			      c.running ? "true" : "false", (unsigned long long)c.passes,
-			      (unsigned long long)c.pass_done, (unsigned long long)c.pass_total,
-			      (unsigned long long)c.blocks_checked,
-			      (unsigned long long)c.bytes_checked, (unsigned long long)c.corrupt,
-			      (unsigned long long)c.repaired, (unsigned long long)c.unrepaired,
-			      (unsigned long long)c.unreferenced, (long long)c.last_pass_end,
-			      c.last_pass_secs, (long long)c.next_pass, c.last_finding,
-			      fsck ? fsck : "");
+		char *fsck = checking
+		                 ? msg(",\"fsck\":{\"node\":%llu,\"job\":%llu,"
+		                       "\"phase\":\"%s\","
+		                       "\"done\":%llu,\"total\":%llu}",
+		                       id, (unsigned long long)job, phase_copy,
+		                       (unsigned long long)done,
+		                       (unsigned long long)total)
+		                 : NULL;
+		char *s = msg(
+		    "\"scrub\":{\"node\":%llu,\"enabled\":%s,\"rate_mib_s\":%u,"
+		    "\"interval_s\":%u,\"running\":%s,\"passes\":%llu,\"pass_"
+		    "done\":%llu,"
+		    "\"pass_total\":%llu,\"blocks_checked\":%llu,\"bytes_"
+		    "checked\":%llu,"
+		    "\"corrupt\":%llu,\"repaired\":%llu,\"unrepaired\":%llu,"
+		    "\"unreferenced\":%llu,\"last_pass_end\":%lld,\"last_pass_"
+		    "secs\":%.3f,"
+		    "\"next_pass\":%lld,\"last_finding\":\"%s\"}%s",
+		    id, c.enabled ? "true" : "false", c.rate_mib_s,
+		    c.interval_s, c.running ? "true" : "false",
+		    (unsigned long long)c.passes,
+		    (unsigned long long)c.pass_done,
+		    (unsigned long long)c.pass_total,
+		    (unsigned long long)c.blocks_checked,
+		    (unsigned long long)c.bytes_checked,
+		    (unsigned long long)c.corrupt,
+		    (unsigned long long)c.repaired,
+		    (unsigned long long)c.unrepaired,
+		    (unsigned long long)c.unreferenced,
+		    (long long)c.last_pass_end, c.last_pass_secs,
+		    (long long)c.next_pass, c.last_finding, fsck ? fsck : "");
 		free(fsck);
 		return s;
 	}
@@ -339,40 +365,49 @@ static char *ext_status(void *ctx, int json)
 	if (!c.enabled)
 		snprintf(state, sizeof(state), "off (scrub_mb_s=0)");
 	else if (c.running)
-		snprintf(state, sizeof(state), "pass %llu running, %llu of %llu blocks",
-			 (unsigned long long)c.passes + 1, (unsigned long long)c.pass_done,
-			 (unsigned long long)c.pass_total);
+		snprintf(state, sizeof(state),
+		         "pass %llu running, %llu of %llu blocks",
+		         (unsigned long long)c.passes + 1,
+		         (unsigned long long)c.pass_done,
+		         (unsigned long long)c.pass_total);
 	else
 		snprintf(state, sizeof(state), "idle, next pass %s", next);
-	char *s = msg("scrub (node %llu): %s; %llu passes, %llu blocks checked, %llu corrupt "
-		      "(%llu repaired, %llu unrepaired, %llu unreferenced); %u MiB/s every %u s; "
-		      "last pass ended %s (%.1f s)\n%s%s%s",
-		      id, state, (unsigned long long)c.passes,
-		      (unsigned long long)c.blocks_checked, (unsigned long long)c.corrupt,
-		      (unsigned long long)c.repaired, (unsigned long long)c.unrepaired,
-		      (unsigned long long)c.unreferenced, c.rate_mib_s, c.interval_s, last,
-		      c.last_pass_secs, c.last_finding[0] ? "  last finding: " : "",
-		      c.last_finding, c.last_finding[0] ? "\n" : "");
+	char *s = msg(
+	    "scrub (node %llu): %s; %llu passes, %llu blocks checked, %llu "
+	    "corrupt "
+	    "(%llu repaired, %llu unrepaired, %llu unreferenced); %u MiB/s "
+	    "every %u s; "
+	    "last pass ended %s (%.1f s)\n%s%s%s",
+	    id, state, (unsigned long long)c.passes,
+	    (unsigned long long)c.blocks_checked, (unsigned long long)c.corrupt,
+	    (unsigned long long)c.repaired, (unsigned long long)c.unrepaired,
+	    (unsigned long long)c.unreferenced, c.rate_mib_s, c.interval_s,
+	    last, c.last_pass_secs, c.last_finding[0] ? "  last finding: " : "",
+	    c.last_finding, c.last_finding[0] ? "\n" : "");
 	if (s && checking) {
-		char *t = msg("%sfsck (node %llu): job %llu running, %s %llu/%llu\n", s, id,
-			      (unsigned long long)job, phase_copy, (unsigned long long)done,
-			      (unsigned long long)total);
+		char *t =
+		    msg("%sfsck (node %llu): job %llu running, %s %llu/%llu\n",
+		        s, id, (unsigned long long)job, phase_copy,
+		        (unsigned long long)done, (unsigned long long)total);
 		free(s);
 		s = t;
 	}
 	return s;
 }
 
-/* ---- lifecycle ---------------------------------------------------------------- */
+/* ---- lifecycle
+ * ---------------------------------------------------------------- */
 
-static int scrub_fetch(void *ctx, const uint8_t hash[BLK_HASH_LEN], uint64_t *from)
+static int scrub_fetch(void *ctx, const uint8_t hash[BLK_HASH_LEN],
+                       uint64_t *from)
 {
 	struct fsadm *a = ctx;
 	return data_refetch(a->cfg.data, hash, from);
 }
 
 /* See fsadm.h. */
-int fsadm_start(const struct fsadm_cfg *cfg, struct fsadm **out, char *err, size_t errcap)
+int fsadm_start(const struct fsadm_cfg *cfg, struct fsadm **out, char *err,
+                size_t errcap)
 {
 	struct fsadm *a = calloc(1, sizeof(*a));
 	if (!a || !(a->data_dir = strdup(cfg->data_dir))) {
@@ -392,23 +427,26 @@ int fsadm_start(const struct fsadm_cfg *cfg, struct fsadm **out, char *err, size
 	}
 	snprintf(path, sizeof(path), "%s/scrub.state", a->data_dir);
 	struct scrub_cfg sc = {
-		.bs = a->bs,
-		.itab = cfg->itab,
-		.fetch = scrub_fetch,
-		.ctx = a,
-		.rate_mib_s = cfg->scrub_mib_s,
-		.interval_s = cfg->scrub_interval_s,
-		.state_path = path,
+	    .bs = a->bs,
+	    .itab = cfg->itab,
+	    .fetch = scrub_fetch,
+	    .ctx = a,
+	    .rate_mib_s = cfg->scrub_mib_s,
+	    .interval_s = cfg->scrub_interval_s,
+	    .state_path = path,
 	};
 	rc = scrub_start(&sc, &a->scrub);
 	if (rc < 0) {
-		snprintf(err, errcap, "cannot start the scrub: %s", strerror(-rc));
+		snprintf(err, errcap, "cannot start the scrub: %s",
+		         strerror(-rc));
 		fsadm_stop(a);
 		return rc;
 	}
 	if (cfg->scrub_mib_s)
-		LOG(INFO, "scrub: on, %u MiB/s, a pass every %u s", cfg->scrub_mib_s,
-		    cfg->scrub_interval_s ? cfg->scrub_interval_s : SCRUB_DEFAULT_INTERVAL_S);
+		LOG(INFO, "scrub: on, %u MiB/s, a pass every %u s",
+		    cfg->scrub_mib_s,
+		    cfg->scrub_interval_s ? cfg->scrub_interval_s
+		                          : SCRUB_DEFAULT_INTERVAL_S);
 	*out = a;
 	return 0;
 }
@@ -444,5 +482,6 @@ void fsadm_scrub_counters(struct fsadm *a, struct scrub_counters *out)
 /* See fsadm.h. */
 struct node_ext fsadm_ext(struct fsadm *a)
 {
-	return (struct node_ext){.admin = ext_admin, .status = ext_status, .ctx = a};
+	return (struct node_ext){
+	    .admin = ext_admin, .status = ext_status, .ctx = a};
 }

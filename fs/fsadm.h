@@ -29,14 +29,14 @@ struct data;
 struct repl;
 
 struct fsadm_cfg {
-	struct itab *itab;      /* all borrowed; they outlive the fsadm */
+	struct itab *itab; /* all borrowed; they outlive the fsadm */
 	struct fsm *fsm;
 	struct data *data;
 	struct repl *repl;
-	const char *data_dir;   /* DIR: blocks in DIR/blocks, DIR/scrub.state */
+	const char *data_dir; /* DIR: blocks in DIR/blocks, DIR/scrub.state */
 	uint64_t self_id;
-	uint32_t gc_grace_ms;   /* the data path's (0: its default, 600000) */
-	uint32_t scrub_mib_s;   /* 0: scrub off */
+	uint32_t gc_grace_ms; /* the data path's (0: its default, 600000) */
+	uint32_t scrub_mib_s; /* 0: scrub off */
 	uint32_t scrub_interval_s; /* 0: default */
 };
 
@@ -45,7 +45,7 @@ struct fsadm;
 /* Open a second handle on the block store and start the scrub. On
  * failure a reason is in err. */
 int fsadm_start(const struct fsadm_cfg *cfg, struct fsadm **out, char *err,
-		size_t errcap);
+                size_t errcap);
 /* Cancel a running check and wait for it, stop the scrub, free. Call
  * after node_set_ext(n, NULL) and before the data path stops. NULL ok. */
 void fsadm_stop(struct fsadm *a);

@@ -20,31 +20,31 @@
 #include <time.h>
 
 static const char *const kind_names[FSCK__KINDS] = {
-	[FSCK_BAD_RECORD] = "bad-record",
-	[FSCK_NLINK] = "nlink",
-	[FSCK_DIR_SIZE] = "dir-size",
-	[FSCK_DANGLING] = "dangling-entry",
-	[FSCK_ENTRY_TYPE] = "entry-type",
-	[FSCK_ENTRY_PARENT] = "entry-parent",
-	[FSCK_DIR_LINKS] = "dir-links",
-	[FSCK_PARENT] = "parent",
-	[FSCK_CYCLE] = "cycle",
-	[FSCK_DETACHED] = "detached",
-	[FSCK_READDIR] = "readdir",
-	[FSCK_EXTENT] = "extent",
-	[FSCK_ST_BLOCKS] = "st-blocks",
-	[FSCK_SYMLINK] = "symlink",
-	[FSCK_XATTR] = "xattr",
-	[FSCK_UNLINKED] = "unlinked",
-	[FSCK_ORPHAN] = "orphan",
-	[FSCK_OPEN_RECORD] = "open-record",
-	[FSCK_REFCOUNT] = "refcount",
-	[FSCK_BLOCK_MISSING] = "block-missing",
-	[FSCK_BLOCK_CORRUPT] = "block-corrupt",
-	[FSCK_BLOCK_UNREF] = "block-unreferenced",
-	[FSCK_COUNTER] = "counter",
-	[FSCK_APPLIED] = "applied-index",
-	[FSCK_LOG] = "log",
+    [FSCK_BAD_RECORD] = "bad-record",
+    [FSCK_NLINK] = "nlink",
+    [FSCK_DIR_SIZE] = "dir-size",
+    [FSCK_DANGLING] = "dangling-entry",
+    [FSCK_ENTRY_TYPE] = "entry-type",
+    [FSCK_ENTRY_PARENT] = "entry-parent",
+    [FSCK_DIR_LINKS] = "dir-links",
+    [FSCK_PARENT] = "parent",
+    [FSCK_CYCLE] = "cycle",
+    [FSCK_DETACHED] = "detached",
+    [FSCK_READDIR] = "readdir",
+    [FSCK_EXTENT] = "extent",
+    [FSCK_ST_BLOCKS] = "st-blocks",
+    [FSCK_SYMLINK] = "symlink",
+    [FSCK_XATTR] = "xattr",
+    [FSCK_UNLINKED] = "unlinked",
+    [FSCK_ORPHAN] = "orphan",
+    [FSCK_OPEN_RECORD] = "open-record",
+    [FSCK_REFCOUNT] = "refcount",
+    [FSCK_BLOCK_MISSING] = "block-missing",
+    [FSCK_BLOCK_CORRUPT] = "block-corrupt",
+    [FSCK_BLOCK_UNREF] = "block-unreferenced",
+    [FSCK_COUNTER] = "counter",
+    [FSCK_APPLIED] = "applied-index",
+    [FSCK_LOG] = "log",
 };
 
 /* See fsck.h. */
@@ -172,11 +172,12 @@ static struct brec *fsck_blk(struct fsck *c, const uint8_t *h, bool add)
 	return &c->bt[j];
 }
 
-/* ---- problems and progress ------------------------------------------------ */
+/* ---- problems and progress ------------------------------------------------
+ */
 
 /* See fsck_internal.h. */
-struct fsck_problem *fsck_problem(struct fsck *c, enum fsck_kind kind, uint64_t ino,
-				  const char *fmt, ...)
+struct fsck_problem *fsck_problem(struct fsck *c, enum fsck_kind kind,
+                                  uint64_t ino, const char *fmt, ...)
 {
 	struct fsck_report *r = c->rep;
 	if (r->n >= FSCK_MAX_PROBLEMS) {
@@ -210,7 +211,8 @@ struct fsck_problem *fsck_problem(struct fsck *c, enum fsck_kind kind, uint64_t 
 }
 
 /* See fsck_internal.h. */
-void fsck_action(struct fsck_problem *p, enum fsck_fix fix, const char *fmt, ...)
+void fsck_action(struct fsck_problem *p, enum fsck_fix fix, const char *fmt,
+                 ...)
 {
 	free(p->action);
 	p->fix = fix;
@@ -256,8 +258,9 @@ static void bad_record(struct fsck *c, const struct itab_record *r)
 	char pfx = r->key_len ? (char)r->key[0] : '?';
 	if (pfx < '!' || pfx > '~')
 		pfx = '?';
-	fsck_problem(c, FSCK_BAD_RECORD, 0, "a '%c' record (%zu-byte key, inode field %llu): %s", pfx,
-		     r->key_len, (unsigned long long)r->ino, r->why);
+	fsck_problem(c, FSCK_BAD_RECORD, 0,
+	             "a '%c' record (%zu-byte key, inode field %llu): %s", pfx,
+	             r->key_len, (unsigned long long)r->ino, r->why);
 }
 
 static bool is_dir(uint32_t mode)
@@ -287,7 +290,8 @@ static const char *type_name(uint32_t mode)
 	}
 }
 
-/* ---- walks ---------------------------------------------------------------- */
+/* ---- walks ----------------------------------------------------------------
+ */
 
 static int walk_inode(void *ctx, const struct itab_record *r)
 {
@@ -326,21 +330,24 @@ static int walk_inode(void *ctx, const struct itab_record *r)
 	}
 	if (r->ino >= c->info.next_ino)
 		fsck_problem(c, FSCK_COUNTER, r->ino,
-			     "inode %llu is not below the next-inode counter (%llu): a new file "
-			     "would be given its number",
-			     (unsigned long long)r->ino, (unsigned long long)c->info.next_ino);
+		             "inode %llu is not below the next-inode counter "
+		             "(%llu): a new file "
+		             "would be given its number",
+		             (unsigned long long)r->ino,
+		             (unsigned long long)c->info.next_ino);
 	return 0;
 }
 
 /* Entry problems carry the directory and name (for the path and the
  * repair). */
 static struct fsck_problem *entry_problem(struct fsck *c, enum fsck_kind kind,
-					  const struct itab_record *r, uint64_t ino,
-					  const char *fmt, const char *what)
+                                          const struct itab_record *r,
+                                          uint64_t ino, const char *fmt,
+                                          const char *what)
 {
-	struct fsck_problem *p = fsck_problem(c, kind, ino, fmt, (int)r->name_len, r->name,
-					      (unsigned long long)r->ino,
-					      (unsigned long long)r->parent, what);
+	struct fsck_problem *p = fsck_problem(
+	    c, kind, ino, fmt, (int)r->name_len, r->name,
+	    (unsigned long long)r->ino, (unsigned long long)r->parent, what);
 	if (p) {
 		p->parent = r->parent;
 		p->name = fsck_strndup(r->name, r->name_len);
@@ -363,9 +370,10 @@ static int walk_dentry(void *ctx, const struct itab_record *r)
 	c->rep->st.entries++;
 	struct irec *dir = fsck_ino(c, r->parent, false);
 	if (!dir || !is_dir(dir->mode)) {
-		entry_problem(c, FSCK_ENTRY_PARENT, r, r->parent,
-			      "entry '%.*s' (inode %llu) sits in inode %llu, %s", 
-			      dir ? "which is not a directory" : "which does not exist");
+		entry_problem(
+		    c, FSCK_ENTRY_PARENT, r, r->parent,
+		    "entry '%.*s' (inode %llu) sits in inode %llu, %s",
+		    dir ? "which is not a directory" : "which does not exist");
 		return 0;
 	}
 	dir->entries++;
@@ -377,21 +385,26 @@ static int walk_dentry(void *ctx, const struct itab_record *r)
 	uint32_t ctype = 0;
 	char cname[ITAB_NAME_MAX];
 	size_t cnl = 0;
-	int rc = itab_view_cookie(c->t, c->v, r->parent, r->cookie, &cino, &ctype, cname,
-				  sizeof(cname), &cnl);
-	if (rc == -ENOENT || (rc == 0 && (cino != r->ino || cnl != r->name_len ||
-					  memcmp(cname, r->name, cnl) != 0)))
+	int rc = itab_view_cookie(c->t, c->v, r->parent, r->cookie, &cino,
+	                          &ctype, cname, sizeof(cname), &cnl);
+	if (rc == -ENOENT ||
+	    (rc == 0 && (cino != r->ino || cnl != r->name_len ||
+	                 memcmp(cname, r->name, cnl) != 0)))
 		entry_problem(c, FSCK_READDIR, r, r->parent,
-			      "entry '%.*s' (inode %llu) in directory %llu %s: readdir does not list it "
-			      "as it is",
-			      rc == -ENOENT ? "has no readdir record" : "has a readdir record for another entry");
+		              "entry '%.*s' (inode %llu) in directory %llu %s: "
+		              "readdir does not list it "
+		              "as it is",
+		              rc == -ENOENT
+		                  ? "has no readdir record"
+		                  : "has a readdir record for another entry");
 	else if (rc)
 		return c->err = rc;
 	struct irec *child = fsck_ino(c, r->ino, false);
 	if (!child) {
 		entry_problem(c, FSCK_DANGLING, r, r->ino,
-			      "entry '%.*s' names inode %llu, which does not exist (directory %llu)%s",
-			      "");
+		              "entry '%.*s' names inode %llu, which does not "
+		              "exist (directory %llu)%s",
+		              "");
 		return 0;
 	}
 	child->links++;
@@ -399,9 +412,10 @@ static int walk_dentry(void *ctx, const struct itab_record *r)
 		child->first_parent = r->parent;
 	if ((child->mode & S_IFMT) != (r->type & S_IFMT))
 		entry_problem(c, FSCK_ENTRY_TYPE, r, r->ino,
-			      "entry '%.*s' (inode %llu, in directory %llu) says %s, the inode is a "
-			      "different type",
-			      type_name(r->type));
+		              "entry '%.*s' (inode %llu, in directory %llu) "
+		              "says %s, the inode is a "
+		              "different type",
+		              type_name(r->type));
 	return 0;
 }
 
@@ -419,8 +433,10 @@ static int walk_cookie(void *ctx, const struct itab_record *r)
 		dir->cookies++;
 	else
 		fsck_problem(c, FSCK_READDIR, r->parent,
-			     "readdir record %llu of inode %llu, which is not a live directory",
-			     (unsigned long long)r->cookie, (unsigned long long)r->parent);
+		             "readdir record %llu of inode %llu, which is not "
+		             "a live directory",
+		             (unsigned long long)r->cookie,
+		             (unsigned long long)r->parent);
 	return 0;
 }
 
@@ -443,23 +459,30 @@ static int walk_extent(void *ctx, const struct itab_record *r)
 	uint64_t bs = c->info.block_size;
 	if (!ir) {
 		fsck_problem(c, FSCK_EXTENT, r->ino,
-			     "extent %llu of inode %llu, which does not exist (its block stays "
-			     "referenced)",
-			     (unsigned long long)r->index, (unsigned long long)r->ino);
+		             "extent %llu of inode %llu, which does not exist "
+		             "(its block stays "
+		             "referenced)",
+		             (unsigned long long)r->index,
+		             (unsigned long long)r->ino);
 		return 0;
 	}
 	if ((ir->mode & S_IFMT) != S_IFREG)
-		fsck_problem(c, FSCK_EXTENT, r->ino, "extent %llu of a %s (only files have data)",
-			     (unsigned long long)r->index, type_name(ir->mode));
-	else if (r->len == 0 || r->len > bs)
 		fsck_problem(c, FSCK_EXTENT, r->ino,
-			     "extent %llu has length %u (want 1..%llu, the block size)",
-			     (unsigned long long)r->index, r->len, (unsigned long long)bs);
+		             "extent %llu of a %s (only files have data)",
+		             (unsigned long long)r->index, type_name(ir->mode));
+	else if (r->len == 0 || r->len > bs)
+		fsck_problem(
+		    c, FSCK_EXTENT, r->ino,
+		    "extent %llu has length %u (want 1..%llu, the block size)",
+		    (unsigned long long)r->index, r->len,
+		    (unsigned long long)bs);
 	else if (r->index * bs >= ir->size)
 		fsck_problem(c, FSCK_EXTENT, r->ino,
-			     "extent %llu starts at byte %llu, past the file's size %llu",
-			     (unsigned long long)r->index, (unsigned long long)(r->index * bs),
-			     (unsigned long long)ir->size);
+		             "extent %llu starts at byte %llu, past the file's "
+		             "size %llu",
+		             (unsigned long long)r->index,
+		             (unsigned long long)(r->index * bs),
+		             (unsigned long long)ir->size);
 	ir->units += ((uint64_t)r->len + 511) / 512;
 	return 0;
 }
@@ -507,17 +530,20 @@ static int walk_side(void *ctx, const struct itab_record *r)
 			ir->flags |= IR_TARGET;
 			ir->target_len = r->len;
 		} else {
-			fsck_problem(c, FSCK_SYMLINK, r->ino, "a symlink target for inode %llu, %s",
-				     (unsigned long long)r->ino,
-				     ir ? "which is not a symlink" : "which does not exist");
+			fsck_problem(c, FSCK_SYMLINK, r->ino,
+			             "a symlink target for inode %llu, %s",
+			             (unsigned long long)r->ino,
+			             ir ? "which is not a symlink"
+			                : "which does not exist");
 		}
 		return 0;
 	case ITAB_REC_XATTR:
 		c->rep->st.xattrs++;
 		if (!ir && !repeat) {
-			fsck_problem(c, FSCK_XATTR, r->ino,
-				     "xattrs of inode %llu, which does not exist",
-				     (unsigned long long)r->ino);
+			fsck_problem(
+			    c, FSCK_XATTR, r->ino,
+			    "xattrs of inode %llu, which does not exist",
+			    (unsigned long long)r->ino);
 			s->last_bad = r->ino;
 		}
 		return 0;
@@ -528,8 +554,9 @@ static int walk_side(void *ctx, const struct itab_record *r)
 				ir->flags |= IR_HOLDER;
 		} else {
 			fsck_problem(c, FSCK_ORPHAN, r->ino,
-				     "an orphan record for inode %llu, which does not exist",
-				     (unsigned long long)r->ino);
+			             "an orphan record for inode %llu, which "
+			             "does not exist",
+			             (unsigned long long)r->ino);
 		}
 		return 0;
 	case ITAB_REC_OPEN:
@@ -537,8 +564,10 @@ static int walk_side(void *ctx, const struct itab_record *r)
 			ir->flags |= IR_OPEN;
 		} else if (!repeat) {
 			fsck_problem(c, FSCK_OPEN_RECORD, r->ino,
-				     "node %llu holds inode %llu open, which does not exist",
-				     (unsigned long long)r->count, (unsigned long long)r->ino);
+			             "node %llu holds inode %llu open, which "
+			             "does not exist",
+			             (unsigned long long)r->count,
+			             (unsigned long long)r->ino);
 			s->last_bad = r->ino;
 		}
 		return 0;
@@ -547,55 +576,67 @@ static int walk_side(void *ctx, const struct itab_record *r)
 	}
 }
 
-/* ---- per-inode checks ------------------------------------------------------- */
+/* ---- per-inode checks -------------------------------------------------------
+ */
 
 static void check_dir(struct fsck *c, struct irec *ir)
 {
 	uint64_t want = 2 + ir->subdirs;
 	if (ir->nlink != want) {
-		struct fsck_problem *p = fsck_problem(
-			c, FSCK_NLINK, ir->ino,
-			"directory nlink is %u, but it holds %llu subdirectories (want %llu)",
-			ir->nlink, (unsigned long long)ir->subdirs, (unsigned long long)want);
+		struct fsck_problem *p =
+		    fsck_problem(c, FSCK_NLINK, ir->ino,
+		                 "directory nlink is %u, but it holds %llu "
+		                 "subdirectories (want %llu)",
+		                 ir->nlink, (unsigned long long)ir->subdirs,
+		                 (unsigned long long)want);
 		if (p)
 			p->seen = ir->nlink, p->want = want;
 	}
 	if (ir->size != ir->entries) {
 		struct fsck_problem *p = fsck_problem(
-			c, FSCK_DIR_SIZE, ir->ino, "directory size is %llu, but it holds %llu entries",
-			(unsigned long long)ir->size, (unsigned long long)ir->entries);
+		    c, FSCK_DIR_SIZE, ir->ino,
+		    "directory size is %llu, but it holds %llu entries",
+		    (unsigned long long)ir->size,
+		    (unsigned long long)ir->entries);
 		if (p)
 			p->seen = ir->size, p->want = ir->entries;
 	}
 	if (ir->cookies != ir->entries)
 		fsck_problem(c, FSCK_READDIR, ir->ino,
-			     "%llu readdir records for %llu entries",
-			     (unsigned long long)ir->cookies, (unsigned long long)ir->entries);
+		             "%llu readdir records for %llu entries",
+		             (unsigned long long)ir->cookies,
+		             (unsigned long long)ir->entries);
 	if (ir->entries && ir->next_cookie <= ir->max_cookie)
 		fsck_problem(c, FSCK_READDIR, ir->ino,
-			     "the next readdir cookie %llu is not above the highest in use (%llu): a "
-			     "new entry would reuse it",
-			     (unsigned long long)ir->next_cookie,
-			     (unsigned long long)ir->max_cookie);
+		             "the next readdir cookie %llu is not above the "
+		             "highest in use (%llu): a "
+		             "new entry would reuse it",
+		             (unsigned long long)ir->next_cookie,
+		             (unsigned long long)ir->max_cookie);
 	if (ir->ino == ITAB_ROOT_INO) {
 		if (ir->links)
-			fsck_problem(c, FSCK_DIR_LINKS, ir->ino,
-				     "the root directory is named by %llu entries",
-				     (unsigned long long)ir->links);
+			fsck_problem(
+			    c, FSCK_DIR_LINKS, ir->ino,
+			    "the root directory is named by %llu entries",
+			    (unsigned long long)ir->links);
 		if (ir->aparent != ITAB_ROOT_INO)
-			fsck_problem(c, FSCK_PARENT, ir->ino,
-				     "the root's parent field is %llu (want itself)",
-				     (unsigned long long)ir->aparent);
+			fsck_problem(
+			    c, FSCK_PARENT, ir->ino,
+			    "the root's parent field is %llu (want itself)",
+			    (unsigned long long)ir->aparent);
 		return;
 	}
 	if (ir->links > 1)
 		fsck_problem(c, FSCK_DIR_LINKS, ir->ino,
-			     "directory named by %llu entries (a directory has exactly one)",
-			     (unsigned long long)ir->links);
+		             "directory named by %llu entries (a directory has "
+		             "exactly one)",
+		             (unsigned long long)ir->links);
 	if (ir->links >= 1 && ir->aparent != ir->first_parent)
 		fsck_problem(c, FSCK_PARENT, ir->ino,
-			     "parent field says directory %llu, but its entry is in directory %llu",
-			     (unsigned long long)ir->aparent, (unsigned long long)ir->first_parent);
+		             "parent field says directory %llu, but its entry "
+		             "is in directory %llu",
+		             (unsigned long long)ir->aparent,
+		             (unsigned long long)ir->first_parent);
 }
 
 static void check_other(struct fsck *c, struct irec *ir)
@@ -605,25 +646,30 @@ static void check_other(struct fsck *c, struct irec *ir)
 	if (ir->links == 0 && ir->nlink == 0) {
 		if (!(ir->flags & IR_ORPHAN_REC))
 			fsck_problem(c, FSCK_ORPHAN, ir->ino,
-				     "%s with nlink 0, no entry and no orphan record: leaked (its "
-				     "blocks stay referenced)",
-				     type_name(ir->mode));
+			             "%s with nlink 0, no entry and no orphan "
+			             "record: leaked (its "
+			             "blocks stay referenced)",
+			             type_name(ir->mode));
 		else if (!kept)
 			fsck_problem(c, FSCK_ORPHAN, ir->ino,
-				     "kept as an orphan, but no node holds it open: it should have "
-				     "been freed");
+			             "kept as an orphan, but no node holds it "
+			             "open: it should have "
+			             "been freed");
 		else
 			c->rep->st.orphans++;
 	} else if (ir->links == 0) {
 		fsck_problem(c, FSCK_UNLINKED, ir->ino,
-			     "%s with nlink %u that no entry names: it cannot be reached", 
-			     type_name(ir->mode), ir->nlink);
+		             "%s with nlink %u that no entry names: it cannot "
+		             "be reached",
+		             type_name(ir->mode), ir->nlink);
 	} else {
 		if (ir->nlink != ir->links) {
 			struct fsck_problem *p = fsck_problem(
-				c, FSCK_NLINK, ir->ino, "nlink is %u, but %llu %s name%s it", ir->nlink,
-				(unsigned long long)ir->links, ir->links == 1 ? "entry" : "entries",
-				ir->links == 1 ? "s" : "");
+			    c, FSCK_NLINK, ir->ino,
+			    "nlink is %u, but %llu %s name%s it", ir->nlink,
+			    (unsigned long long)ir->links,
+			    ir->links == 1 ? "entry" : "entries",
+			    ir->links == 1 ? "s" : "");
 			if (p) {
 				p->seen = ir->nlink, p->want = ir->links;
 				ir->flags |= IR_WANT_LINKS;
@@ -631,18 +677,23 @@ static void check_other(struct fsck *c, struct irec *ir)
 		}
 		if (ir->flags & IR_ORPHAN_REC)
 			fsck_problem(c, FSCK_ORPHAN, ir->ino,
-				     "has an orphan record although %llu entries name it",
-				     (unsigned long long)ir->links);
+			             "has an orphan record although %llu "
+			             "entries name it",
+			             (unsigned long long)ir->links);
 	}
 	if (type == S_IFREG && ir->units != ir->ablocks)
 		fsck_problem(c, FSCK_ST_BLOCKS, ir->ino,
-			     "st_blocks is %llu, its extents cover %llu (512-byte units)",
-			     (unsigned long long)ir->ablocks, (unsigned long long)ir->units);
+		             "st_blocks is %llu, its extents cover %llu "
+		             "(512-byte units)",
+		             (unsigned long long)ir->ablocks,
+		             (unsigned long long)ir->units);
 	if (type == S_IFLNK && !(ir->flags & IR_TARGET))
-		fsck_problem(c, FSCK_SYMLINK, ir->ino, "symlink without a target");
+		fsck_problem(c, FSCK_SYMLINK, ir->ino,
+		             "symlink without a target");
 	else if (type == S_IFLNK && ir->target_len != ir->size)
-		fsck_problem(c, FSCK_SYMLINK, ir->ino, "symlink size %llu, its target has %u bytes",
-			     (unsigned long long)ir->size, ir->target_len);
+		fsck_problem(c, FSCK_SYMLINK, ir->ino,
+		             "symlink size %llu, its target has %u bytes",
+		             (unsigned long long)ir->size, ir->target_len);
 }
 
 /* Every directory must lead to the root by its entries' directories. */
@@ -667,29 +718,35 @@ static void check_reach(struct fsck *c)
 				break;
 			}
 			if (cur->reach == 1) {
-				/* the chain came back to a directory on it: a loop */
+				/* the chain came back to a directory on it: a
+				 * loop */
 				char loop[256] = "";
 				size_t w = 0;
 				size_t k = 0;
 				while (k < n && chain[k] != cur->ino)
 					k++;
-				for (size_t m = k; m < n && w < sizeof(loop) - 24; m++)
-					w += (size_t)snprintf(loop + w, sizeof(loop) - w, "%llu -> ",
-							      (unsigned long long)chain[m]);
+				for (size_t m = k;
+				     m < n && w < sizeof(loop) - 24; m++)
+					w += (size_t)snprintf(
+					    loop + w, sizeof(loop) - w,
+					    "%llu -> ",
+					    (unsigned long long)chain[m]);
 				snprintf(loop + w, sizeof(loop) - w, "%llu",
-					 (unsigned long long)cur->ino);
+				         (unsigned long long)cur->ino);
 				fsck_problem(c, FSCK_CYCLE, cur->ino,
-					     "following the directories' entries loops (%s) and never "
-					     "reaches the root",
-					     loop);
+				             "following the directories' "
+				             "entries loops (%s) and never "
+				             "reaches the root",
+				             loop);
 				state = 3;
 				break;
 			}
 			if (cur->links == 0) {
 				fsck_problem(c, FSCK_DETACHED, cur->ino,
-					     "directory that no entry names: nothing below it can be "
-					     "reached (%llu entries)",
-					     (unsigned long long)cur->entries);
+				             "directory that no entry names: "
+				             "nothing below it can be "
+				             "reached (%llu entries)",
+				             (unsigned long long)cur->entries);
 				state = 3;
 				break;
 			}
@@ -706,7 +763,8 @@ static void check_reach(struct fsck *c)
 			chain[n++] = cur->ino;
 			cur->reach = 1;
 			struct irec *up = fsck_ino(c, cur->first_parent, false);
-			if (!up) { /* cannot be: entries are counted in live directories */
+			if (!up) { /* cannot be: entries are counted in live
+				      directories */
 				state = 3;
 				break;
 			}
@@ -740,11 +798,14 @@ static void check_inodes(struct fsck *c)
 	check_reach(c);
 	if (live != c->info.inodes)
 		fsck_problem(c, FSCK_COUNTER, 0,
-			     "the table counts %llu inodes, it holds %llu (statfs shows the count)",
-			     (unsigned long long)c->info.inodes, (unsigned long long)live);
+		             "the table counts %llu inodes, it holds %llu "
+		             "(statfs shows the count)",
+		             (unsigned long long)c->info.inodes,
+		             (unsigned long long)live);
 }
 
-/* ---- blocks --------------------------------------------------------------------- */
+/* ---- blocks
+ * --------------------------------------------------------------------- */
 
 /* True while the current table (not the view) still references hash:
  * online, a block dropped after the view was taken is no finding. */
@@ -770,15 +831,19 @@ static void check_refs(struct fsck *c)
 		struct fsck_problem *p;
 		if (!b->has_count)
 			p = fsck_problem(c, FSCK_REFCOUNT, b->first_ino,
-					 "block has no reference count, but %llu extents name it",
-					 (unsigned long long)b->extents);
+			                 "block has no reference count, but "
+			                 "%llu extents name it",
+			                 (unsigned long long)b->extents);
 		else
-			p = fsck_problem(c, FSCK_REFCOUNT, b->extents ? b->first_ino : 0,
-					 "block reference count is %llu, but %llu extents name it%s",
-					 (unsigned long long)b->count, (unsigned long long)b->extents,
-					 b->count < b->extents
-						 ? " (too low: it could be deleted while in use)"
-						 : " (too high: it would never be freed)");
+			p = fsck_problem(
+			    c, FSCK_REFCOUNT, b->extents ? b->first_ino : 0,
+			    "block reference count is %llu, but %llu extents "
+			    "name it%s",
+			    (unsigned long long)b->count,
+			    (unsigned long long)b->extents,
+			    b->count < b->extents
+			        ? " (too low: it could be deleted while in use)"
+			        : " (too high: it would never be freed)");
 		if (p) {
 			p->has_hash = true;
 			memcpy(p->hash, b->hash, BLK_HASH_LEN);
@@ -788,17 +853,20 @@ static void check_refs(struct fsck *c)
 	}
 	if (counted != c->info.blocks)
 		fsck_problem(c, FSCK_COUNTER, 0,
-			     "the table counts %llu referenced blocks, it holds %llu reference "
-			     "counts (statfs shows the count)",
-			     (unsigned long long)c->info.blocks, (unsigned long long)counted);
+		             "the table counts %llu referenced blocks, it "
+		             "holds %llu reference "
+		             "counts (statfs shows the count)",
+		             (unsigned long long)c->info.blocks,
+		             (unsigned long long)counted);
 }
 
-static void block_problem(struct fsck *c, enum fsck_kind kind, const struct brec *b,
-			  const char *detail)
+static void block_problem(struct fsck *c, enum fsck_kind kind,
+                          const struct brec *b, const char *detail)
 {
 	struct fsck_problem *p =
-		fsck_problem(c, kind, b->first_ino, "%s; %llu extent%s it", detail,
-			     (unsigned long long)b->extents, b->extents == 1 ? " names" : "s name");
+	    fsck_problem(c, kind, b->first_ino, "%s; %llu extent%s it", detail,
+	                 (unsigned long long)b->extents,
+	                 b->extents == 1 ? " names" : "s name");
 	if (p) {
 		p->has_hash = true;
 		memcpy(p->hash, b->hash, BLK_HASH_LEN);
@@ -838,13 +906,16 @@ static void check_blocks(struct fsck *c)
 			missing[n_missing++] = i;
 		} else if (rc == -EBADMSG) {
 			block_problem(c, FSCK_BLOCK_CORRUPT, b,
-				      what && !strcmp(what, "crc32c")
-					      ? "block content matches its SHA-256, its stored CRC32C "
-						"does not"
-					      : "block content does not match its SHA-256, its name");
+			              what && !strcmp(what, "crc32c")
+			                  ? "block content matches its "
+			                    "SHA-256, its stored CRC32C "
+			                    "does not"
+			                  : "block content does not match its "
+			                    "SHA-256, its name");
 		} else {
 			char why[128];
-			snprintf(why, sizeof(why), "block cannot be read: %s", strerror(-rc));
+			snprintf(why, sizeof(why), "block cannot be read: %s",
+			         strerror(-rc));
 			block_problem(c, FSCK_BLOCK_CORRUPT, b, why);
 		}
 		if (fsck_step(c))
@@ -860,7 +931,8 @@ static void check_blocks(struct fsck *c)
 			continue;
 		}
 		if (still_referenced(c, b->hash))
-			block_problem(c, FSCK_BLOCK_MISSING, b, "referenced block is not stored here");
+			block_problem(c, FSCK_BLOCK_MISSING, b,
+			              "referenced block is not stored here");
 	}
 	free(missing);
 }
@@ -899,7 +971,8 @@ static int64_t block_age_ms(struct fsck *c, const uint8_t *h)
 {
 	char hex[BLK_HEX_LEN + 1], path[4200];
 	blk_hex(h, hex);
-	snprintf(path, sizeof(path), "%s/%.2s/%s", blk_path(c->env->bs), hex, hex);
+	snprintf(path, sizeof(path), "%s/%.2s/%s", blk_path(c->env->bs), hex,
+	         hex);
 	struct stat st;
 	if (stat(path, &st) < 0)
 		return -1;
@@ -916,8 +989,9 @@ static void check_store(struct fsck *c)
 	struct store_walk w = {.c = c};
 	int rc = blk_list(c->env->bs, store_one, &w);
 	if (rc < 0 && !c->err)
-		snprintf(c->rep->error, sizeof(c->rep->error), "cannot list the block store %s: %s",
-			 blk_path(c->env->bs), strerror(-rc));
+		snprintf(c->rep->error, sizeof(c->rep->error),
+		         "cannot list the block store %s: %s",
+		         blk_path(c->env->bs), strerror(-rc));
 	for (size_t i = 0; i < w.n && !c->err && !c->rep->stopped; i++) {
 		const uint8_t *h = w.cand[i];
 		if (c->env->online && itab_block_refs(c->t, h) > 0)
@@ -934,8 +1008,9 @@ static void check_store(struct fsck *c)
 			continue;
 		}
 		struct fsck_problem *p = fsck_problem(
-			c, FSCK_BLOCK_UNREF, 0,
-			"stored block that nothing references (%lld s old)", (long long)(age / 1000));
+		    c, FSCK_BLOCK_UNREF, 0,
+		    "stored block that nothing references (%lld s old)",
+		    (long long)(age / 1000));
 		if (p) {
 			p->has_hash = true;
 			memcpy(p->hash, h, BLK_HASH_LEN);
@@ -944,7 +1019,8 @@ static void check_store(struct fsck *c)
 	free(w.cand);
 }
 
-/* ---- the log ---------------------------------------------------------------------- */
+/* ---- the log
+ * ---------------------------------------------------------------------- */
 
 static void check_log(struct fsck *c)
 {
@@ -956,30 +1032,41 @@ static void check_log(struct fsck *c)
 		fsck_problem(c, FSCK_LOG, 0, "%s", l->error);
 	if (a < l->snap_index)
 		fsck_problem(c, FSCK_APPLIED, 0,
-			     "the table is at log index %llu, but the log was compacted up to %llu: "
-			     "the entries between are lost to this node",
-			     (unsigned long long)a, (unsigned long long)l->snap_index);
+		             "the table is at log index %llu, but the log was "
+		             "compacted up to %llu: "
+		             "the entries between are lost to this node",
+		             (unsigned long long)a,
+		             (unsigned long long)l->snap_index);
 	if (a > l->last && !l->error[0])
 		fsck_problem(c, FSCK_APPLIED, 0,
-			     "the table is at log index %llu, past the log's last entry %llu: the "
-			     "log lost entries this node applied",
-			     (unsigned long long)a, (unsigned long long)l->last);
+		             "the table is at log index %llu, past the log's "
+		             "last entry %llu: the "
+		             "log lost entries this node applied",
+		             (unsigned long long)a,
+		             (unsigned long long)l->last);
 	if (c->env->online && a > l->commit)
 		fsck_problem(c, FSCK_APPLIED, 0,
-			     "the table is at log index %llu, past the commit index %llu",
-			     (unsigned long long)a, (unsigned long long)l->commit);
+		             "the table is at log index %llu, past the commit "
+		             "index %llu",
+		             (unsigned long long)a,
+		             (unsigned long long)l->commit);
 	if (l->digest_known && l->digest_applied < l->snap_index)
 		fsck_problem(c, FSCK_APPLIED, 0,
-			     "the digest state is at log index %llu, but the log was compacted up "
-			     "to %llu",
-			     (unsigned long long)l->digest_applied, (unsigned long long)l->snap_index);
+		             "the digest state is at log index %llu, but the "
+		             "log was compacted up "
+		             "to %llu",
+		             (unsigned long long)l->digest_applied,
+		             (unsigned long long)l->snap_index);
 	if (l->digest_known && l->digest_applied > l->last && !l->error[0])
 		fsck_problem(c, FSCK_APPLIED, 0,
-			     "the digest state is at log index %llu, past the log's last entry %llu",
-			     (unsigned long long)l->digest_applied, (unsigned long long)l->last);
+		             "the digest state is at log index %llu, past the "
+		             "log's last entry %llu",
+		             (unsigned long long)l->digest_applied,
+		             (unsigned long long)l->last);
 }
 
-/* ---- the run ------------------------------------------------------------------------ */
+/* ---- the run
+ * ------------------------------------------------------------------------ */
 
 /* See fsck.h. */
 int fsck_run(const struct fsck_env *env, struct fsck_report *rep)
@@ -993,8 +1080,8 @@ int fsck_run(const struct fsck_env *env, struct fsck_report *rep)
 	struct fsck c = {.env = env, .rep = rep, .t = env->itab};
 	int rc = itab_view_open(env->itab, &c.v);
 	if (rc) {
-		snprintf(rep->error, sizeof(rep->error), "cannot open a view of the table: %s",
-			 strerror(-rc));
+		snprintf(rep->error, sizeof(rep->error),
+		         "cannot open a view of the table: %s", strerror(-rc));
 		return rc;
 	}
 	itab_view_info(c.v, &c.info);
@@ -1010,17 +1097,19 @@ int fsck_run(const struct fsck_env *env, struct fsck_report *rep)
 		enum itab_rec kind;
 		const char *phase;
 	} walks[] = {
-		{ITAB_REC_INODE, "inodes"},
-		{ITAB_REC_DENTRY, "directory entries"},
-		{ITAB_REC_COOKIE, "readdir records"},
-		{ITAB_REC_EXTENT, "extents"},
-		{ITAB_REC_BLOCKREF, "block references"},
-		{ITAB_REC_SYMLINK, "symlinks"},
-		{ITAB_REC_XATTR, "xattrs"},
-		{ITAB_REC_ORPHAN, "orphans"},
-		{ITAB_REC_OPEN, "open files"},
+	    {ITAB_REC_INODE, "inodes"},
+	    {ITAB_REC_DENTRY, "directory entries"},
+	    {ITAB_REC_COOKIE, "readdir records"},
+	    {ITAB_REC_EXTENT, "extents"},
+	    {ITAB_REC_BLOCKREF, "block references"},
+	    {ITAB_REC_SYMLINK, "symlinks"},
+	    {ITAB_REC_XATTR, "xattrs"},
+	    {ITAB_REC_ORPHAN, "orphans"},
+	    {ITAB_REC_OPEN, "open files"},
 	};
-	for (size_t i = 0; i < sizeof(walks) / sizeof(walks[0]) && !c.err && !rep->stopped; i++) {
+	for (size_t i = 0;
+	     i < sizeof(walks) / sizeof(walks[0]) && !c.err && !rep->stopped;
+	     i++) {
 		itab_record_fn fn = walk_side;
 		void *ctx = &c;
 		struct side side = {.c = &c, .last_bad = 0};
@@ -1045,7 +1134,7 @@ int fsck_run(const struct fsck_env *env, struct fsck_report *rep)
 			break;
 		}
 		fsck_phase(&c, walks[i].phase,
-			   walks[i].kind == ITAB_REC_INODE ? c.info.inodes : 0);
+		           walks[i].kind == ITAB_REC_INODE ? c.info.inodes : 0);
 		rc = itab_view_walk(env->itab, c.v, walks[i].kind, fn, ctx);
 		if (rc < 0 && !c.err)
 			c.err = rc;
@@ -1077,9 +1166,11 @@ int fsck_run(const struct fsck_env *env, struct fsck_report *rep)
 	rep->n_left = rep->n - rep->n_fixed + rep->n_more;
 	rep->secs = mono_secs() - t0;
 	if (c.err && !rep->error[0])
-		snprintf(rep->error, sizeof(rep->error), "the check stopped: %s", strerror(-c.err));
+		snprintf(rep->error, sizeof(rep->error),
+		         "the check stopped: %s", strerror(-c.err));
 	if (rep->stopped && !rep->error[0])
-		snprintf(rep->error, sizeof(rep->error), "the check was cancelled before its end");
+		snprintf(rep->error, sizeof(rep->error),
+		         "the check was cancelled before its end");
 	return c.err ? c.err : rep->stopped ? -ECANCELED : 0;
 }
 

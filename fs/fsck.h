@@ -57,31 +57,39 @@
 #include "storage/blk.h"
 
 enum fsck_kind {
-	FSCK_BAD_RECORD,    /* a record of the table does not decode */
-	FSCK_NLINK,         /* nlink differs from the entries naming the inode */
-	FSCK_DIR_SIZE,      /* a directory's size differs from its entries */
-	FSCK_DANGLING,      /* an entry names an inode that does not exist */
-	FSCK_ENTRY_TYPE,    /* an entry records another type than its inode's */
-	FSCK_ENTRY_PARENT,  /* an entry sits in a missing inode or a non-directory */
-	FSCK_DIR_LINKS,     /* a directory named by more than one entry (or the root by any) */
-	FSCK_PARENT,        /* a directory's parent field differs from its entry's directory */
-	FSCK_CYCLE,         /* following parents from a directory loops */
-	FSCK_DETACHED,      /* a directory no path from the root reaches */
-	FSCK_READDIR,       /* readdir records and entries disagree, or a cookie is reused */
-	FSCK_EXTENT,        /* an extent of a missing or non-regular inode, past the size, bad length */
-	FSCK_ST_BLOCKS,     /* st_blocks differs from the extents */
-	FSCK_SYMLINK,       /* a symlink without target (or size), or a target without symlink */
-	FSCK_XATTR,         /* xattrs of a missing inode */
-	FSCK_UNLINKED,      /* an inode with nlink > 0 that no entry names */
-	FSCK_ORPHAN,        /* an orphan record or nameless inode that does not add up */
-	FSCK_OPEN_RECORD,   /* an open record of a missing inode */
-	FSCK_REFCOUNT,      /* a block's reference count differs from its extents */
+	FSCK_BAD_RECORD,   /* a record of the table does not decode */
+	FSCK_NLINK,        /* nlink differs from the entries naming the inode */
+	FSCK_DIR_SIZE,     /* a directory's size differs from its entries */
+	FSCK_DANGLING,     /* an entry names an inode that does not exist */
+	FSCK_ENTRY_TYPE,   /* an entry records another type than its inode's */
+	FSCK_ENTRY_PARENT, /* an entry sits in a missing inode or a
+	                      non-directory */
+	FSCK_DIR_LINKS, /* a directory named by more than one entry (or the root
+	                   by any) */
+	FSCK_PARENT,    /* a directory's parent field differs from its entry's
+	                   directory */
+	FSCK_CYCLE,     /* following parents from a directory loops */
+	FSCK_DETACHED,  /* a directory no path from the root reaches */
+	FSCK_READDIR,   /* readdir records and entries disagree, or a cookie is
+	                   reused */
+	FSCK_EXTENT,    /* an extent of a missing or non-regular inode, past the
+	                   size, bad length */
+	FSCK_ST_BLOCKS, /* st_blocks differs from the extents */
+	FSCK_SYMLINK, /* a symlink without target (or size), or a target without
+	                 symlink */
+	FSCK_XATTR,   /* xattrs of a missing inode */
+	FSCK_UNLINKED, /* an inode with nlink > 0 that no entry names */
+	FSCK_ORPHAN, /* an orphan record or nameless inode that does not add up
+	              */
+	FSCK_OPEN_RECORD, /* an open record of a missing inode */
+	FSCK_REFCOUNT, /* a block's reference count differs from its extents */
 	FSCK_BLOCK_MISSING, /* a referenced block is not in the store */
 	FSCK_BLOCK_CORRUPT, /* a referenced block fails its SHA-256 (or CRC) */
 	FSCK_BLOCK_UNREF,   /* a stored block nothing references */
-	FSCK_COUNTER,       /* next ino / #inodes / #blocks disagree with the records */
-	FSCK_APPLIED,       /* the applied index does not fit the log */
-	FSCK_LOG,           /* the raft log does not read back */
+	FSCK_COUNTER, /* next ino / #inodes / #blocks disagree with the records
+	               */
+	FSCK_APPLIED, /* the applied index does not fit the log */
+	FSCK_LOG,     /* the raft log does not read back */
 	FSCK__KINDS
 };
 
@@ -96,48 +104,51 @@ enum fsck_fix {
 
 struct fsck_problem {
 	enum fsck_kind kind;
-	uint64_t ino;       /* the inode concerned, 0 if none */
-	char *path;         /* its path (or the entry's), NULL if unknown; owned */
+	uint64_t ino; /* the inode concerned, 0 if none */
+	char *path;   /* its path (or the entry's), NULL if unknown; owned */
 	bool has_hash;
 	uint8_t hash[BLK_HASH_LEN]; /* the block concerned */
-	char *detail;       /* what is wrong, one sentence; owned */
+	char *detail;               /* what is wrong, one sentence; owned */
 	enum fsck_fix fix;
-	char *action;       /* what the repair did, or what to do; owned, may be NULL */
+	char *
+	    action; /* what the repair did, or what to do; owned, may be NULL */
 	/* For the repair (internal): */
-	uint64_t parent;    /* entry problems: the directory */
-	char *name;         /* entry problems: the name; owned */
+	uint64_t parent; /* entry problems: the directory */
+	char *name;      /* entry problems: the name; owned */
 	uint64_t seen, want;
 };
 
 struct fsck_stats {
 	uint64_t inodes, dirs, files, symlinks, specials;
 	uint64_t entries, extents, xattrs;
-	uint64_t orphans;            /* nameless inodes kept for open files */
-	uint64_t blocks_referenced;  /* distinct blocks extents name */
-	uint64_t blocks_stored;      /* block files in the store */
-	uint64_t blocks_verified;    /* referenced blocks hashed */
+	uint64_t orphans;           /* nameless inodes kept for open files */
+	uint64_t blocks_referenced; /* distinct blocks extents name */
+	uint64_t blocks_stored;     /* block files in the store */
+	uint64_t blocks_verified;   /* referenced blocks hashed */
 	uint64_t bytes_verified;
-	uint64_t unreferenced_recent; /* unreferenced but within the grace period */
+	uint64_t
+	    unreferenced_recent; /* unreferenced but within the grace period */
 };
 
 /* What is known of the log (filled by the caller). */
 struct fsck_log {
 	bool known;
-	uint64_t snap_index;    /* entries up to here are compacted away */
-	uint64_t last;          /* last index stored */
-	uint64_t commit;        /* commit index (as persisted, or live) */
+	uint64_t snap_index; /* entries up to here are compacted away */
+	uint64_t last;       /* last index stored */
+	uint64_t commit;     /* commit index (as persisted, or live) */
 	bool digest_known;
 	uint64_t digest_applied; /* the digest state machine's applied index */
-	char error[512];        /* non-empty: the log does not read back */
+	char error[512];         /* non-empty: the log does not read back */
 };
 
 struct fsck_env {
-	struct itab *itab;     /* required; borrowed */
-	struct blk_store *bs;  /* required; borrowed */
-	uint64_t self_id;      /* for the report */
+	struct itab *itab;    /* required; borrowed */
+	struct blk_store *bs; /* required; borrowed */
+	uint64_t self_id;     /* for the report */
 	bool online;
 	bool repair;
-	uint32_t grace_ms;     /* unreferenced blocks younger than this are not reported */
+	uint32_t grace_ms; /* unreferenced blocks younger than this are not
+	                      reported */
 	struct fsck_log log;
 	/* Fill *log once the table's view is taken, at log index `applied`
 	 * (online: the log moves on meanwhile, and must be read as of a
@@ -147,7 +158,8 @@ struct fsck_env {
 	/* Hooks (any may be NULL: that repair is not available). */
 	/* Fetch a block from a peer into bs, verified: 0 and *from, or a
 	 * negative errno. */
-	int (*fetch)(void *ctx, const uint8_t hash[BLK_HASH_LEN], uint64_t *from);
+	int (*fetch)(void *ctx, const uint8_t hash[BLK_HASH_LEN],
+	             uint64_t *from);
 	/* Propose op and wait for its local apply: its result (0 or -errno). */
 	int (*propose)(void *ctx, const struct itab_op *op);
 	/* Drop the unreferenced blocks found (they were re-checked against
@@ -163,7 +175,8 @@ struct fsck_env {
 	 * it (offline: a WRITE in the log above the applied index names it). */
 	bool (*keep_block)(void *ctx, const uint8_t hash[BLK_HASH_LEN]);
 	/* Progress: phase name, done of total (total 0: unknown). */
-	void (*progress)(void *ctx, const char *phase, uint64_t done, uint64_t total);
+	void (*progress)(void *ctx, const char *phase, uint64_t done,
+	                 uint64_t total);
 	/* Asked often; true ends the run early (the report says so). */
 	bool (*stopping)(void *ctx);
 	void *ctx;
@@ -172,15 +185,15 @@ struct fsck_env {
 struct fsck_report {
 	bool online, repair, stopped;
 	uint64_t node_id;
-	uint64_t applied;      /* the log index the table was checked at */
+	uint64_t applied; /* the log index the table was checked at */
 	struct fsck_log log;
 	struct fsck_stats st;
 	struct fsck_problem *p; /* owned */
 	size_t n, cap;
 	size_t n_fixed, n_left;
-	size_t n_more;         /* problems past FSCK_MAX_PROBLEMS, counted only */
+	size_t n_more; /* problems past FSCK_MAX_PROBLEMS, counted only */
 	double secs;
-	char error[256];       /* the check itself failed (I/O): reason */
+	char error[256]; /* the check itself failed (I/O): reason */
 };
 
 #define FSCK_MAX_PROBLEMS 10000

@@ -31,7 +31,8 @@ static void want_ancestors(struct fsck *c)
 		if (!ir->ino || !(ir->flags & IR_WANT_PATH))
 			continue;
 		uint64_t up = ir->first_parent;
-		for (int d = 0; up && up != ITAB_ROOT_INO && d < MAX_DEPTH; d++) {
+		for (int d = 0; up && up != ITAB_ROOT_INO && d < MAX_DEPTH;
+		     d++) {
 			struct irec *p = fsck_ino(c, up, false);
 			if (!p)
 				break;
@@ -51,7 +52,8 @@ static int name_one(void *ctx, const struct itab_record *r)
 	struct irec *ir = fsck_ino(c, r->ino, false);
 	if (!ir)
 		return 0;
-	if ((ir->flags & IR_WANT_PATH) && !ir->name && r->parent == ir->first_parent &&
+	if ((ir->flags & IR_WANT_PATH) && !ir->name &&
+	    r->parent == ir->first_parent &&
 	    !(ir->name = fsck_strndup(r->name, r->name_len)))
 		return c->err = -ENOMEM;
 	struct irec *dir = fsck_ino(c, r->parent, false);
@@ -93,7 +95,8 @@ static char *path_of(struct fsck *c, uint64_t ino)
 		}
 		parts[n++] = ir->name;
 		if (is_type_dir(ir->mode) && ir->reach == 3) {
-			broken = true; /* in a cycle, or below a detached directory */
+			broken = true; /* in a cycle, or below a detached
+			                  directory */
 			break;
 		}
 		cur = ir->first_parent;
@@ -135,8 +138,9 @@ int fsck_paths(struct fsck *c)
 		struct fsck_problem *p = &c->rep->p[i];
 		if (p->name) {
 			char *dir = path_of(c, p->parent);
-			if (dir && asprintf(&p->path, "%s%s%s", dir,
-					    strcmp(dir, "/") ? "/" : "", p->name) < 0)
+			if (dir &&
+			    asprintf(&p->path, "%s%s%s", dir,
+			             strcmp(dir, "/") ? "/" : "", p->name) < 0)
 				p->path = NULL;
 			free(dir);
 		} else if (p->ino) {
@@ -146,40 +150,52 @@ int fsck_paths(struct fsck *c)
 	return 0;
 }
 
-/* ---- repairs ------------------------------------------------------------------ */
+/* ---- repairs
+ * ------------------------------------------------------------------ */
 
-#define REBUILD                                                                          \
-	"if the other nodes check clean, rebuild this node from them (stop it, `sandfs "  \
-	"member remove ID` through another node, empty its data directory, start it with " \
+#define REBUILD                                                                \
+	"if the other nodes check clean, rebuild this node from them (stop "   \
+	"it, `sandfs "                                                         \
+	"member remove ID` through another node, empty its data directory, "   \
+	"start it with "                                                       \
 	"--join and `sandfs member add` it again)"
 
 static const char *const advice[FSCK__KINDS] = {
-	[FSCK_BAD_RECORD] = "not repaired: fsck does not guess what an unreadable record held; " REBUILD,
-	[FSCK_ENTRY_TYPE] = "not repaired: " REBUILD,
-	[FSCK_ENTRY_PARENT] = "not repaired: " REBUILD,
-	[FSCK_DIR_LINKS] = "not repaired: " REBUILD,
-	[FSCK_PARENT] = "not repaired: " REBUILD,
-	[FSCK_CYCLE] = "not repaired: " REBUILD,
-	[FSCK_DETACHED] = "not repaired (fsck does not relink directories): " REBUILD,
-	[FSCK_READDIR] = "not repaired: listings may skip or repeat entries; " REBUILD,
-	[FSCK_EXTENT] = "not repaired: " REBUILD,
-	[FSCK_ST_BLOCKS] = "not repaired: harmless to the data (stat and du show another "
-			   "figure)",
-	[FSCK_SYMLINK] = "not repaired: " REBUILD,
-	[FSCK_XATTR] = "not repaired: harmless leftovers; " REBUILD,
-	[FSCK_UNLINKED] = "not repaired (fsck does not relink files; its data is still "
-			  "referenced): " REBUILD,
-	[FSCK_ORPHAN] = "not repaired: " REBUILD,
-	[FSCK_OPEN_RECORD] = "not repaired: harmless leftover; " REBUILD,
-	[FSCK_COUNTER] = "not repaired: statfs figures are off; a wrong next-inode counter "
-			 "is not harmless: " REBUILD,
-	[FSCK_APPLIED] = "not repaired: the node cannot rebuild its state from its log; " REBUILD,
-	[FSCK_LOG] = "not repaired: the node will refuse to start on this log; " REBUILD,
+    [FSCK_BAD_RECORD] = "not repaired: fsck does not guess what an unreadable "
+                        "record held; " REBUILD,
+    [FSCK_ENTRY_TYPE] = "not repaired: " REBUILD,
+    [FSCK_ENTRY_PARENT] = "not repaired: " REBUILD,
+    [FSCK_DIR_LINKS] = "not repaired: " REBUILD,
+    [FSCK_PARENT] = "not repaired: " REBUILD,
+    [FSCK_CYCLE] = "not repaired: " REBUILD,
+    [FSCK_DETACHED] =
+        "not repaired (fsck does not relink directories): " REBUILD,
+    [FSCK_READDIR] =
+        "not repaired: listings may skip or repeat entries; " REBUILD,
+    [FSCK_EXTENT] = "not repaired: " REBUILD,
+    [FSCK_ST_BLOCKS] =
+        "not repaired: harmless to the data (stat and du show another "
+        "figure)",
+    [FSCK_SYMLINK] = "not repaired: " REBUILD,
+    [FSCK_XATTR] = "not repaired: harmless leftovers; " REBUILD,
+    [FSCK_UNLINKED] =
+        "not repaired (fsck does not relink files; its data is still "
+        "referenced): " REBUILD,
+    [FSCK_ORPHAN] = "not repaired: " REBUILD,
+    [FSCK_OPEN_RECORD] = "not repaired: harmless leftover; " REBUILD,
+    [FSCK_COUNTER] =
+        "not repaired: statfs figures are off; a wrong next-inode counter "
+        "is not harmless: " REBUILD,
+    [FSCK_APPLIED] = "not repaired: the node cannot rebuild its state from its "
+                     "log; " REBUILD,
+    [FSCK_LOG] =
+        "not repaired: the node will refuse to start on this log; " REBUILD,
 };
 
 static bool through_log(enum fsck_kind k)
 {
-	return k == FSCK_NLINK || k == FSCK_DIR_SIZE || k == FSCK_DANGLING || k == FSCK_REFCOUNT;
+	return k == FSCK_NLINK || k == FSCK_DIR_SIZE || k == FSCK_DANGLING ||
+	       k == FSCK_REFCOUNT;
 }
 
 static void set_advice(struct fsck *c, struct fsck_problem *p)
@@ -187,27 +203,40 @@ static void set_advice(struct fsck *c, struct fsck_problem *p)
 	const struct fsck_env *e = c->env;
 	if (through_log(p->kind)) {
 		if (!e->repair)
-			fsck_action(p, FSCK_UNFIXED, "%s",
-				    e->online ? "--repair fixes it through the log"
-					      : "start the node and run `sandfs fsck --repair` "
-						"through it: the fix goes through the log");
+			fsck_action(
+			    p, FSCK_UNFIXED, "%s",
+			    e->online
+			        ? "--repair fixes it through the log"
+			        : "start the node and run `sandfs fsck "
+			          "--repair` "
+			          "through it: the fix goes through the log");
 		else
 			fsck_action(p, FSCK_UNFIXED,
-				    "not repaired offline: a change made here, outside the log, "
-				    "would make this replica differ from the others; start the node "
-				    "and run `sandfs fsck --repair` through it (every replica then "
-				    "checks and applies the fix alike)");
-	} else if (p->kind == FSCK_BLOCK_MISSING || p->kind == FSCK_BLOCK_CORRUPT) {
+			            "not repaired offline: a change made here, "
+			            "outside the log, "
+			            "would make this replica differ from the "
+			            "others; start the node "
+			            "and run `sandfs fsck --repair` through it "
+			            "(every replica then "
+			            "checks and applies the fix alike)");
+	} else if (p->kind == FSCK_BLOCK_MISSING ||
+	           p->kind == FSCK_BLOCK_CORRUPT) {
 		if (!e->repair)
-			fsck_action(p, FSCK_UNFIXED, "--repair fetches a good copy from a peer");
+			fsck_action(p, FSCK_UNFIXED,
+			            "--repair fetches a good copy from a peer");
 		else
 			fsck_action(p, FSCK_UNFIXED,
-				    "not repaired: no peer to fetch it from (offline, give the "
-				    "node's --id and --peers), or start the node: it fetches missing "
-				    "blocks by itself, and a corrupt one when it is read or scrubbed");
+			            "not repaired: no peer to fetch it from "
+			            "(offline, give the "
+			            "node's --id and --peers), or start the "
+			            "node: it fetches missing "
+			            "blocks by itself, and a corrupt one when "
+			            "it is read or scrubbed");
 	} else if (p->kind == FSCK_BLOCK_UNREF) {
 		fsck_action(p, FSCK_UNFIXED, "%s",
-			    e->repair ? "kept" : "--repair drops it (the block GC does too)");
+		            e->repair
+		                ? "kept"
+		                : "--repair drops it (the block GC does too)");
 	} else if (advice[p->kind]) {
 		fsck_action(p, FSCK_UNFIXED, "%s", advice[p->kind]);
 	}
@@ -217,15 +246,19 @@ static void set_advice(struct fsck *c, struct fsck_problem *p)
 static void log_outcome(struct fsck_problem *p, int rc)
 {
 	if (rc == 0)
-		fsck_action(p, FSCK_FIXED, "repaired through the log (each replica checks it "
-					   "against its own state)");
+		fsck_action(p, FSCK_FIXED,
+		            "repaired through the log (each replica checks it "
+		            "against its own state)");
 	else if (rc == -EALREADY)
-		fsck_action(p, FSCK_FIXED, "already right when the repair was applied");
+		fsck_action(p, FSCK_FIXED,
+		            "already right when the repair was applied");
 	else if (rc == -ESTALE || rc == -ENOENT)
 		fsck_action(p, FSCK_UNFIXED,
-			    "not repaired: the state changed since the check; run fsck again");
+		            "not repaired: the state changed since the check; "
+		            "run fsck again");
 	else
-		fsck_action(p, FSCK_FIX_FAILED, "the repair failed: %s", strerror(-rc));
+		fsck_action(p, FSCK_FIX_FAILED, "the repair failed: %s",
+		            strerror(-rc));
 }
 
 static int propose(struct fsck *c, struct itab_op *op)
@@ -254,7 +287,8 @@ static void fix_nlink(struct fsck *c, struct fsck_problem *p)
 		if (c->lk[i].ino == p->ino)
 			need += 10 + c->lk[i].name_len, n++;
 	if (n == 0 || n != p->want) {
-		fsck_action(p, FSCK_UNFIXED, "not repaired: its links could not be listed");
+		fsck_action(p, FSCK_UNFIXED,
+		            "not repaired: its links could not be listed");
 		return;
 	}
 	uint8_t *buf = malloc(need);
@@ -262,16 +296,20 @@ static void fix_nlink(struct fsck *c, struct fsck_problem *p)
 	if (!buf || !links) {
 		free(buf);
 		free(links);
-		fsck_action(p, FSCK_FIX_FAILED, "the repair failed: out of memory");
+		fsck_action(p, FSCK_FIX_FAILED,
+		            "the repair failed: out of memory");
 		return;
 	}
 	for (size_t i = 0, k = 0; i < c->nl; i++)
 		if (c->lk[i].ino == p->ino)
-			links[k++] = (struct itab_link){c->lk[i].parent, c->lk[i].name,
-							c->lk[i].name_len};
+			links[k++] = (struct itab_link){
+			    c->lk[i].parent, c->lk[i].name, c->lk[i].name_len};
 	long len = itab_repair_links_encode(links, n, buf, need);
-	struct itab_op op = {.flags = ITAB_REPAIR_NLINK, .ino = p->ino, .size = p->seen,
-			     .value = buf, .value_len = len > 0 ? (size_t)len : 0};
+	struct itab_op op = {.flags = ITAB_REPAIR_NLINK,
+	                     .ino = p->ino,
+	                     .size = p->seen,
+	                     .value = buf,
+	                     .value_len = len > 0 ? (size_t)len : 0};
 	log_outcome(p, len < 0 ? (int)len : propose(c, &op));
 	free(buf);
 	free(links);
@@ -284,7 +322,9 @@ static void fix_block(struct fsck *c, struct fsck_problem *p)
 		/* out of the way first: a store keeps a block file it holds */
 		int rc = blk_check(e->bs, p->hash);
 		if (rc == 0) {
-			fsck_action(p, FSCK_FIXED, "the block checks now (rewritten meanwhile)");
+			fsck_action(
+			    p, FSCK_FIXED,
+			    "the block checks now (rewritten meanwhile)");
 			return;
 		}
 	}
@@ -294,11 +334,14 @@ static void fix_block(struct fsck *c, struct fsck_problem *p)
 		rc = blk_verify(e->bs, p->hash, NULL);
 	if (rc == 0)
 		fsck_action(p, FSCK_FIXED, "fetched a good copy from node %llu",
-			    (unsigned long long)from);
+		            (unsigned long long)from);
 	else
-		fsck_action(p, FSCK_FIX_FAILED, "no peer could give a good copy (%s)%s",
-			    strerror(-rc),
-			    p->kind == FSCK_BLOCK_CORRUPT ? "; the corrupt copy is in quarantine" : "");
+		fsck_action(p, FSCK_FIX_FAILED,
+		            "no peer could give a good copy (%s)%s",
+		            strerror(-rc),
+		            p->kind == FSCK_BLOCK_CORRUPT
+		                ? "; the corrupt copy is in quarantine"
+		                : "");
 }
 
 /* See fsck_internal.h. */
@@ -331,17 +374,22 @@ void fsck_repair(struct fsck *c)
 		}
 		case FSCK_DANGLING:
 			if (e->propose) {
-				struct itab_op op = {.flags = ITAB_REPAIR_DENTRY, .parent = p->parent,
-						     .name = p->name, .name_len = strlen(p->name),
-						     .ino = p->ino};
+				struct itab_op op = {
+				    .flags = ITAB_REPAIR_DENTRY,
+				    .parent = p->parent,
+				    .name = p->name,
+				    .name_len = strlen(p->name),
+				    .ino = p->ino};
 				log_outcome(p, propose(c, &op));
 			}
 			break;
 		case FSCK_REFCOUNT:
 			if (e->propose) {
-				struct itab_op op = {.flags = ITAB_REPAIR_REFS, .value = p->hash,
-						     .value_len = BLK_HASH_LEN, .size = p->seen,
-						     .rdev = p->want};
+				struct itab_op op = {.flags = ITAB_REPAIR_REFS,
+				                     .value = p->hash,
+				                     .value_len = BLK_HASH_LEN,
+				                     .size = p->seen,
+				                     .rdev = p->want};
 				log_outcome(p, propose(c, &op));
 			}
 			break;
@@ -358,8 +406,9 @@ void fsck_repair(struct fsck *c)
 				if (rc == 0 || rc == -ENOENT)
 					fsck_action(p, FSCK_FIXED, "dropped");
 				else
-					fsck_action(p, FSCK_FIX_FAILED, "cannot drop it: %s",
-						    strerror(-rc));
+					fsck_action(p, FSCK_FIX_FAILED,
+					            "cannot drop it: %s",
+					            strerror(-rc));
 			}
 			break;
 		default:
@@ -376,11 +425,13 @@ void fsck_repair(struct fsck *c)
 		if (p->kind != FSCK_BLOCK_UNREF)
 			continue;
 		if (rc < 0)
-			fsck_action(p, FSCK_FIX_FAILED, "the block GC failed: %s", strerror(-rc));
+			fsck_action(p, FSCK_FIX_FAILED,
+			            "the block GC failed: %s", strerror(-rc));
 		else if (blk_has(e->bs, p->hash) == 0)
 			fsck_action(p, FSCK_FIXED, "dropped by the block GC");
 		else
 			fsck_action(p, FSCK_UNFIXED,
-				    "kept by the block GC (it was stored or used again recently)");
+			            "kept by the block GC (it was stored or "
+			            "used again recently)");
 	}
 }

@@ -11,14 +11,14 @@
 #include <stdarg.h>
 
 /* What fsck learnt of one inode (or of a directory entries name). */
-#define IR_ORPHAN_REC 0x01u  /* an orphan record names it */
-#define IR_HOLDER 0x02u      /* ... kept by a node (not by open records) */
-#define IR_OPEN 0x04u        /* an open record names it */
-#define IR_TARGET 0x08u      /* a symlink target record exists */
-#define IR_WANT_PATH 0x10u   /* a problem names it: resolve its path */
-#define IR_WANT_LINKS 0x20u  /* an nlink repair needs its links */
-#define IR_LIVE 0x40u        /* an inode record exists */
-#define IR_FIXED_DIR 0x80u   /* a directory repair was proposed */
+#define IR_ORPHAN_REC 0x01u /* an orphan record names it */
+#define IR_HOLDER     0x02u /* ... kept by a node (not by open records) */
+#define IR_OPEN       0x04u /* an open record names it */
+#define IR_TARGET     0x08u /* a symlink target record exists */
+#define IR_WANT_PATH  0x10u /* a problem names it: resolve its path */
+#define IR_WANT_LINKS 0x20u /* an nlink repair needs its links */
+#define IR_LIVE       0x40u /* an inode record exists */
+#define IR_FIXED_DIR  0x80u /* a directory repair was proposed */
 
 struct irec {
 	uint64_t ino;
@@ -33,21 +33,22 @@ struct irec {
 	uint64_t units;        /* 512-byte units its extents cover */
 	uint32_t target_len;
 	uint8_t flags;
-	uint8_t reach;         /* directories: 0 unknown, 1 walking, 2 root reaches it, 3 not */
-	int fix_rc;            /* the directory repair's result (IR_FIXED_DIR) */
-	char *name;            /* its name in first_parent (when wanted) */
+	uint8_t reach; /* directories: 0 unknown, 1 walking, 2 root reaches it,
+	                  3 not */
+	int fix_rc;    /* the directory repair's result (IR_FIXED_DIR) */
+	char *name;    /* its name in first_parent (when wanted) */
 };
 
 struct brec {
 	uint8_t hash[BLK_HASH_LEN];
-	uint64_t extents;      /* extents naming it */
-	uint64_t count;        /* its reference count record */
-	uint64_t first_ino;    /* an inode using it */
+	uint64_t extents;   /* extents naming it */
+	uint64_t count;     /* its reference count record */
+	uint64_t first_ino; /* an inode using it */
 	bool has_count;
-	bool used;             /* the slot is taken */
+	bool used; /* the slot is taken */
 };
 
-struct lrec {              /* one link of an inode whose nlink is repaired */
+struct lrec { /* one link of an inode whose nlink is repaired */
 	uint64_t ino, parent;
 	char *name;
 	size_t name_len;
@@ -59,15 +60,15 @@ struct fsck {
 	struct itab *t;
 	struct itab_view *v;
 	struct itab_view_info info;
-	struct irec *it;       /* open addressing by ino; ino 0 = empty */
+	struct irec *it; /* open addressing by ino; ino 0 = empty */
 	size_t icap, in;
-	struct brec *bt;       /* open addressing by hash */
+	struct brec *bt; /* open addressing by hash */
 	size_t bcap, bn;
 	struct lrec *lk;
 	size_t nl, capl;
 	const char *phase;
 	uint64_t done, total;
-	int err;               /* first fatal error (-ENOMEM, -EIO) */
+	int err; /* first fatal error (-ENOMEM, -EIO) */
 };
 
 /* Inode record of ino: found, or (add) created; NULL if absent or out of
@@ -75,11 +76,12 @@ struct fsck {
 struct irec *fsck_ino(struct fsck *c, uint64_t ino, bool add);
 /* Add a problem; detail is printf-formatted. Returns it (NULL past
  * FSCK_MAX_PROBLEMS: counted in rep->n_more, or out of memory). */
-struct fsck_problem *fsck_problem(struct fsck *c, enum fsck_kind kind, uint64_t ino,
-				  const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+struct fsck_problem *fsck_problem(struct fsck *c, enum fsck_kind kind,
+                                  uint64_t ino, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 /* Set a problem's action text (printf-formatted). */
-void fsck_action(struct fsck_problem *p, enum fsck_fix fix, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+void fsck_action(struct fsck_problem *p, enum fsck_fix fix, const char *fmt,
+                 ...) __attribute__((format(printf, 3, 4)));
 /* Progress: start a phase of `total` steps (0: unknown) / one step done.
  * fsck_step returns true when the run should stop. */
 void fsck_phase(struct fsck *c, const char *phase, uint64_t total);

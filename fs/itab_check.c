@@ -75,14 +75,16 @@ struct walk {
 /* Hand a record that does not decode to the callback. */
 static int bad(struct walk *w, const uint8_t *k, size_t kl, const char *why)
 {
-	struct itab_record r = {.kind = ITAB_REC_BAD, .key = k, .key_len = kl, .why = why};
+	struct itab_record r = {
+	    .kind = ITAB_REC_BAD, .key = k, .key_len = kl, .why = why};
 	if (kl >= 9)
 		r.ino = be_get64(k + 1);
 	return w->cb(w->ctx, &r);
 }
 
 /* One raw record of the walked kind -> decoded callback. */
-static int walk_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
+static int walk_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
+                    size_t vl)
 {
 	struct walk *w = ctx;
 	struct itab_record r = {.kind = w->kind, .key = k, .key_len = kl};
@@ -101,7 +103,8 @@ static int walk_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, si
 	case ITAB_REC_DENTRY: {
 		struct dent d;
 		if (kl < 10 || kl > 9 + ITAB_NAME_MAX)
-			return bad(w, k, kl, "directory entry key of the wrong length");
+			return bad(w, k, kl,
+			           "directory entry key of the wrong length");
 		if (dent_decode(v, vl, &d))
 			return bad(w, k, kl, "directory entry does not decode");
 		r.parent = be_get64(k + 1);
@@ -114,7 +117,8 @@ static int walk_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, si
 	}
 	case ITAB_REC_COOKIE:
 		if (kl != 17 || vl < 10 || vl > 9 + ITAB_NAME_MAX)
-			return bad(w, k, kl, "readdir record of the wrong length");
+			return bad(w, k, kl,
+			           "readdir record of the wrong length");
 		r.parent = be_get64(k + 1);
 		r.cookie = be_get64(k + 9);
 		r.ino = be_get64(v);
@@ -124,7 +128,8 @@ static int walk_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, si
 		break;
 	case ITAB_REC_EXTENT:
 		if (kl != 17 || vl != ITAB_HASH_LEN + 4)
-			return bad(w, k, kl, "extent record of the wrong length");
+			return bad(w, k, kl,
+			           "extent record of the wrong length");
 		r.ino = be_get64(k + 1);
 		r.index = be_get64(k + 9);
 		r.hash = v;
@@ -132,7 +137,9 @@ static int walk_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, si
 		break;
 	case ITAB_REC_BLOCKREF:
 		if (kl != 1 + ITAB_HASH_LEN || vl != 8)
-			return bad(w, k, kl, "block reference record of the wrong length");
+			return bad(
+			    w, k, kl,
+			    "block reference record of the wrong length");
 		r.hash = k + 1;
 		r.count = be_get64(v);
 		break;
@@ -151,7 +158,8 @@ static int walk_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, si
 		break;
 	case ITAB_REC_ORPHAN:
 		if (kl != 10 || vl != 8)
-			return bad(w, k, kl, "orphan record of the wrong length");
+			return bad(w, k, kl,
+			           "orphan record of the wrong length");
 		r.ino = be_get64(k + 2);
 		r.count = be_get64(v);
 		break;
@@ -169,12 +177,14 @@ static int walk_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, si
 
 /* See itab_check.h. */
 int itab_view_walk(struct itab *t, struct itab_view *v, enum itab_rec kind,
-		   itab_record_fn cb, void *ctx)
+                   itab_record_fn cb, void *ctx)
 {
 	static const char pfx[] = {
-		[ITAB_REC_INODE] = 'I', [ITAB_REC_DENTRY] = 'D', [ITAB_REC_COOKIE] = 'C',
-		[ITAB_REC_EXTENT] = 'E', [ITAB_REC_BLOCKREF] = 'B', [ITAB_REC_SYMLINK] = 'L',
-		[ITAB_REC_XATTR] = 'X', [ITAB_REC_ORPHAN] = 'M', [ITAB_REC_OPEN] = 'O',
+	    [ITAB_REC_INODE] = 'I',    [ITAB_REC_DENTRY] = 'D',
+	    [ITAB_REC_COOKIE] = 'C',   [ITAB_REC_EXTENT] = 'E',
+	    [ITAB_REC_BLOCKREF] = 'B', [ITAB_REC_SYMLINK] = 'L',
+	    [ITAB_REC_XATTR] = 'X',    [ITAB_REC_ORPHAN] = 'M',
+	    [ITAB_REC_OPEN] = 'O',
 	};
 	if ((unsigned)kind >= ITAB_REC_BAD)
 		return -EINVAL;
@@ -186,13 +196,14 @@ int itab_view_walk(struct itab *t, struct itab_view *v, enum itab_rec kind,
 
 /* See itab_check.h. */
 int itab_view_cookie(struct itab *t, struct itab_view *v, uint64_t parent,
-		     uint64_t cookie, uint64_t *ino, uint32_t *type,
-		     char *name, size_t cap, size_t *name_len)
+                     uint64_t cookie, uint64_t *ino, uint32_t *type, char *name,
+                     size_t cap, size_t *name_len)
 {
 	uint8_t k[KEY_MAX];
 	char *val;
 	size_t vl;
-	int rc = db_get(t, v->ro, k, key_ino_u64(k, 'C', parent, cookie), &val, &vl);
+	int rc =
+	    db_get(t, v->ro, k, key_ino_u64(k, 'C', parent, cookie), &val, &vl);
 	if (rc)
 		return rc;
 	if (vl < 9) {
@@ -210,7 +221,7 @@ int itab_view_cookie(struct itab *t, struct itab_view *v, uint64_t parent,
 
 /* See itab_check.h. */
 int itab_view_inode(struct itab *t, struct itab_view *v, uint64_t ino,
-		    struct itab_attr *attr)
+                    struct itab_attr *attr)
 {
 	uint8_t k[KEY_MAX];
 	char *val;
@@ -228,7 +239,7 @@ int itab_view_inode(struct itab *t, struct itab_view *v, uint64_t ino,
 
 /* See itab_check.h. */
 long itab_repair_links_encode(const struct itab_link *links, size_t n,
-			      uint8_t *buf, size_t cap)
+                              uint8_t *buf, size_t cap)
 {
 	size_t off = 0;
 	for (size_t i = 0; i < n; i++) {

@@ -54,19 +54,19 @@
 #include "fs/itab.h"
 
 /* ITAB_OP_REPAIR kinds (op->flags; values are part of the log format). */
-#define ITAB_REPAIR_DIR 1u
-#define ITAB_REPAIR_NLINK 2u
+#define ITAB_REPAIR_DIR    1u
+#define ITAB_REPAIR_NLINK  2u
 #define ITAB_REPAIR_DENTRY 3u
-#define ITAB_REPAIR_REFS 4u
+#define ITAB_REPAIR_REFS   4u
 
 struct itab_view;
 
 /* The counters stored at the view's point in time. */
 struct itab_view_info {
-	uint64_t applied;    /* log index the view is of */
+	uint64_t applied; /* log index the view is of */
 	uint64_t next_ino;
-	uint64_t inodes;     /* live inodes the table counts */
-	uint64_t blocks;     /* distinct referenced blocks it counts */
+	uint64_t inodes; /* live inodes the table counts */
+	uint64_t blocks; /* distinct referenced blocks it counts */
 	uint32_t block_size;
 };
 
@@ -85,9 +85,11 @@ enum itab_rec {
 	ITAB_REC_BLOCKREF, /* hash -> count */
 	ITAB_REC_SYMLINK,  /* ino -> len (the target's length) */
 	ITAB_REC_XATTR,    /* ino, name */
-	ITAB_REC_ORPHAN,   /* ino -> count = the node keeping it (0: its open records) */
+	ITAB_REC_ORPHAN,   /* ino -> count = the node keeping it (0: its open
+	                      records) */
 	ITAB_REC_OPEN,     /* ino, count = the node holding it open */
-	ITAB_REC_BAD,      /* a record of the walked kind that does not decode: key, why */
+	ITAB_REC_BAD, /* a record of the walked kind that does not decode: key,
+	                 why */
 };
 
 /* One record; every pointer is borrowed for the callback only. */
@@ -97,16 +99,16 @@ struct itab_record {
 	uint64_t parent;
 	const char *name;
 	size_t name_len;
-	uint32_t type;       /* S_IFMT bits */
+	uint32_t type; /* S_IFMT bits */
 	uint64_t cookie;
 	uint64_t index;
 	const uint8_t *hash; /* ITAB_HASH_LEN bytes */
 	uint32_t len;
 	uint64_t count;
 	struct itab_attr attr;
-	const uint8_t *key;  /* the raw key */
+	const uint8_t *key; /* the raw key */
 	size_t key_len;
-	const char *why;     /* ITAB_REC_BAD */
+	const char *why; /* ITAB_REC_BAD */
 };
 
 /* Return non-zero to stop the walk (that value is returned). */
@@ -117,18 +119,18 @@ typedef int (*itab_record_fn)(void *ctx, const struct itab_record *r);
  * or -EIO (LevelDB). Callbacks may call itab_view_* functions (no lock
  * is held) but not the locking itab.h reads. */
 int itab_view_walk(struct itab *t, struct itab_view *v, enum itab_rec kind,
-		   itab_record_fn cb, void *ctx);
+                   itab_record_fn cb, void *ctx);
 
 /* The readdir record (parent, cookie) in the view: 0 with *ino, *type and
  * the name (up to cap bytes; *name_len its full length), -ENOENT, -EIO
  * (or a record that does not decode). */
 int itab_view_cookie(struct itab *t, struct itab_view *v, uint64_t parent,
-		     uint64_t cookie, uint64_t *ino, uint32_t *type,
-		     char *name, size_t cap, size_t *name_len);
+                     uint64_t cookie, uint64_t *ino, uint32_t *type, char *name,
+                     size_t cap, size_t *name_len);
 
 /* The inode ino in the view: 0, -ENOENT, -EIO. */
 int itab_view_inode(struct itab *t, struct itab_view *v, uint64_t ino,
-		    struct itab_attr *attr);
+                    struct itab_attr *attr);
 
 /* ITAB_REPAIR_NLINK's list of links: n x (u64 parent, u16 name length,
  * name). encode returns the bytes written (needs 10 + name_len each), or
@@ -139,6 +141,6 @@ struct itab_link {
 	size_t name_len;
 };
 long itab_repair_links_encode(const struct itab_link *links, size_t n,
-			      uint8_t *buf, size_t cap);
+                              uint8_t *buf, size_t cap);
 
 #endif

@@ -24,7 +24,8 @@ struct dir_count {
 
 /* Scan callback: count a directory's entries and subdirectories (by the
  * type the entry records, which is what apply keeps nlink by). */
-static int count_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
+static int count_one(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
+                     size_t vl)
 {
 	struct dir_count *c = ctx;
 	struct dent d;
@@ -42,14 +43,16 @@ static int dir_count(struct txn *tx, uint64_t ino, struct dir_count *c)
 {
 	uint8_t p[KEY_MAX];
 	memset(c, 0, sizeof(*c));
-	int rc = itab_scan(tx->t, p, key_ino(p, 'D', ino), NULL, 0, count_one, c);
+	int rc =
+	    itab_scan(tx->t, p, key_ino(p, 'D', ino), NULL, 0, count_one, c);
 	return rc ? txn_chk(tx, rc < 0 ? rc : -EIO) : 0;
 }
 
 /* Set a directory's nlink and size to what its entries say, less the
  * entries given in `less` (ones this op deletes). 0, or -EALREADY when
  * both were right. */
-static int dir_recount(struct txn *tx, struct inode *dir, const struct dir_count *less)
+static int dir_recount(struct txn *tx, struct inode *dir,
+                       const struct dir_count *less)
 {
 	struct dir_count c;
 	int rc = dir_count(tx, dir->a.ino, &c);
@@ -60,7 +63,8 @@ static int dir_recount(struct txn *tx, struct inode *dir, const struct dir_count
 	uint64_t nlink = 2 + c.subdirs;
 	if (dir->a.nlink == nlink && dir->a.size == c.entries)
 		return -EALREADY;
-	dir->a.nlink = nlink > ITAB_NLINK_MAX ? ITAB_NLINK_MAX : (uint32_t)nlink;
+	dir->a.nlink =
+	    nlink > ITAB_NLINK_MAX ? ITAB_NLINK_MAX : (uint32_t)nlink;
 	dir->a.size = c.entries;
 	txn_dirty(tx, dir);
 	return 0;
@@ -105,12 +109,15 @@ static int repair_nlink(struct txn *tx)
 		if (r.bad || nl == 0 || nl > ITAB_NAME_MAX)
 			return -EINVAL;
 		/* the same link twice would count twice */
-		struct rd s = {.p = op->value, .n = (size_t)(name - (const char *)op->value) - 10};
+		struct rd s = {.p = op->value,
+		               .n = (size_t)(name - (const char *)op->value) -
+		                    10};
 		while (s.n > 0) {
 			uint64_t p2 = rd_u64(&s);
 			uint16_t l2 = rd_u16(&s);
 			const uint8_t *n2 = rd_bytes(&s, l2);
-			if (!s.bad && p2 == parent && l2 == nl && memcmp(n2, name, nl) == 0)
+			if (!s.bad && p2 == parent && l2 == nl &&
+			    memcmp(n2, name, nl) == 0)
 				return -EINVAL;
 		}
 		struct dent d;
@@ -130,7 +137,8 @@ static int repair_nlink(struct txn *tx)
 	if (in->a.nlink == 0) {
 		/* it was kept as an orphan: linked, it no longer is one */
 		uint8_t k[KEY_MAX];
-		leveldb_writebatch_delete(tx->wb, (char *)k, key_meta_u64(k, 'o', in->a.ino));
+		leveldb_writebatch_delete(tx->wb, (char *)k,
+		                          key_meta_u64(k, 'o', in->a.ino));
 	}
 	in->a.nlink = (uint32_t)n;
 	txn_dirty(tx, in);
@@ -145,7 +153,8 @@ static int repair_dentry(struct txn *tx)
 	struct dent d;
 	if (op->name_len == 0 || op->name_len > ITAB_NAME_MAX)
 		return -EINVAL;
-	int rc = txn_chk(tx, db_dent(tx->t, op->parent, op->name, op->name_len, &d));
+	int rc =
+	    txn_chk(tx, db_dent(tx->t, op->parent, op->name, op->name_len, &d));
 	if (rc == -ENOENT)
 		return -ESTALE;
 	if (rc)
@@ -159,8 +168,9 @@ static int repair_dentry(struct txn *tx)
 	if (rc != -ENOENT)
 		return rc;
 	uint8_t k[KEY_MAX];
-	leveldb_writebatch_delete(tx->wb, (char *)k,
-				  key_ino_name(k, 'D', op->parent, op->name, op->name_len));
+	leveldb_writebatch_delete(
+	    tx->wb, (char *)k,
+	    key_ino_name(k, 'D', op->parent, op->name, op->name_len));
 	/* Its readdir record, if that is really this entry's. */
 	char *v;
 	size_t vl;
@@ -170,7 +180,8 @@ static int repair_dentry(struct txn *tx)
 		return rc;
 	if (rc == 0) {
 		bool same = vl >= 9 && be_get64((const uint8_t *)v) == d.ino &&
-			    vl - 9 == op->name_len && memcmp(v + 9, op->name, op->name_len) == 0;
+		            vl - 9 == op->name_len &&
+		            memcmp(v + 9, op->name, op->name_len) == 0;
 		leveldb_free(v);
 		if (same)
 			leveldb_writebatch_delete(tx->wb, (char *)k, kl);

@@ -26,9 +26,9 @@ struct scrub {
 	char *state_path;
 	pthread_t thread;
 	pthread_mutex_t mu;
-	pthread_cond_t cv;    /* wakes the thread: stop or now */
-	bool stop;            /* guarded by mu */
-	bool now;             /* guarded by mu */
+	pthread_cond_t cv;       /* wakes the thread: stop or now */
+	bool stop;               /* guarded by mu */
+	bool now;                /* guarded by mu */
 	struct scrub_counters c; /* guarded by mu */
 };
 
@@ -122,15 +122,20 @@ static void corrupt_block(struct scrub *s, const uint8_t *h)
 	if (refs && s->cfg.fetch)
 		rc = s->cfg.fetch(s->cfg.ctx, h, &from);
 	if (!refs)
-		snprintf(what, sizeof(what), "block %.16s: corrupt, referenced by nothing: "
-					     "quarantined", hex);
+		snprintf(what, sizeof(what),
+		         "block %.16s: corrupt, referenced by nothing: "
+		         "quarantined",
+		         hex);
 	else if (rc == 0)
-		snprintf(what, sizeof(what), "block %.16s: corrupt, a good copy fetched from "
-					     "node %llu", hex, (unsigned long long)from);
+		snprintf(what, sizeof(what),
+		         "block %.16s: corrupt, a good copy fetched from "
+		         "node %llu",
+		         hex, (unsigned long long)from);
 	else
-		snprintf(what, sizeof(what), "block %.16s: corrupt, no good copy from the peers "
-					     "(%s); tried again on a read and next pass",
-			 hex, strerror(-rc));
+		snprintf(what, sizeof(what),
+		         "block %.16s: corrupt, no good copy from the peers "
+		         "(%s); tried again on a read and next pass",
+		         hex, strerror(-rc));
 	if (refs && rc == 0)
 		LOG(WARN, "scrub: %s", what);
 	else
@@ -158,8 +163,8 @@ static void pass(struct scrub *s)
 	struct listing l = {0};
 	int rc = blk_list(s->cfg.bs, list_one, &l);
 	if (rc < 0)
-		LOG(WARN, "scrub: cannot list the block store %s: %s", blk_path(s->cfg.bs),
-		    strerror(-rc));
+		LOG(WARN, "scrub: cannot list the block store %s: %s",
+		    blk_path(s->cfg.bs), strerror(-rc));
 	pthread_mutex_lock(&s->mu);
 	s->c.pass_total = l.n;
 	double rate = (double)s->cfg.rate_mib_s * 1048576.0;
@@ -167,8 +172,9 @@ static void pass(struct scrub *s)
 	for (size_t i = 0; i < l.n && !s->stop; i++) {
 		pthread_mutex_unlock(&s->mu);
 		uint64_t size = 0;
-		rc = blk_size(s->cfg.bs, l.h[i], &size) == 0 ? blk_check(s->cfg.bs, l.h[i])
-							       : -ENOENT;
+		rc = blk_size(s->cfg.bs, l.h[i], &size) == 0
+		         ? blk_check(s->cfg.bs, l.h[i])
+		         : -ENOENT;
 		if (rc == -EBADMSG)
 			corrupt_block(s, l.h[i]);
 		pthread_mutex_lock(&s->mu);
@@ -194,9 +200,12 @@ static void pass(struct scrub *s)
 		uint64_t corrupt = s->c.corrupt, repaired = s->c.repaired;
 		pthread_mutex_unlock(&s->mu);
 		state_save(s->state_path, end);
-		LOG(INFO, "scrub: pass done: %zu blocks checked in %.1f s (%llu corrupt since "
-			  "start, %llu repaired)",
-		    l.n, mono_s() - t0, (unsigned long long)corrupt, (unsigned long long)repaired);
+		LOG(INFO,
+		    "scrub: pass done: %zu blocks checked in %.1f s (%llu "
+		    "corrupt since "
+		    "start, %llu repaired)",
+		    l.n, mono_s() - t0, (unsigned long long)corrupt,
+		    (unsigned long long)repaired);
 		pthread_mutex_lock(&s->mu);
 	}
 }
@@ -214,11 +223,15 @@ static void *scrub_main(void *arg)
 			continue;
 		}
 		int64_t interval = s->cfg.interval_s;
-		int64_t first = interval < SCRUB_FIRST_DELAY_S ? interval : SCRUB_FIRST_DELAY_S;
-		/* interval after the last pass began (after a restart: ended) */
-		int64_t due = s->c.last_pass_end ? s->c.last_pass_end - (int64_t)s->c.last_pass_secs +
-							   interval
-						 : started + first;
+		int64_t first = interval < SCRUB_FIRST_DELAY_S
+		                    ? interval
+		                    : SCRUB_FIRST_DELAY_S;
+		/* interval after the last pass began (after a restart: ended)
+		 */
+		int64_t due = s->c.last_pass_end
+		                  ? s->c.last_pass_end -
+		                        (int64_t)s->c.last_pass_secs + interval
+		                  : started + first;
 		int64_t now = wall_s();
 		if (!s->now && due > now) {
 			s->c.next_pass = due;
@@ -258,8 +271,11 @@ int scrub_start(const struct scrub_cfg *cfg, struct scrub **out)
 	s->c.last_pass_end = state_load(s->state_path);
 	if (s->c.enabled) { /* as scrub_main computes it, known at once */
 		int64_t iv = s->cfg.interval_s;
-		s->c.next_pass = s->c.last_pass_end ? s->c.last_pass_end + iv
-					: wall_s() + (iv < SCRUB_FIRST_DELAY_S ? iv : SCRUB_FIRST_DELAY_S);
+		s->c.next_pass = s->c.last_pass_end
+		                     ? s->c.last_pass_end + iv
+		                     : wall_s() + (iv < SCRUB_FIRST_DELAY_S
+		                                       ? iv
+		                                       : SCRUB_FIRST_DELAY_S);
 	}
 	int rc = pthread_create(&s->thread, NULL, scrub_main, s);
 	if (rc) {

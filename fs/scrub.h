@@ -28,39 +28,45 @@
 #include "fs/itab.h"
 #include "storage/blk.h"
 
-#define SCRUB_DEFAULT_MIB_S 4
+#define SCRUB_DEFAULT_MIB_S      4
 #define SCRUB_DEFAULT_INTERVAL_S 86400
-#define SCRUB_FIRST_DELAY_S 300
+#define SCRUB_FIRST_DELAY_S      300
 
 struct scrub_counters {
-	bool enabled;              /* rate_mib_s > 0 */
+	bool enabled; /* rate_mib_s > 0 */
 	uint32_t rate_mib_s;
 	uint32_t interval_s;
-	bool running;              /* a pass is under way */
-	uint64_t passes;           /* passes completed */
-	uint64_t pass_done;        /* blocks checked in the current (or last) pass */
-	uint64_t pass_total;       /* blocks that pass set out to check */
-	uint64_t blocks_checked;   /* every pass */
+	bool running;        /* a pass is under way */
+	uint64_t passes;     /* passes completed */
+	uint64_t pass_done;  /* blocks checked in the current (or last) pass */
+	uint64_t pass_total; /* blocks that pass set out to check */
+	uint64_t blocks_checked; /* every pass */
 	uint64_t bytes_checked;
-	uint64_t corrupt;          /* blocks that failed their check */
-	uint64_t repaired;         /* of those, a good copy fetched from a peer */
-	uint64_t unrepaired;       /* referenced, but no peer had a good copy (yet) */
-	uint64_t unreferenced;     /* corrupt and referenced by nothing: quarantined only */
-	int64_t last_pass_end;     /* unix time of the last completed pass, 0 none */
-	double last_pass_secs;     /* how long it took */
-	int64_t next_pass;         /* unix time the next pass starts (0: running or off) */
-	char last_finding[160];    /* the last corrupt block and what was done, "" none */
+	uint64_t corrupt;    /* blocks that failed their check */
+	uint64_t repaired;   /* of those, a good copy fetched from a peer */
+	uint64_t unrepaired; /* referenced, but no peer had a good copy (yet) */
+	uint64_t unreferenced; /* corrupt and referenced by nothing: quarantined
+	                          only */
+	int64_t
+	    last_pass_end; /* unix time of the last completed pass, 0 none */
+	double last_pass_secs; /* how long it took */
+	int64_t
+	    next_pass; /* unix time the next pass starts (0: running or off) */
+	char last_finding[160]; /* the last corrupt block and what was done, ""
+	                           none */
 };
 
 struct scrub_cfg {
-	struct blk_store *bs;      /* borrowed */
-	struct itab *itab;         /* borrowed: is a block referenced? */
-	/* Fetch a good copy into bs: 0 and *from, or -errno. NULL: no repair. */
-	int (*fetch)(void *ctx, const uint8_t hash[BLK_HASH_LEN], uint64_t *from);
+	struct blk_store *bs; /* borrowed */
+	struct itab *itab;    /* borrowed: is a block referenced? */
+	/* Fetch a good copy into bs: 0 and *from, or -errno. NULL: no repair.
+	 */
+	int (*fetch)(void *ctx, const uint8_t hash[BLK_HASH_LEN],
+	             uint64_t *from);
 	void *ctx;
-	uint32_t rate_mib_s;       /* 0: off */
-	uint32_t interval_s;       /* 0: SCRUB_DEFAULT_INTERVAL_S */
-	const char *state_path;    /* file keeping last_pass_end; NULL: none */
+	uint32_t rate_mib_s;    /* 0: off */
+	uint32_t interval_s;    /* 0: SCRUB_DEFAULT_INTERVAL_S */
+	const char *state_path; /* file keeping last_pass_end; NULL: none */
 };
 
 struct scrub;

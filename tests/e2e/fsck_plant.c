@@ -7,7 +7,8 @@
  *   sandfs-fsck-plant DIR info PATH              ino, nlink, first block
  *   sandfs-fsck-plant DIR nlink PATH N           set the inode's nlink to N
  *   sandfs-fsck-plant DIR dangling DIRPATH NAME  add an entry naming no inode
- *   sandfs-fsck-plant DIR corrupt-block HASH     overwrite a block's first bytes
+ *   sandfs-fsck-plant DIR corrupt-block HASH     overwrite a block's first
+ * bytes
  *
  * Output: one line of key=value pairs (ino=, nlink=, block=, ghost=).
  */
@@ -28,15 +29,16 @@ static int resolve(struct itab *t, const char *path, uint64_t *ino)
 	uint64_t cur = ITAB_ROOT_INO;
 	char *copy = strdup(path), *save = NULL;
 	int rc = 0;
-	for (char *c = strtok_r(copy, "/", &save); c && !rc; c = strtok_r(NULL, "/", &save))
+	for (char *c = strtok_r(copy, "/", &save); c && !rc;
+	     c = strtok_r(NULL, "/", &save))
 		rc = itab_lookup(t, cur, c, strlen(c), &cur, NULL);
 	free(copy);
 	*ino = cur;
 	return rc;
 }
 
-static int first_extent(void *ctx, uint64_t index, const uint8_t hash[ITAB_HASH_LEN],
-			uint32_t len)
+static int first_extent(void *ctx, uint64_t index,
+                        const uint8_t hash[ITAB_HASH_LEN], uint32_t len)
 {
 	(void)index, (void)len;
 	memcpy(ctx, hash, ITAB_HASH_LEN);
@@ -52,8 +54,9 @@ static int die(const char *what, int rc)
 int main(int argc, char **argv)
 {
 	if (argc < 4) {
-		fprintf(stderr, "usage: sandfs-fsck-plant DIR info PATH | nlink PATH N | dangling "
-				"DIRPATH NAME | corrupt-block HASH\n");
+		fprintf(stderr, "usage: sandfs-fsck-plant DIR info PATH | "
+		                "nlink PATH N | dangling "
+		                "DIRPATH NAME | corrupt-block HASH\n");
 		return 2;
 	}
 	const char *dir = argv[1], *cmd = argv[2];
@@ -62,11 +65,13 @@ int main(int argc, char **argv)
 		uint8_t h[BLK_HASH_LEN];
 		if (blk_from_hex(argv[3], h))
 			return die("bad hash", -EINVAL);
-		snprintf(path, sizeof(path), "%s/blocks/%.2s/%s", dir, argv[3], argv[3]);
+		snprintf(path, sizeof(path), "%s/blocks/%.2s/%s", dir, argv[3],
+		         argv[3]);
 		int fd = open(path, O_WRONLY);
 		if (fd < 0)
 			return die(path, -errno);
-		/* same size, other bytes: the file keeps its name and its CRC */
+		/* same size, other bytes: the file keeps its name and its CRC
+		 */
 		static const char junk[] = "planted corruption";
 		ssize_t w = pwrite(fd, junk, sizeof(junk) - 1, 0);
 		close(fd);
@@ -89,9 +94,11 @@ int main(int argc, char **argv)
 	if (!strcmp(cmd, "info")) {
 		uint8_t h[ITAB_HASH_LEN] = {0};
 		char hex[BLK_HEX_LEN + 1] = "";
-		if (itab_extents(t, ino, 0, UINT64_MAX, first_extent, h) == 0 && h[0] | h[1])
+		if (itab_extents(t, ino, 0, UINT64_MAX, first_extent, h) == 0 &&
+		    h[0] | h[1])
 			blk_hex(h, hex);
-		printf("ino=%llu nlink=%u block=%s\n", (unsigned long long)ino, a.nlink, hex);
+		printf("ino=%llu nlink=%u block=%s\n", (unsigned long long)ino,
+		       a.nlink, hex);
 	} else if (!strcmp(cmd, "nlink") && argc == 5) {
 		rc = plant_nlink(t, ino, (uint32_t)strtoul(argv[4], NULL, 10));
 		if (rc)
@@ -104,7 +111,8 @@ int main(int argc, char **argv)
 		rc = plant_dangling(t, ino, argv[4], ghost);
 		if (rc)
 			return die("dangling", rc);
-		printf("dir=%llu ghost=%llu\n", (unsigned long long)ino, (unsigned long long)ghost);
+		printf("dir=%llu ghost=%llu\n", (unsigned long long)ino,
+		       (unsigned long long)ghost);
 	} else {
 		fprintf(stderr, "sandfs-fsck-plant: unknown command %s\n", cmd);
 		itab_close(t);

@@ -15,8 +15,8 @@
 #include <string.h>
 
 /* Put one raw record (synced). 0 or -EIO. */
-static inline int plant_put(struct itab *t, const uint8_t *k, size_t kl, const void *v,
-			    size_t vl)
+static inline int plant_put(struct itab *t, const uint8_t *k, size_t kl,
+                            const void *v, size_t vl)
 {
 	char *err = NULL;
 	leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
@@ -45,8 +45,8 @@ static inline int plant_nlink(struct itab *t, uint64_t ino, uint32_t nlink)
 
 /* Add an entry `name` of `type` (S_IFMT bits) in directory parent naming
  * inode ino, with its readdir record; the parent's size follows. */
-static inline int plant_entry(struct itab *t, uint64_t parent, const char *name, uint64_t ino,
-			      uint32_t type)
+static inline int plant_entry(struct itab *t, uint64_t parent, const char *name,
+                              uint64_t ino, uint32_t type)
 {
 	struct inode dir;
 	int rc = db_inode(t, parent, &dir);
@@ -58,12 +58,14 @@ static inline int plant_entry(struct itab *t, uint64_t parent, const char *name,
 	struct dent d = {.ino = ino, .type = type, .cookie = dir.next_cookie++};
 	uint8_t k[KEY_MAX], v[9 + ITAB_NAME_MAX], iv[INODE_ENC_LEN];
 	dent_encode(&d, v);
-	if ((rc = plant_put(t, k, key_ino_name(k, 'D', parent, name, nl), v, DENT_ENC_LEN)))
+	if ((rc = plant_put(t, k, key_ino_name(k, 'D', parent, name, nl), v,
+	                    DENT_ENC_LEN)))
 		return rc;
 	be_put64(v, ino);
 	v[8] = (uint8_t)(type >> 12);
 	memcpy(v + 9, name, nl);
-	if ((rc = plant_put(t, k, key_ino_u64(k, 'C', parent, d.cookie), v, 9 + nl)))
+	if ((rc = plant_put(t, k, key_ino_u64(k, 'C', parent, d.cookie), v,
+	                    9 + nl)))
 		return rc;
 	dir.a.size++;
 	inode_encode(&dir, iv);
@@ -73,15 +75,16 @@ static inline int plant_entry(struct itab *t, uint64_t parent, const char *name,
 /* Add an entry `name` in directory parent naming inode `ghost` (which
  * should not exist), with its readdir record; the parent's size and
  * cookie counter follow, so the dangling entry is the only damage. */
-static inline int plant_dangling(struct itab *t, uint64_t parent, const char *name,
-				 uint64_t ghost)
+static inline int plant_dangling(struct itab *t, uint64_t parent,
+                                 const char *name, uint64_t ghost)
 {
 	return plant_entry(t, parent, name, ghost, 0100000);
 }
 
 /* Delete the entry `name` of directory parent and its readdir record;
  * the parent's size follows (nothing else). */
-static inline int plant_remove_entry(struct itab *t, uint64_t parent, const char *name)
+static inline int plant_remove_entry(struct itab *t, uint64_t parent,
+                                     const char *name)
 {
 	struct inode dir;
 	struct dent d;
@@ -93,9 +96,11 @@ static inline int plant_remove_entry(struct itab *t, uint64_t parent, const char
 	char *err = NULL;
 	leveldb_writeoptions_t *wo = leveldb_writeoptions_create();
 	leveldb_writeoptions_set_sync(wo, 1);
-	leveldb_delete(t->db, wo, (char *)k, key_ino_name(k, 'D', parent, name, nl), &err);
+	leveldb_delete(t->db, wo, (char *)k,
+	               key_ino_name(k, 'D', parent, name, nl), &err);
 	if (!err)
-		leveldb_delete(t->db, wo, (char *)k, key_ino_u64(k, 'C', parent, d.cookie), &err);
+		leveldb_delete(t->db, wo, (char *)k,
+		               key_ino_u64(k, 'C', parent, d.cookie), &err);
 	leveldb_writeoptions_destroy(wo);
 	if (err) {
 		leveldb_free(err);
@@ -107,8 +112,9 @@ static inline int plant_remove_entry(struct itab *t, uint64_t parent, const char
 }
 
 /* Set the reference count record of a block. */
-static inline int plant_refcount(struct itab *t, const uint8_t hash[ITAB_HASH_LEN],
-				 uint64_t count)
+static inline int plant_refcount(struct itab *t,
+                                 const uint8_t hash[ITAB_HASH_LEN],
+                                 uint64_t count)
 {
 	uint8_t k[1 + ITAB_HASH_LEN], v[8];
 	k[0] = 'B';

@@ -26,8 +26,9 @@ struct world {
 };
 
 /* Store content in both stores and commit it as extent `index` of ino. */
-static void write_block(struct world *w, uint64_t ino, uint64_t index, const char *content,
-			uint64_t size, uint8_t hash[ITAB_HASH_LEN])
+static void write_block(struct world *w, uint64_t ino, uint64_t index,
+                        const char *content, uint64_t size,
+                        uint8_t hash[ITAB_HASH_LEN])
 {
 	size_t len = strlen(content);
 	assert_int_equal(blk_put(w->bs, content, len, hash), 0);
@@ -73,7 +74,8 @@ static int setup(void **state)
 	uint8_t pl[ITAB_LOCK_ENC_LEN];
 	itab_lock_encode(&lk, pl);
 	struct itab_op op = op_mk(ITAB_OP_OPEN, 0, NULL);
-	op.ino = w->orphan, op.origin = 3, op.seq = 1, op.value = pl, op.value_len = sizeof(pl);
+	op.ino = w->orphan, op.origin = 3, op.seq = 1, op.value = pl,
+	op.value_len = sizeof(pl);
 	assert_int_equal(fx_apply(f, &op), 0);
 	assert_int_equal(do_unlink(f, 1, "tmp", ITAB_F_FREE_NOW), 0);
 	assert_int_equal(f->res.orphaned, w->orphan);
@@ -92,7 +94,8 @@ static int teardown(void **state)
 }
 
 /* Hooks: fetch from the peer store, propose = apply at the next index. */
-static int fetch_peer(void *ctx, const uint8_t hash[BLK_HASH_LEN], uint64_t *from)
+static int fetch_peer(void *ctx, const uint8_t hash[BLK_HASH_LEN],
+                      uint64_t *from)
 {
 	struct world *w = ctx;
 	w->fetches++;
@@ -114,12 +117,17 @@ static int propose_apply(void *ctx, const struct itab_op *op)
 
 static struct fsck_env env_of(struct world *w, bool repair)
 {
-	return (struct fsck_env){.itab = w->fx.t, .bs = w->bs, .self_id = 1, .repair = repair,
-				 .grace_ms = 600000, .ctx = w};
+	return (struct fsck_env){.itab = w->fx.t,
+	                         .bs = w->bs,
+	                         .self_id = 1,
+	                         .repair = repair,
+	                         .grace_ms = 600000,
+	                         .ctx = w};
 }
 
 /* The first problem of `kind`, or NULL. */
-static const struct fsck_problem *find(const struct fsck_report *r, enum fsck_kind kind)
+static const struct fsck_problem *find(const struct fsck_report *r,
+                                       enum fsck_kind kind)
 {
 	for (size_t i = 0; i < r->n; i++)
 		if (r->p[i].kind == kind)
@@ -330,7 +338,8 @@ static void a_directory_cycle_is_found(void **state)
 	assert_non_null(p);
 	assert_true(p->ino == a || p->ino == b);
 	assert_non_null(strstr(p->detail, "loops"));
-	assert_non_null(find(&r, FSCK_PARENT)); /* a's parent field says the root */
+	assert_non_null(
+	    find(&r, FSCK_PARENT)); /* a's parent field says the root */
 	fsck_report_free(&r);
 }
 
@@ -348,8 +357,10 @@ static void unreferenced_blocks_and_the_log(void **state)
 	assert_int_equal(r.st.unreferenced_recent, 1);
 	fsck_report_free(&r);
 	env.grace_ms = 0;
-	env.log = (struct fsck_log){.known = true, .snap_index = w->fx.index + 5,
-				    .last = w->fx.index + 9, .commit = w->fx.index + 9};
+	env.log = (struct fsck_log){.known = true,
+	                            .snap_index = w->fx.index + 5,
+	                            .last = w->fx.index + 9,
+	                            .commit = w->fx.index + 9};
 	assert_int_equal(fsck_run(&env, &r), 0);
 	assert_int_equal(r.n, 2);
 	const struct fsck_problem *p = find(&r, FSCK_BLOCK_UNREF);
@@ -372,8 +383,10 @@ static void nameless_inodes_and_entry_types(void **state)
 	struct fx *f = &w->fx;
 	assert_int_equal(do_create(f, 1, "x", 0644), 0);
 	uint64_t x = f->res.ino;
-	assert_int_equal(plant_remove_entry(f->t, 1, "x"), 0); /* nlink 1, no name */
-	assert_int_equal(plant_entry(f->t, w->d, "fake-dir", w->ln, 0040000), 0);
+	assert_int_equal(plant_remove_entry(f->t, 1, "x"),
+	                 0); /* nlink 1, no name */
+	assert_int_equal(plant_entry(f->t, w->d, "fake-dir", w->ln, 0040000),
+	                 0);
 	struct fsck_env env = env_of(w, false);
 	struct fsck_report r;
 	assert_int_equal(fsck_run(&env, &r), 0);
@@ -392,13 +405,13 @@ static void nameless_inodes_and_entry_types(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(a_healthy_table_checks_clean),
-		T(planted_problems_are_found_precisely),
-		T(missing_blocks_refcounts_and_directories),
-		T(a_block_fetched_meanwhile_is_not_reported),
-		T(a_directory_cycle_is_found),
-		T(unreferenced_blocks_and_the_log),
-		T(nameless_inodes_and_entry_types),
+	    T(a_healthy_table_checks_clean),
+	    T(planted_problems_are_found_precisely),
+	    T(missing_blocks_refcounts_and_directories),
+	    T(a_block_fetched_meanwhile_is_not_reported),
+	    T(a_directory_cycle_is_found),
+	    T(unreferenced_blocks_and_the_log),
+	    T(nameless_inodes_and_entry_types),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -32,7 +32,8 @@ static int tally_one(void *ctx, const struct itab_record *r)
 	return 0;
 }
 
-static int walk_count(struct fx *f, struct itab_view *v, enum itab_rec kind, struct tally *t)
+static int walk_count(struct fx *f, struct itab_view *v, enum itab_rec kind,
+                      struct tally *t)
 {
 	memset(t, 0, sizeof(*t));
 	assert_int_equal(itab_view_walk(f->t, v, kind, tally_one, t), 0);
@@ -40,7 +41,8 @@ static int walk_count(struct fx *f, struct itab_view *v, enum itab_rec kind, str
 }
 
 /* A write of one extent of len bytes (hash all b) to ino. */
-static int do_write1(struct fx *f, uint64_t ino, uint64_t index, uint8_t b, uint32_t len)
+static int do_write1(struct fx *f, uint64_t ino, uint64_t index, uint8_t b,
+                     uint32_t len)
 {
 	struct itab_extent e = {.index = index, .len = len};
 	mkhash(e.hash, b);
@@ -92,7 +94,8 @@ static int find_one(void *ctx, const struct itab_record *r)
 {
 	struct found *x = ctx;
 	x->ino = r->ino, x->parent = r->parent, x->cookie = r->cookie;
-	x->count = r->count, x->index = r->index, x->type = r->type, x->len = r->len;
+	x->count = r->count, x->index = r->index, x->type = r->type,
+	x->len = r->len;
 	x->hash0 = r->hash ? r->hash[0] : 0;
 	x->attr = r->attr;
 	x->name[0] = 0;
@@ -117,27 +120,34 @@ static void walks_decode_every_kind(void **state)
 	assert_int_equal(do_setxattr(f, file, "user.k", "v", 0), 0);
 	assert_int_equal(do_create(f, 1, "gone", 0644), 0);
 	uint64_t gone = f->res.ino;
-	assert_int_equal(do_unlink(f, 1, "gone", 0), 0); /* no FREE_NOW: an orphan */
+	assert_int_equal(do_unlink(f, 1, "gone", 0),
+	                 0); /* no FREE_NOW: an orphan */
 	struct itab_view *v;
 	assert_int_equal(itab_view_open(f->t, &v), 0);
 	struct found x;
-	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_EXTENT, find_one, &x), 0);
+	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_EXTENT, find_one, &x),
+	                 0);
 	assert_int_equal(x.ino, file);
 	assert_int_equal(x.index, 0);
 	assert_int_equal(x.len, 1000);
 	assert_int_equal(x.hash0, 0x5a);
-	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_BLOCKREF, find_one, &x), 0);
+	assert_int_equal(
+	    itab_view_walk(f->t, v, ITAB_REC_BLOCKREF, find_one, &x), 0);
 	assert_int_equal(x.count, 1);
 	assert_int_equal(x.hash0, 0x5a);
-	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_SYMLINK, find_one, &x), 0);
+	assert_int_equal(
+	    itab_view_walk(f->t, v, ITAB_REC_SYMLINK, find_one, &x), 0);
 	assert_int_equal(x.ino, ln);
 	assert_int_equal(x.len, strlen("dir/file"));
-	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_XATTR, find_one, &x), 0);
+	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_XATTR, find_one, &x),
+	                 0);
 	assert_int_equal(x.ino, file);
 	assert_string_equal(x.name, "user.k");
-	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_ORPHAN, find_one, &x), 0);
+	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_ORPHAN, find_one, &x),
+	                 0);
 	assert_int_equal(x.ino, gone);
-	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_COOKIE, find_one, &x), 0);
+	assert_int_equal(itab_view_walk(f->t, v, ITAB_REC_COOKIE, find_one, &x),
+	                 0);
 	assert_int_equal(x.parent, dir);
 	assert_int_equal(x.ino, file);
 	assert_int_equal(x.type, S_IFREG);
@@ -147,11 +157,14 @@ static void walks_decode_every_kind(void **state)
 	uint32_t ct;
 	char nm[16];
 	size_t nl;
-	assert_int_equal(itab_view_cookie(f->t, v, dir, cookie, &ci, &ct, nm, sizeof(nm), &nl), 0);
+	assert_int_equal(itab_view_cookie(f->t, v, dir, cookie, &ci, &ct, nm,
+	                                  sizeof(nm), &nl),
+	                 0);
 	assert_int_equal(ci, file);
 	assert_int_equal(nl, 4);
-	assert_int_equal(itab_view_cookie(f->t, v, dir, cookie + 1, &ci, &ct, nm, sizeof(nm), &nl),
-			 -ENOENT);
+	assert_int_equal(itab_view_cookie(f->t, v, dir, cookie + 1, &ci, &ct,
+	                                  nm, sizeof(nm), &nl),
+	                 -ENOENT);
 	struct itab_attr a;
 	assert_int_equal(itab_view_inode(f->t, v, dir, &a), 0);
 	assert_int_equal(a.nlink, 2);
@@ -166,7 +179,8 @@ static void undecodable_records_are_reported(void **state)
 	struct fx *f = *state;
 	assert_int_equal(do_create(f, 1, "a", 0644), 0);
 	uint8_t k[KEY_MAX];
-	assert_int_equal(plant_put(f->t, k, key_ino(k, 'I', 77), "short", 5), 0);
+	assert_int_equal(plant_put(f->t, k, key_ino(k, 'I', 77), "short", 5),
+	                 0);
 	struct itab_view *v;
 	assert_int_equal(itab_view_open(f->t, &v), 0);
 	struct tally t;
@@ -216,19 +230,24 @@ static void repair_nlink_needs_the_seen_value_and_the_links(void **state)
 	struct itab_link l[2] = {{1, "f", 1}, {2, "g", 1}};
 	long n = itab_repair_links_encode(l, 2, links, sizeof(links));
 	assert_int_equal(n, 2 * (10 + 1));
-	struct itab_op op = {.ino = ino, .size = 4, .value = links, .value_len = (size_t)n};
+	struct itab_op op = {
+	    .ino = ino, .size = 4, .value = links, .value_len = (size_t)n};
 	/* every op goes to both replicas, as the log would carry it */
-	assert_int_equal(do_repair(f, ITAB_REPAIR_NLINK, &op), -ESTALE); /* not the nlink seen */
+	assert_int_equal(do_repair(f, ITAB_REPAIR_NLINK, &op),
+	                 -ESTALE); /* not the nlink seen */
 	assert_int_equal(do_repair(&g, ITAB_REPAIR_NLINK, &op), -ESTALE);
 	op.size = 5;
 	struct itab_link bad[2] = {{1, "f", 1}, {2, "h", 1}};
 	uint8_t badl[64];
 	op.value = badl;
-	op.value_len = (size_t)itab_repair_links_encode(bad, 2, badl, sizeof(badl));
-	assert_int_equal(do_repair(f, ITAB_REPAIR_NLINK, &op), -ESTALE); /* a link not here */
+	op.value_len =
+	    (size_t)itab_repair_links_encode(bad, 2, badl, sizeof(badl));
+	assert_int_equal(do_repair(f, ITAB_REPAIR_NLINK, &op),
+	                 -ESTALE); /* a link not here */
 	assert_int_equal(do_repair(&g, ITAB_REPAIR_NLINK, &op), -ESTALE);
 	struct itab_link dup[2] = {{1, "f", 1}, {1, "f", 1}};
-	op.value_len = (size_t)itab_repair_links_encode(dup, 2, badl, sizeof(badl));
+	op.value_len =
+	    (size_t)itab_repair_links_encode(dup, 2, badl, sizeof(badl));
 	assert_int_equal(do_repair(f, ITAB_REPAIR_NLINK, &op), -EINVAL);
 	assert_int_equal(do_repair(&g, ITAB_REPAIR_NLINK, &op), -ESTALE);
 	op.value = links;
@@ -241,7 +260,8 @@ static void repair_nlink_needs_the_seen_value_and_the_links(void **state)
 	assert_int_equal(ga(&g, ino).nlink, 2);
 	/* both replicas agree again: a snapshot of each is byte-identical */
 	struct snapbuf a = {0}, b = {0};
-	assert_int_equal(do_create(f, 1, "z", 0644), 0); /* same index on both */
+	assert_int_equal(do_create(f, 1, "z", 0644),
+	                 0); /* same index on both */
 	assert_int_equal(do_create(&g, 1, "z", 0644), 0);
 	assert_int_equal(f->index, g.index);
 	assert_int_equal(itab_snapshot(f->t, snap_cb, &a), 0);
@@ -253,8 +273,8 @@ static void repair_nlink_needs_the_seen_value_and_the_links(void **state)
 	itab_close(other);
 }
 
-static int list_names(void *ctx, const char *name, size_t nl, uint64_t ino, uint32_t type,
-		      uint64_t cookie)
+static int list_names(void *ctx, const char *name, size_t nl, uint64_t ino,
+                      uint32_t type, uint64_t cookie)
 {
 	int *n = ctx;
 	(void)name, (void)nl, (void)ino, (void)type, (void)cookie;
@@ -275,10 +295,12 @@ static void repair_dentry_drops_only_a_dangling_entry(void **state)
 	assert_int_equal(itab_readdir(f->t, d, 0, list_names, &n), 0);
 	assert_int_equal(n, 2);
 	assert_int_equal(ga(f, d).size, 2);
-	struct itab_op op = {.parent = d, .name = "real", .name_len = 4, .ino = real};
+	struct itab_op op = {
+	    .parent = d, .name = "real", .name_len = 4, .ino = real};
 	assert_int_equal(do_repair(f, ITAB_REPAIR_DENTRY, &op), -ESTALE);
 	op.name = "ghost", op.name_len = 5, op.ino = 4243;
-	assert_int_equal(do_repair(f, ITAB_REPAIR_DENTRY, &op), -ESTALE); /* another ino */
+	assert_int_equal(do_repair(f, ITAB_REPAIR_DENTRY, &op),
+	                 -ESTALE); /* another ino */
 	op.ino = 4242;
 	assert_int_equal(do_repair(f, ITAB_REPAIR_DENTRY, &op), 0);
 	assert_int_equal(f->res.ino, d);
@@ -287,7 +309,8 @@ static void repair_dentry_drops_only_a_dangling_entry(void **state)
 	assert_int_equal(n, 1);
 	assert_int_equal(ga(f, d).size, 1);
 	assert_int_equal(ga(f, d).nlink, 2);
-	assert_int_equal(do_repair(f, ITAB_REPAIR_DENTRY, &op), -ESTALE); /* gone */
+	assert_int_equal(do_repair(f, ITAB_REPAIR_DENTRY, &op),
+	                 -ESTALE); /* gone */
 }
 
 /* REPAIR_REFS sets a count only from the count fsck saw; 0 frees. */
@@ -300,7 +323,8 @@ static void repair_refs_needs_the_seen_count(void **state)
 	uint8_t h[ITAB_HASH_LEN];
 	mkhash(h, 0x33);
 	assert_int_equal(plant_refcount(f->t, h, 5), 0);
-	struct itab_op op = {.value = h, .value_len = ITAB_HASH_LEN, .size = 4, .rdev = 1};
+	struct itab_op op = {
+	    .value = h, .value_len = ITAB_HASH_LEN, .size = 4, .rdev = 1};
 	assert_int_equal(do_repair(f, ITAB_REPAIR_REFS, &op), -ESTALE);
 	op.size = 5;
 	assert_int_equal(do_repair(f, ITAB_REPAIR_REFS, &op), 0);
@@ -310,7 +334,8 @@ static void repair_refs_needs_the_seen_count(void **state)
 	uint8_t h2[ITAB_HASH_LEN];
 	mkhash(h2, 0x44);
 	assert_int_equal(plant_refcount(f->t, h2, 2), 0);
-	struct itab_op op2 = {.value = h2, .value_len = ITAB_HASH_LEN, .size = 2, .rdev = 0};
+	struct itab_op op2 = {
+	    .value = h2, .value_len = ITAB_HASH_LEN, .size = 2, .rdev = 0};
 	assert_int_equal(do_repair(f, ITAB_REPAIR_REFS, &op2), 0);
 	assert_int_equal(itab_block_refs(f->t, h2), 0);
 	assert_int_equal(f->res.n_freed, 1);
@@ -324,13 +349,13 @@ static void repair_refs_needs_the_seen_count(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(view_is_one_point_in_time),
-		T(walks_decode_every_kind),
-		T(undecodable_records_are_reported),
-		T(repair_dir_recounts_nlink_and_size),
-		T(repair_nlink_needs_the_seen_value_and_the_links),
-		T(repair_dentry_drops_only_a_dangling_entry),
-		T(repair_refs_needs_the_seen_count),
+	    T(view_is_one_point_in_time),
+	    T(walks_decode_every_kind),
+	    T(undecodable_records_are_reported),
+	    T(repair_dir_recounts_nlink_and_size),
+	    T(repair_nlink_needs_the_seen_value_and_the_links),
+	    T(repair_dentry_drops_only_a_dangling_entry),
+	    T(repair_refs_needs_the_seen_count),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

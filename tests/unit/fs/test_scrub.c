@@ -56,7 +56,8 @@ static int teardown(void **state)
 	return 0;
 }
 
-static int fetch_peer(void *ctx, const uint8_t hash[BLK_HASH_LEN], uint64_t *from)
+static int fetch_peer(void *ctx, const uint8_t hash[BLK_HASH_LEN],
+                      uint64_t *from)
 {
 	struct world *w = ctx;
 	uint8_t buf[64];
@@ -88,22 +89,29 @@ static struct scrub_counters wait_passes(struct scrub *s, uint64_t passes)
 		struct timespec ts = {0, 10000000};
 		nanosleep(&ts, NULL);
 	}
-	fail_msg("scrub did not complete %llu passes", (unsigned long long)passes);
+	fail_msg("scrub did not complete %llu passes",
+	         (unsigned long long)passes);
 	return c;
 }
 
 static void a_pass_repairs_referenced_and_quarantines_unreferenced(void **state)
 {
 	struct world *w = *state;
-	struct scrub_cfg cfg = {.bs = w->bs, .itab = w->fx.t, .fetch = fetch_peer, .ctx = w,
-				.rate_mib_s = 1000, .interval_s = 3600, .state_path = w->state};
+	struct scrub_cfg cfg = {.bs = w->bs,
+	                        .itab = w->fx.t,
+	                        .fetch = fetch_peer,
+	                        .ctx = w,
+	                        .rate_mib_s = 1000,
+	                        .interval_s = 3600,
+	                        .state_path = w->state};
 	struct scrub *s;
 	assert_int_equal(scrub_start(&cfg, &s), 0);
 	struct scrub_counters c;
 	scrub_get(s, &c);
 	assert_true(c.enabled);
 	assert_int_equal(c.passes, 0);
-	assert_true(c.next_pass > 0 || c.running); /* the first pass is scheduled */
+	assert_true(c.next_pass > 0 ||
+	            c.running); /* the first pass is scheduled */
 	scrub_now(s);
 	c = wait_passes(s, 1);
 	assert_int_equal(c.corrupt, 0);
@@ -139,8 +147,12 @@ static void no_good_copy_is_counted_unrepaired(void **state)
 	struct world *w = *state;
 	assert_int_equal(blk_delete(w->peer, w->used), 0);
 	damage(w, w->used);
-	struct scrub_cfg cfg = {.bs = w->bs, .itab = w->fx.t, .fetch = fetch_peer, .ctx = w,
-				.rate_mib_s = 1000, .interval_s = 3600};
+	struct scrub_cfg cfg = {.bs = w->bs,
+	                        .itab = w->fx.t,
+	                        .fetch = fetch_peer,
+	                        .ctx = w,
+	                        .rate_mib_s = 1000,
+	                        .interval_s = 3600};
 	struct scrub *s;
 	assert_int_equal(scrub_start(&cfg, &s), 0);
 	scrub_now(s);
@@ -164,7 +176,8 @@ static void a_pass_keeps_to_its_rate(void **state)
 		assert_int_equal(blk_put(w->bs, buf, n, h), 0);
 	}
 	free(buf);
-	struct scrub_cfg cfg = {.bs = w->bs, .itab = w->fx.t, .rate_mib_s = 1, .interval_s = 1};
+	struct scrub_cfg cfg = {
+	    .bs = w->bs, .itab = w->fx.t, .rate_mib_s = 1, .interval_s = 1};
 	struct scrub *s;
 	assert_int_equal(scrub_start(&cfg, &s), 0);
 	struct scrub_counters c = wait_passes(s, 1);
@@ -188,9 +201,9 @@ static void a_pass_keeps_to_its_rate(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		T(a_pass_repairs_referenced_and_quarantines_unreferenced),
-		T(no_good_copy_is_counted_unrepaired),
-		T(a_pass_keeps_to_its_rate),
+	    T(a_pass_repairs_referenced_and_quarantines_unreferenced),
+	    T(no_good_copy_is_counted_unrepaired),
+	    T(a_pass_keeps_to_its_rate),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
