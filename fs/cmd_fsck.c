@@ -37,6 +37,7 @@
 
 #include "fs/be.h"
 #include "fs/blkfetch.h"
+#include "fs/cli.h"
 #include "fs/digest.h"
 #include "fs/fsck.h"
 #include "fs/itab.h"
@@ -66,209 +67,122 @@ struct opts {
 	uint64_t id, cluster_id;
 	struct repl_peer peers[RAFT_MAX_NODES];
 	size_t n_peers;
-	uint8_t secret[4096];
+	const uint8_t *secret;
 	size_t secret_len;
 	const char *tls_cert, *tls_key, *tls_ca;
+	struct sfs_cli cli;  /* holds the strings above */
+	struct sfs_cli full; /* ... and the secret, when parsed in full */
 };
 
-static void usage(FILE *f)
-{
-	fprintf(f, "usage: sandfs fsck --data DIR [--repair] [--json] "
-	           "[--online | --offline]\n"
-	           "                   [--id N --peers 1=HOST:PORT,... "
-	           "[--secret-file F]\n"
-	           "                    [--tls-cert PEM --tls-key PEM --tls-ca "
-	           "PEM] [--cluster-id HEX]]\n"
-	           "\n"
-	           "Checks a node's inode table, block store and log. Through "
-	           "the running node\n"
-	           "when one runs on DIR (online), else on the stopped node's "
-	           "directory\n"
-	           "(offline). --repair fixes what is safe: blocks are fetched "
-	           "again from a\n"
-	           "peer (offline: give the node's --id and --peers), "
-	           "unreferenced blocks are\n"
-	           "dropped, and (online only) nlink, directory counts, "
-	           "dangling entries and\n"
-	           "reference counts are fixed through the log. Exit status: 0 "
-	           "nothing left\n"
-	           "wrong, 1 problems left or the check failed, 2 usage.\n");
-}
+static const char fsck_help[] =
+	"usage: sandfs fsck [--data DIR] [--repair] [--json] [--online | "
+	"--offline]\n"
+	"                   [--id N --peers 1=HOST:PORT,... [--secret-file F] "
+	"...]\n\n"
+	"Check a node: its inode table (nlink against the entries, entries "
+	"naming\nlive inodes, no directory cycles, parent links, orphans), its "
+	"blocks (every\nreferenced block stored and matching its SHA-256, "
+	"reference counts against\nthe extents, unreferenced blocks) and its "
+	"applied index against its log.\nWhen a node runs on DIR the check runs "
+	"inside it, without stopping it\n(online); otherwise on the stopped "
+	"node's directory (offline).\n\n"
+	"Options:\n"
+	"  --repair              fix what is safe: fetch missing and corrupt "
+	"blocks\n"
+	"                        from a peer, drop unreferenced blocks; online "
+	"also\n"
+	"                        nlink, directory counts, dangling entries and\n"
+	"                        reference counts, through the Raft log "
+	"(offline these\n"
+	"                        are only reported: a change outside the log "
+	"would\n"
+	"                        set this replica apart)\n"
+	"  --json                print the report as JSON (the summary line "
+	"goes to\n"
+	"                        stderr)\n"
+	"  --online              only through a running node (fail if none "
+	"runs)\n"
+	"  --offline             only on a stopped node's directory (refuse a "
+	"running\n"
+	"                        one)\n"
+	"  --id N, --peers LIST, --secret-file F, --tls-cert/--tls-key/--tls-ca,\n"
+	"  --cluster-id HEX      offline --repair reaches the peers as the "
+	"stopped node\n"
+	"                        would (from the flags or the configuration "
+	"file)\n"
+	"  --data DIR            the node's data directory (default: data = in "
+	"the\n"
+	"                        configuration file; %i there needs --id)\n"
+	"  --config FILE         configuration file (default\n"
+	"                        " CONFIG_DEFAULT_PATH ")\n"
+	"  --log-level LEVEL     error, warn (default), info or debug\n"
+	"  -h, --help            this text\n"
+	"\nExit status: 0 nothing left wrong (clean, or all repaired), 1 "
+	"problems left\nor the check could not run, 2 usage error.\n";
 
-static int read_secret(const char *path, uint8_t *buf, size_t cap, size_t *len)
-{
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return -errno;
-	*len = fread(buf, 1, cap, f);
-	fclose(f);
-	while (*len && (buf[*len - 1] == '\n' || buf[*len - 1] == '\r'))
-		(*len)--;
-	return *len ? 0 : -EINVAL;
-}
-
-/* 0, 1 (--help: done), or 2 (usage error, printed). */
+/* Parse: fsck's own flags, then the shared node options (and the
+ * configuration file) for the rest. 0, 1 (--help: done) or 2 (usage
+ * error, printed). */
 static int parse(int argc, char **argv, struct opts *o)
 {
-	static const struct option longopts[] = {
-	    {"data", required_argument, NULL, 'd'},
-	    {"repair", no_argument, NULL, 'r'},
-	    {"json", no_argument, NULL, 'j'},
-	    {"online", no_argument, NULL, 'N'},
-	    {"offline", no_argument, NULL, 'F'},
-	    {"id", required_argument, NULL, 'i'},
-	    {"peers", required_argument, NULL, 'p'},
-	    {"secret-file", required_argument, NULL, 's'},
-	    {"cluster-id", required_argument, NULL, 'c'},
-	    {"tls-cert", required_argument, NULL, 'C'},
-	    {"tls-key", required_argument, NULL, 'K'},
-	    {"tls-ca", required_argument, NULL, 'A'},
-	    {"log-level", required_argument, NULL, 'l'},
-	    {"help", no_argument, NULL, 'h'},
-	    {NULL, 0, NULL, 0},
-	};
-	const char *peers = NULL;
-	optind = 1;
-	opterr = 0;
-	int c;
-	while ((c = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
-		char *end = NULL;
-		switch (c) {
-		case 'd':
-			o->data = optarg;
+	char **rest = calloc((size_t)argc + 1, sizeof(*rest));
+	if (!rest)
+		return 2;
+	int n = 0;
+	for (int i = 0; i < argc; i++) {
+		if (i > 0 && !strcmp(argv[i], "--"))
 			break;
-		case 'r':
+		if (i > 0 && !strcmp(argv[i], "--repair"))
 			o->repair = true;
-			break;
-		case 'j':
-			o->json = true;
-			break;
-		case 'N':
+		else if (i > 0 && !strcmp(argv[i], "--online"))
 			o->online = true;
-			break;
-		case 'F':
+		else if (i > 0 && !strcmp(argv[i], "--offline"))
 			o->offline = true;
-			break;
-		case 'i':
-			o->id = strtoull(optarg, &end, 10);
-			if (!*optarg || *end || !o->id) {
-				fprintf(
-				    stderr,
-				    "sandfs fsck: --id wants a number >= 1\n");
-				return 2;
-			}
-			break;
-		case 'p':
-			peers = optarg;
-			break;
-		case 's': {
-			int rc = read_secret(optarg, o->secret,
-			                     sizeof(o->secret), &o->secret_len);
-			if (rc) {
-				fprintf(stderr,
-				        "sandfs fsck: cannot read secret file "
-				        "%s: %s\n",
-				        optarg,
-				        rc == -EINVAL ? "empty"
-				                      : strerror(-rc));
-				return 2;
-			}
-			break;
-		}
-		case 'c':
-			o->cluster_id = strtoull(optarg, &end, 16);
-			if (!*optarg || *end || !o->cluster_id) {
-				fprintf(stderr, "sandfs fsck: --cluster-id "
-				                "wants a nonzero hex number\n");
-				return 2;
-			}
-			break;
-		case 'C':
-			o->tls_cert = optarg;
-			break;
-		case 'K':
-			o->tls_key = optarg;
-			break;
-		case 'A':
-			o->tls_ca = optarg;
-			break;
-		case 'l': {
-			enum log_level lvl;
-			if (log_parse_level(optarg, &lvl)) {
-				fprintf(stderr,
-				        "sandfs fsck: --log-level wants "
-				        "error|warn|info|debug\n");
-				return 2;
-			}
-			log_set_level(lvl);
-			break;
-		}
-		case 'h':
-			usage(stdout);
-			return 1;
-		case ':':
-			fprintf(stderr,
-			        "sandfs fsck: option '%s' needs a value (see "
-			        "sandfs fsck "
-			        "--help)\n",
-			        argv[optind - 1]);
-			return 2;
-		default:
-			fprintf(stderr,
-			        "sandfs fsck: unknown option '%s' (see sandfs "
-			        "fsck --help)\n",
-			        argv[optind - 1]);
-			return 2;
+		else
+			rest[n++] = argv[i];
+	}
+	struct node_opts no;
+	o->cli.status_only = 1;
+	o->cli.help = fsck_help;
+	int prc = sfs_parse_node_opts(n, rest, &no, &o->cli);
+	if (prc == 0 && o->cli.n_rest) {
+		fprintf(stderr, "sandfs fsck: unexpected argument '%s' (see sandfs "
+				"fsck --help)\n",
+			o->cli.rest[0]);
+		prc = -EINVAL;
+	}
+	if (prc == 0 && o->online && o->offline) {
+		fprintf(stderr, "sandfs fsck: --online and --offline exclude each "
+				"other\n");
+		prc = -EINVAL;
+	}
+	/* Offline repair fetches from the peers: the full node options
+	 * (id, secret, TLS), checked as `sandfs mount` checks them. */
+	if (prc == 0 && o->repair && !o->online && no.n_peers) {
+		o->full.status_only = 0;
+		o->full.help = fsck_help;
+		struct node_opts fo;
+		const char *data = no.data_dir;
+		prc = sfs_parse_node_opts(n, rest, &fo, &o->full);
+		if (prc == 0) {
+			no = fo;
+			no.data_dir = data;
 		}
 	}
-	if (optind < argc) {
-		fprintf(stderr,
-		        "sandfs fsck: unexpected argument '%s' (see sandfs "
-		        "fsck --help)\n",
-		        argv[optind]);
-		return 2;
-	}
-	if (!o->data) {
-		fprintf(stderr, "sandfs fsck: --data DIR is required (see "
-		                "sandfs fsck --help)\n");
-		return 2;
-	}
-	if (o->online && o->offline) {
-		fprintf(
-		    stderr,
-		    "sandfs fsck: --online and --offline exclude each other\n");
-		return 2;
-	}
-	if ((o->tls_cert || o->tls_key || o->tls_ca) &&
-	    !(o->tls_cert && o->tls_key && o->tls_ca)) {
-		fprintf(stderr, "sandfs fsck: TLS needs all of --tls-cert, "
-		                "--tls-key and --tls-ca\n");
-		return 2;
-	}
-	if (peers) {
-		char err[256];
-		if (node_parse_peers(peers, o->peers, RAFT_MAX_NODES,
-		                     &o->n_peers, err, sizeof(err))) {
-			fprintf(stderr, "sandfs fsck: %s\n", err);
-			return 2;
-		}
-		bool self = false;
-		for (size_t i = 0; i < o->n_peers; i++)
-			self |= o->peers[i].id == o->id;
-		if (!o->id || !self) {
-			fprintf(stderr, "sandfs fsck: --peers needs --id, the "
-			                "id of this node in "
-			                "the list (fsck listens on its address "
-			                "for the peers' "
-			                "replies)\n");
-			return 2;
-		}
-	} else if (o->id) {
-		fprintf(stderr, "sandfs fsck: --id is only used with --peers "
-		                "(to fetch blocks "
-		                "offline)\n");
-		return 2;
-	}
+	free(rest);
+	if (prc)
+		return prc > 0 ? 1 : 2;
+	o->data = no.data_dir;
+	o->json = o->cli.json;
+	o->id = no.id;
+	o->cluster_id = no.cluster_id;
+	memcpy(o->peers, no.peers, sizeof(no.peers));
+	o->n_peers = no.n_peers;
+	o->secret = no.secret;
+	o->secret_len = no.secret_len;
+	o->tls_cert = no.tls_cert;
+	o->tls_key = no.tls_key;
+	o->tls_ca = no.tls_ca;
 	return 0;
 }
 
@@ -674,16 +588,14 @@ static int run_offline(const struct opts *o, struct ddir *dd)
 	return status;
 }
 
-/* See main.h. */
-int sfs_cmd_fsck(int argc, char **argv)
+static int cmd_fsck(int argc, char **argv)
 {
 	struct opts o;
 	memset(&o, 0, sizeof(o));
-	log_set_level(
-	    LOG_LVL_WARN); /* the report speaks; --log-level for more */
+	log_set_level(LOG_LVL_WARN); /* the report speaks; --log-level for more */
 	int prc = parse(argc, argv, &o);
 	if (prc)
-		return prc == 1 ? 0 : 2;
+		return prc == 1 ? SFS_EXIT_OK : SFS_EXIT_USAGE;
 	signal(SIGPIPE, SIG_IGN);
 	log_set_prefix("fsck");
 	char path[4200];
@@ -736,3 +648,10 @@ int sfs_cmd_fsck(int argc, char **argv)
 	ddir_close(dd);
 	return status;
 }
+
+const struct sfs_cmd sfs_cmd_fsck = {
+	.name = "fsck",
+	.summary = "check (and --repair) a node's table, blocks and log",
+	.help = fsck_help,
+	.run = cmd_fsck,
+};

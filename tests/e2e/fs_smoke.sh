@@ -22,6 +22,8 @@ if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
 	exit 77
 fi
 
+# Every option on the command line; no machine-wide config file.
+export SANDFS_CONFIG=
 T=$(mktemp -d /tmp/sandfs-e2e.XXXXXX)
 N=3
 PIDS=()
