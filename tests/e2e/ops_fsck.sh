@@ -20,7 +20,8 @@
 #     log would make the replica differ from the others.
 # (d) Node 3 restarted: online --repair fixes the nlink and the dangling
 #     entry through the log; afterwards every node checks clean and node
-#     3's mount shows nlink 1 and no ghost.
+#     3's mount shows nlink 1 and no ghost (these checks find each node's
+#     data directory through a configuration file and --id).
 # (e) The scrub (scrub_interval_s=2 here) finds a block corrupted on a
 #     running node, refetches it, and `sandfs status` (text and --json)
 #     shows it.
@@ -193,10 +194,15 @@ fs_check "online repair fixes the rest: exit 0 (rc $RC)" test "$RC" -eq 0
 fs_check "online repair: the nlink and the dangling entry repaired through the log" \
 	pyq "$T/d.json" "r['mode'] == 'online' and r['found'] == 2 and r['repaired'] == 2 and {p['kind'] for p in r['problems']} == {'nlink', 'dangling-entry'} and all('through the log' in p['action'] for p in r['problems'])"
 fs_wait_converged 20 1 2 3 || fs_fail "converged after the repairs (${FS_WHY:-})"
+# the configuration file names the members and the data directories
+{
+	tr ',' '\n' <<<"$FS_PEERS" | sed 's/^/member = /'
+	echo "data = $FS_TMP/d%i"
+} >"$T/sandfs.conf"
 for i in 1 2 3; do
-	fsck_json "$T/d$i.json" --data "$(fs_data "$i")"
+	fsck_json "$T/d$i.json" --config "$T/sandfs.conf" --id "$i"
 	fs_check "node $i checks clean after the repair (rc $RC)" \
-		bash -c "[[ $RC -eq 0 ]] && python3 -c 'import json,sys; sys.exit(json.load(open(\"$T/d$i.json\"))[\"found\"])'"
+		bash -c "[[ $RC -eq 0 ]] && python3 -c 'import json,sys; r = json.load(open(\"$T/d$i.json\")); sys.exit(not (r[\"found\"] == 0 and r[\"node\"] == $i))'"
 done
 fs_check "node 3's mount: /d/small has nlink 1" test "$(stat -c %h "$M3/d/small")" = 1
 fs_check "node 3's mount: no /d/ghost in the listing" bash -c "! ls '$M3/d' | grep -qx ghost"
