@@ -196,6 +196,9 @@ static void pass(struct scrub *s)
 		s->c.passes++;
 		s->c.last_pass_end = wall_s();
 		s->c.last_pass_secs = mono_s() - t0;
+		/* as scrub_main will compute it, visible at once */
+		s->c.next_pass = s->c.last_pass_end - (int64_t)s->c.last_pass_secs +
+				 s->cfg.interval_s;
 		int64_t end = s->c.last_pass_end;
 		uint64_t corrupt = s->c.corrupt, repaired = s->c.repaired;
 		pthread_mutex_unlock(&s->mu);
