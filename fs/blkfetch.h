@@ -1,9 +1,9 @@
 /*
- * blkfetch.h — fetch one block from the other nodes, for fsck and the
- * scrub: a BLOCK_GET request (the data path's protocol, see data.h) over
- * a link, the copy checked against its hash and stored in a block store.
- * The data path fetches for reads on its own (fs/data.c); this is the
- * same request for tools that run beside it or without it.
+ * blkfetch.h — fetch one block from the other nodes for offline fsck: a
+ * BLOCK_GET request (the data path's protocol, see data.h) over a link,
+ * the copy checked against its hash and stored in a block store. A
+ * running node fetches through its data path (data_refetch); a stopped
+ * node has none, so offline repair uses this.
  */
 #ifndef SANDFS_FS_BLKFETCH_H
 #define SANDFS_FS_BLKFETCH_H

@@ -277,19 +277,9 @@ static int ext_admin(void *ctx, const uint8_t *req, size_t len, char **reply)
 		*reply = fsck_poll(a, id, !strcmp(how, "json"));
 	else if (sscanf(line, "fsck cancel %llu", &id) == 1)
 		*reply = fsck_cancel(a, id);
-	else if (!strcmp(line, "scrub now")) {
-		struct scrub_counters c;
-		scrub_get(a->scrub, &c);
-		scrub_now(a->scrub);
-		*reply = msg(
-		    !c.enabled
-		        ? "err the scrub is off on this node (scrub_mb_s=0)\n"
-		    : c.running ? "ok a scrub pass is running already\n"
-		                : "ok a scrub pass starts now\n");
-	} else if (!strncmp(line, "fsck", 4) || !strncmp(line, "scrub", 5))
+	else if (!strncmp(line, "fsck", 4))
 		*reply = msg("err usage: fsck start [repair] | fsck poll JOB "
-		             "text|json | fsck "
-		             "cancel JOB | scrub now\n");
+		             "text|json | fsck cancel JOB\n");
 	else
 		return 0;
 	return 1;

@@ -8,7 +8,6 @@
  *   "fsck poll JOB text|json"            -> "running PHASE\tDONE\tTOTAL"
  *                                           | "done EXIT\n" REPORT
  *   "fsck cancel JOB"                    -> "ok" | "err ..."
- *   "scrub now"                          -> "ok ..." (start a pass)
  * One check runs at a time. The check reads the table at one point in
  * time (an itab view), so FUSE requests and the replicator go on beside
  * it; its repairs go through the node's own paths: blocks are fetched by

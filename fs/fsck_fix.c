@@ -227,11 +227,11 @@ static void set_advice(struct fsck *c, struct fsck_problem *p)
 		else
 			fsck_action(p, FSCK_UNFIXED,
 			            "not repaired: no peer to fetch it from "
-			            "(offline, give the "
-			            "node's --id and --peers), or start the "
-			            "node: it fetches missing "
-			            "blocks by itself, and a corrupt one when "
-			            "it is read or scrubbed");
+			            "(offline, give the node's --id and "
+			            "--peers, or a configuration file naming "
+			            "them), or start the node: it fetches "
+			            "missing blocks by itself, and a corrupt "
+			            "one when it is read or scrubbed");
 	} else if (p->kind == FSCK_BLOCK_UNREF) {
 		fsck_action(p, FSCK_UNFIXED, "%s",
 		            e->repair
