@@ -155,10 +155,8 @@ int fsck_paths(struct fsck *c)
 
 #define REBUILD                                                                \
 	"if the other nodes check clean, rebuild this node from them (stop "   \
-	"it, `sandfs "                                                         \
-	"member remove ID` through another node, empty its data directory, "   \
-	"start it with "                                                       \
-	"--join and `sandfs member add` it again)"
+	"it, `sandfs member remove ID` through another node, empty its data "  \
+	"directory, start it with --join and `sandfs member add` it again)"
 
 static const char *const advice[FSCK__KINDS] = {
     [FSCK_BAD_RECORD] = "not repaired: fsck does not guess what an unreadable "
@@ -208,8 +206,8 @@ static void set_advice(struct fsck *c, struct fsck_problem *p)
 			    e->online
 			        ? "--repair fixes it through the log"
 			        : "start the node and run `sandfs fsck "
-			          "--repair` "
-			          "through it: the fix goes through the log");
+			          "--repair` through it: the fix goes "
+			          "through the log");
 		else
 			fsck_action(p, FSCK_UNFIXED,
 			            "not repaired offline: a change made here, "
