@@ -27,5 +27,6 @@ extern const struct sfs_cmd sfs_cmd_propose; /* fs/cmd_admin.c */
 extern const struct sfs_cmd sfs_cmd_bench_propose; /* fs/cmd_admin.c */
 extern const struct sfs_cmd sfs_cmd_stats;   /* fs/cmd_stats.c */
 extern const struct sfs_cmd sfs_cmd_bench;   /* fs/cmd_bench.c */
+extern const struct sfs_cmd sfs_cmd_fsck;    /* fs/cmd_fsck.c */
 
 #endif
