@@ -324,6 +324,9 @@ struct view {
 	bool blocks;
 	double stored, stored_bytes, fetches, fetches_s, fetch_failures;
 	double crc_fail, sha_fail, rejected, rejected_s;
+	bool scrub; /* the node reports a scrub (a mount) */
+	double sc_on, sc_running, sc_done, sc_total, sc_passes, sc_corrupt,
+	    sc_repaired, sc_unrepaired, sc_rate;
 	time_t wall;
 };
 
@@ -426,6 +429,16 @@ static void build(const struct sample *a, const struct sample *b,
 			  "check=\"crc32c\"");
 	v->sha_fail = val(b, "sandfs_block_verification_failures_total",
 			  "check=\"sha256\"");
+	v->scrub = metrics_find(&b->p, "sandfs_scrub_enabled", NULL);
+	v->sc_on = val(b, "sandfs_scrub_enabled", NULL);
+	v->sc_rate = val(b, "sandfs_scrub_rate_limit_bytes_per_second", NULL);
+	v->sc_running = val(b, "sandfs_scrub_running", NULL);
+	v->sc_done = val(b, "sandfs_scrub_pass_checked_blocks", NULL);
+	v->sc_total = val(b, "sandfs_scrub_pass_blocks", NULL);
+	v->sc_passes = val(b, "sandfs_scrub_passes_total", NULL);
+	v->sc_corrupt = val(b, "sandfs_scrub_corrupt_blocks_total", NULL);
+	v->sc_repaired = val(b, "sandfs_scrub_repaired_blocks_total", NULL);
+	v->sc_unrepaired = val(b, "sandfs_scrub_unrepaired_blocks_total", NULL);
 }
 
 /* ---- text ------------------------------------------------------------------------ */
@@ -501,6 +514,18 @@ static void print_text(FILE *o, const struct view *v, double interval)
 			fmt_num(v->fetch_failures, "%.0f", e, sizeof e),
 			fmt_num(v->crc_fail, "%.0f", f, sizeof f),
 			fmt_num(v->sha_fail, "%.0f", g, sizeof g));
+	if (v->scrub && v->sc_on == 1)
+		fprintf(o, "scrub    %s, pass %s of %s blocks, %s passes done, "
+			   "%s corrupt found (%s repaired, %s not)\n",
+			v->sc_running == 1 ? "running" : "waiting",
+			fmt_num(v->sc_done, "%.0f", a, sizeof a),
+			fmt_num(v->sc_total, "%.0f", b, sizeof b),
+			fmt_num(v->sc_passes, "%.0f", c, sizeof c),
+			fmt_num(v->sc_corrupt, "%.0f", d, sizeof d),
+			fmt_num(v->sc_repaired, "%.0f", e, sizeof e),
+			fmt_num(v->sc_unrepaired, "%.0f", f, sizeof f));
+	else if (v->scrub)
+		fprintf(o, "scrub    off\n");
 	fprintf(o, "frames   rejected %s (%s/s)\n",
 		fmt_num(v->rejected, "%.0f", a, sizeof a),
 		fmt_num(v->rejected_s, "%.1f", b, sizeof b));
@@ -656,6 +681,21 @@ static void print_json(FILE *f, const struct view *v)
 		metrics_printf(&o, "}");
 	} else {
 		metrics_printf(&o, ",\"blocks\":null");
+	}
+	if (v->scrub) {
+		metrics_printf(&o, ",\"scrub\":{\"enabled\":%s,\"running\":%s",
+			       v->sc_on == 1 ? "true" : "false",
+			       v->sc_running == 1 ? "true" : "false");
+		jnum(&o, "rate_limit_bytes_per_s", v->sc_rate, true);
+		jnum(&o, "pass_checked_blocks", v->sc_done, true);
+		jnum(&o, "pass_blocks", v->sc_total, true);
+		jnum(&o, "passes_total", v->sc_passes, true);
+		jnum(&o, "corrupt_total", v->sc_corrupt, true);
+		jnum(&o, "repaired_total", v->sc_repaired, true);
+		jnum(&o, "unrepaired_total", v->sc_unrepaired, true);
+		metrics_printf(&o, "}");
+	} else {
+		metrics_printf(&o, ",\"scrub\":null");
 	}
 	metrics_printf(&o, "}\n");
 	if (!o.failed)

@@ -64,6 +64,7 @@
 #include "fs/main.h"
 #include "fs/node.h"
 #include "fs/node_metrics.h"
+#include "fs/scrub_metrics.h"
 #include "fs/sfs.h"
 #include "storage/datadir.h"
 #include "transport/log.h"
@@ -435,12 +436,17 @@ static void *start_chores(void *arg)
  *  - the node: whatever is still pending completes with -ESHUTDOWN; no
  *    proposal can be made any more (fsm has no replicator);
  *  - the session, which took the last replies. */
-/* The mount's metrics: FUSE requests and the block store. */
+/* The mount's metrics: FUSE requests, the block store, the scrub. */
 static void mount_metrics(void *ctx, struct metrics_out *o)
 {
 	struct mounted *m = ctx;
 	sfs_metrics(m->sfs, o);
 	data_metrics(m->data, o);
+	if (m->fsadm) {
+		struct scrub_counters sc;
+		fsadm_scrub_counters(m->fsadm, &sc);
+		scrub_metrics_write(&sc, o);
+	}
 }
 
 static void teardown(struct mounted *m)

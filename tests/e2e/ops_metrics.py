@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """ops_metrics.py - checks for tests/e2e/ops_metrics.sh.
 
-  scrape URL OUT             GET URL, parse the Prometheus text strictly,
+  scrape URL OUT [serve]     GET URL, parse the Prometheus text strictly,
                              check sandfs' naming rules, write the samples
                              to OUT (JSON: {"name{labels}": value}); prints
-                             the number of samples
+                             the number of samples. A mount's families must
+                             be there, a serve node's (serve) must not
   get FILE KEY               print one sample's value (0 when absent)
   grew BEFORE AFTER KEY MIN [KEY MIN...]
                              one line per KEY: "PASS: KEY grew by >= MIN"
@@ -128,7 +129,7 @@ def check_exposition(body):
             die("counter %s does not end in _total" % fam)
         if t == "histogram" and not fam.endswith("_seconds"):
             die("histogram %s does not end in _seconds" % fam)
-        if "bytes" in fam and not re.search(r"_bytes(_total)?$", fam):
+        if "bytes" in fam and not re.search(r"_bytes(_total|_per_second)?$", fam):
             die("%s talks of bytes but does not end in _bytes" % fam)
         if fam not in seen_fams and t != "histogram":
             pass  # an empty family (no peers yet, say) is fine
@@ -172,7 +173,9 @@ def check_histogram(fam, samples, fam_of):
             die("%s%s: negative _sum" % (fam, dict(base)))
 
 
-def cmd_scrape(url, out):
+def cmd_scrape(url, out, kind="mount"):
+    if kind not in ("mount", "serve"):
+        die("scrape: kind is mount or serve, not %r" % kind)
     with urllib.request.urlopen(url, timeout=10) as r:
         if r.status != 200:
             die("%s answered %d" % (url, r.status))
@@ -194,6 +197,15 @@ def cmd_scrape(url, out):
                  "sandfs_transport_rejected_frames_total"):
         if must not in types:
             die("%s: no family %s" % (url, must))
+    # What a mount adds (FUSE requests, the block store, the scrub).
+    for fam in ("sandfs_fuse_ops_total", "sandfs_fuse_op_duration_seconds",
+                "sandfs_blocks_stored", "sandfs_block_fetches_total",
+                "sandfs_block_verification_failures_total",
+                "sandfs_scrub_enabled", "sandfs_scrub_pass_blocks",
+                "sandfs_scrub_corrupt_blocks_total"):
+        if (fam in types) != (kind == "mount"):
+            die("%s: family %s %s on a %s node" % (url, fam,
+                "missing" if kind == "mount" else "present", kind))
     roles = [k for k in samples if k.startswith("sandfs_raft_role{")]
     if len(roles) != 4 or sum(samples[k] for k in roles) != 1:
         die("%s: the role gauges %s are not one-hot" % (url, {k: samples[k] for k in roles}))
@@ -289,6 +301,10 @@ def cmd_stats(path, node, creates):
     b = v["blocks"]
     if not b or b["stored"] is None or b["crc_failures_total"] != 0 or b["sha256_failures_total"] != 0:
         die("stats blocks %r" % b)
+    sc = v.get("scrub")
+    if (not sc or sc["enabled"] is not True or sc["corrupt_total"] != 0 or
+            sc["pass_blocks"] is None or sc["rate_limit_bytes_per_s"] != 8 << 20):
+        die("stats scrub %r (mounted with -o scrub_mb_s=8)" % sc)
     if v["transport"]["rejected_frames_total"] != 0:
         die("frames were rejected: %r" % v["transport"])
 
@@ -317,7 +333,7 @@ def cmd_bench(path):
 
 
 def main():
-    cmds = {"scrape": (cmd_scrape, 2), "get": (cmd_get, 2), "grew": (cmd_grew, -1),
+    cmds = {"scrape": (cmd_scrape, -1), "get": (cmd_get, 2), "grew": (cmd_grew, -1),
             "role": (cmd_role, 1), "stats": (cmd_stats, 3), "bench": (cmd_bench, 1)}
     if (len(sys.argv) < 2 or sys.argv[1] not in cmds or
             cmds[sys.argv[1]][1] not in (-1, len(sys.argv) - 2)):

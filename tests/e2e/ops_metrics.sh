@@ -29,7 +29,8 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 source "$HERE/fs_lib.sh"
 PY="python3 $HERE/ops_metrics.py"
 
-fs_init 3 --timeout-ms 5000
+# The scrub on at a rate of our choosing (stats and metrics show it).
+fs_init 3 --timeout-ms 5000 -o scrub_mb_s=8
 declare -A MPORT=()
 for i in 1 2 3; do
 	MPORT[$i]=$(fs_free_port 127.0.0.1)
@@ -202,7 +203,7 @@ SPID=$!
 FS_BG_PIDS+=("$SPID")
 ok=0
 for ((k = 0; k < 100; k++)); do
-	if $PY scrape "http://127.0.0.1:$SM/metrics" "$FS_TMP/serve.json" >/dev/null 2>&1 &&
+	if $PY scrape "http://127.0.0.1:$SM/metrics" "$FS_TMP/serve.json" serve >/dev/null 2>&1 &&
 		[[ $($PY role "$FS_TMP/serve.json") == leader ]]; then
 		ok=1
 		break
@@ -210,8 +211,9 @@ for ((k = 0; k < 100; k++)); do
 	sleep 0.1
 done
 fs_check "serve with metrics = in its configuration file: parses strictly, single node leads" test $ok = 1
-fs_check "serve node has no FUSE families" \
-	python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["types"]; sys.exit(any(k.startswith("sandfs_fuse") for k in t))' "$FS_TMP/serve.json"
+fs_check "serve node has no FUSE, block or scrub families" \
+	python3 -c 'import json,sys; t=json.load(open(sys.argv[1]))["types"]
+sys.exit(any(k.startswith(("sandfs_fuse", "sandfs_block", "sandfs_scrub")) for k in t))' "$FS_TMP/serve.json"
 timeout 20 "$SANDFS" stats --data "$FS_TMP/serve" --once --json --interval 0.3 >"$FS_TMP/sstats.json"
 fs_check "stats on a serve node: fuse and blocks are null" \
 	python3 -c 'import json,sys; v=json.load(open(sys.argv[1])); sys.exit(v["fuse"] is not None or v["blocks"] is not None or v["role"]!="leader")' "$FS_TMP/sstats.json"
