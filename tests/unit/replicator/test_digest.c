@@ -199,7 +199,11 @@ static void test_peer_list_parsing(void **st)
 	assert_string_equal(peers[0].addr, "tcp://127.0.0.1:7001");
 	assert_string_equal(peers[1].addr, "tcp://127.0.0.2:7002");
 	assert_int_equal(peers[1].id, 2);
-	const char *bad[] = {"", "x=1:2", "0=h:1", "1=", "1=a:1,1=b:2", "7"};
+	/* an address `member add` would refuse is refused here too (port 0
+	 * or out of range, no port, a space, a foreign scheme) */
+	const char *bad[] = {"", "x=1:2", "0=h:1", "1=", "1=a:1,1=b:2", "7",
+			     "1=127.0.0.1:0", "1=h:70000", "1=foo",
+			     "1=a b:1", "1=ipc:///tmp/x"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = 0;
 		assert_int_equal(node_parse_peers(bad[i], peers, RAFT_MAX_NODES,
