@@ -10,6 +10,8 @@
  * Options (-o, comma-separated): allow_other, ro, debug, log=PATH,
  * timeout_ms=N (mutation timeout, default 10000), entry_timeout=SECONDS,
  * lock_lease_ms=N (lock lease, default 12000, the same on every node),
+ * close_delay_ms=N (an open record outlives the last close by N ms, default
+ * 3000: reopening within it proposes nothing; 0: drop it at once),
  * block_gc_ms=N (unreferenced blocks are deleted after N ms, default
  * 600000, and looked for every N ms, default 300000),
  * acl (the default: POSIX ACLs, enforced by the kernel) or noacl, and any
@@ -67,6 +69,7 @@ struct mount_opts {
 	int debug;
 	uint32_t timeout_ms;
 	uint32_t lock_lease_ms;
+	uint32_t close_delay_ms; /* open records kept after the last close */
 	uint32_t block_gc_ms;
 	double entry_timeout;
 	bool no_acl; /* -o noacl: no POSIX ACLs on this mount */
@@ -77,6 +80,7 @@ struct mount_opts {
 static int parse_mount_opts(const char *s, struct mount_opts *m)
 {
 	memset(m, 0, sizeof(*m));
+	m->close_delay_ms = SFS_CLOSE_DELAY_MS;
 	int w = snprintf(m->fuse_opts, sizeof(m->fuse_opts),
 			 "fsname=sandfs,subtype=sandfs,default_permissions");
 	if (!s)
@@ -109,6 +113,14 @@ static int parse_mount_opts(const char *s, struct mount_opts *m)
 				return -EINVAL;
 			}
 			m->lock_lease_ms = (uint32_t)v;
+		} else if (!strncmp(tok, "close_delay_ms=", 15)) {
+			unsigned long v = strtoul(tok + 15, &end, 10);
+			if (!tok[15] || *end || v > 600000) {
+				fprintf(stderr, "sandfs mount: close_delay_ms wants "
+						"0..600000 (milliseconds)\n");
+				return -EINVAL;
+			}
+			m->close_delay_ms = (uint32_t)v;
 		} else if (!strncmp(tok, "block_gc_ms=", 12)) {
 			unsigned long v = strtoul(tok + 12, &end, 10);
 			if (!tok[12] || *end || v < 1000 || v > 86400000) {
@@ -401,6 +413,8 @@ static void teardown(struct mounted *m)
 		pthread_join(m->chores, NULL);
 	m->chores_started = false;
 	/* The lock thread proposes and reads the replicator's status. */
+	if (m->sfs)
+		sfs_open_stop(m->sfs); /* proposes the waiting CLOSEs */
 	if (m->locks_started)
 		sfs_locks_stop(m->sfs);
 	m->locks_started = false;
@@ -605,6 +619,11 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		return rc;
 	}
 	m->locks_started = true;
+	if ((rc = sfs_open_start(m->sfs, mo->close_delay_ms)) < 0) {
+		snprintf(err, errcap, "cannot start the open-record closer: %s",
+			 strerror(-rc));
+		return rc;
+	}
 	char *argv[] = {"sandfs", "-o", (char *)mo->fuse_opts, "-d", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(mo->debug ? 4 : 3, argv);
 	m->se = fuse_session_new(&args, sfs_ops(), sizeof(struct fuse_lowlevel_ops),

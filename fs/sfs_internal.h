@@ -37,7 +37,18 @@ struct sfs_icount {
 	bool rec_held;
 	uint32_t rec_inflight;
 	uint64_t rec_seq;
+	/* CLOCK_MONOTONIC ns at which the held record last became unused (no
+	 * handle, nothing in flight), as queued for the closer; 0: never. */
+	int64_t idle_ns;
 };
+
+/* An unused open record waiting for the closer (sfs_open.c). */
+struct sfs_idle {
+	uint64_t ino, seq;
+	int64_t since; /* = the icount's idle_ns when queued */
+};
+
+#define SFS_IDLE_MAX 4096u /* unused records kept; past it, closed at once */
 
 struct sfs_locks;
 
@@ -64,6 +75,16 @@ struct sfs {
 	pthread_cond_t open_cv;               /* with mu: an OPEN completed */
 	uint64_t open_seq;                    /* guarded by mu: last open sequence */
 	struct sfs_locks *lk;                 /* sfs_lock.c */
+	/* Unused open records are dropped close_delay_ms after the last
+	 * close (sfs_open.c), so reopening a file soon after needs no OPEN;
+	 * 0 drops them at the last close. The FIFO is guarded by mu. */
+	uint32_t close_delay_ms;
+	struct sfs_idle *idle;                /* ring of SFS_IDLE_MAX */
+	size_t idle_head, idle_n;
+	pthread_cond_t idle_cv;               /* with mu: queued, or stop */
+	bool idle_stop;                       /* guarded by mu */
+	bool closer_started;
+	pthread_t closer;
 };
 
 /* One open file (fi->fh). The data handle is opened lazily on a FUSE
@@ -83,6 +104,23 @@ struct sfs_fh {
 /* Adjust the counts of ino by dl lookups and dopen handles; returns the
  * open count after the change. */
 uint32_t sfs_ref(struct sfs *fs, uint64_t ino, int64_t dl, int32_t dopen);
+
+/* ino's counts (mu held); created when add. NULL if absent or no memory. */
+struct sfs_icount *sfs_icount(struct sfs *fs, uint64_t ino, bool add);
+/* Free ino's counts if nothing is left in them (mu held). */
+void sfs_icount_trim(struct sfs *fs, uint64_t ino);
+
+/* A CREATE with ITAB_F_OPEN (sequence seq) made ino and its record: one
+ * handle (sfs_open.c). */
+void sfs_open_created(struct sfs *fs, uint64_t ino, uint64_t seq);
+/* An OPEN of ino (sequence seq) applied here with err, or failed; in
+ * apply order (sfs_open.c). */
+void sfs_open_applied(struct sfs *fs, uint64_t ino, uint64_t seq, int err);
+
+/* An applied entry left ino an orphan (nlink 0, kept open): when this
+ * node's record of it is only waiting for the closer, drop it now (any
+ * thread, also under the fsm's hook lock: it only queues). */
+void sfs_open_orphaned(struct sfs *fs, uint64_t ino);
 
 /* Attributes for the kernel (size includes this node's unflushed data). */
 void sfs_attr_to_stat(struct sfs *fs, const struct itab_attr *a, struct stat *st);
