@@ -153,11 +153,15 @@ rm -f "$FS_TMP"/src*
 converged 1 2 3
 mkdir "$M1/before" && echo "old content" >"$M1/before/file"
 converged 1 2 3
-dd if=/dev/zero of="$D3/filler" bs=1M status=none 2>/dev/null
+fill() { # the filler takes whatever is free (node 3 may free blocks meanwhile)
+	dd if=/dev/zero of="$D3/filler" bs=64k oflag=append conv=notrunc status=none 2>/dev/null
+}
+fill
 fs_log "filler takes node 3's last bytes: $(free_mb) MiB free"
 # metadata changes through node 1 until node 3 can no longer write them
 stopped=0
 for ((k = 0; k < 40 && !stopped; k++)); do
+	fill
 	for ((j = 0; j < 50; j++)); do mkdir -p "$M1/meta/d$k/e$j" 2>/dev/null; done
 	grep -q "replicator stopped after a storage failure" "$D3/sandfs.log" && stopped=1
 done
