@@ -62,6 +62,26 @@ for ((r = 0; r < runs; r++)); do
 	fi
 done
 
+# a punched hole frees the space of the blocks it covers (st_blocks), on
+# every node, and reads as zeros there
+M1=$(fs_mnt 1) M2=$(fs_mnt 2)
+head -c $((4 << 20)) /dev/urandom >"$FS_TMP/p.src"
+cp "$FS_TMP/p.src" "$M1/punch"
+blocks_before=$(stat -c %b "$M2/punch")
+fs_check "fallocate --punch-hole of 1..3 MiB on node 1" \
+	fallocate --punch-hole --offset $((1 << 20)) --length $((2 << 20)) "$M1/punch"
+python3 - "$FS_TMP/p.src" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+b[1 << 20:3 << 20] = bytes(2 << 20)
+open(sys.argv[1], "wb").write(b)
+PY
+fs_check "node 2 reads zeros in the hole and the rest unchanged" cmp "$FS_TMP/p.src" "$M2/punch"
+blocks_after=$(stat -c %b "$M2/punch")
+fs_log "st_blocks on node 2: $blocks_before before, $blocks_after after the punch"
+fs_check "the hole's space is freed: st_blocks halves ($blocks_before -> $blocks_after)" \
+	[ "$blocks_after" -le $((blocks_before / 2 + 8)) -a "$(stat -c %s "$M2/punch")" = $((4 << 20)) ]
+
 fs_check "all 3 nodes converge after the runs" fs_wait_converged 40 1 2 3
 for i in 1 2 3; do
 	fs_umount "$i"
