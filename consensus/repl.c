@@ -851,6 +851,7 @@ static void on_tick(struct repl *r)
 		i++;
 	}
 	repl_conf_tick(r, leader, leader_changed);
+	repl_transfer_tick(r, leader);
 }
 
 /* ---- the loop ---------------------------------------------------------------- */
@@ -896,6 +897,15 @@ static void handle(struct repl *r, struct item *it)
 		break;
 	case IT_CONF_REPLY:
 		repl_conf_reply(r, it);
+		break;
+	case IT_TRANSFER:
+		repl_transfer_add(r, it);
+		break;
+	case IT_FWD_TRANSFER:
+		repl_transfer_fwd(r, it);
+		break;
+	case IT_TRANSFER_REPLY:
+		repl_transfer_reply(r, it);
 		break;
 	case IT_REQUEST: /* never queued here */
 		break;
@@ -1016,6 +1026,7 @@ void *repl_loop(void *arg)
 	for (size_t i = 0; i < r->n_confs; i++)
 		r->confs[i].done(r->confs[i].ctx, -ESHUTDOWN, NULL, 0);
 	r->n_confs = 0;
+	repl_transfer_shutdown(r);
 	return NULL;
 }
 
@@ -1042,8 +1053,11 @@ void repl_on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 		it->from = from;
 		it->req_id = f->req_id;
 		repl_enqueue(r, it);
-	} else if (f->kind == WIRE_KIND_CONF) {
-		it = repl_item_new(IT_FWD_CONF, f->body, f->body_len);
+	} else if (f->kind == WIRE_KIND_CONF ||
+		   f->kind == WIRE_KIND_TRANSFER) {
+		it = repl_item_new(f->kind == WIRE_KIND_CONF ? IT_FWD_CONF
+							     : IT_FWD_TRANSFER,
+				   f->body, f->body_len);
 		if (!it)
 			return;
 		it->from = from;

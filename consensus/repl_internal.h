@@ -1,7 +1,8 @@
 /*
  * repl_internal.h — what the replicator's files share (repl.c: the loop,
  * proposals, reads, persistence, snapshots; repl_conf.c: membership
- * changes; repl_start.c: restoring state at start, starting and stopping).
+ * changes; repl_transfer.c: leader transfer; repl_start.c: restoring state
+ * at start, starting and stopping).
  * Not a public header: nothing outside consensus/repl*.c includes it.
  */
 #ifndef SANDFS_REPL_INTERNAL_H
@@ -42,6 +43,9 @@ enum item_kind {
 	IT_CONF,        /* local membership change request */
 	IT_FWD_CONF,    /* a follower forwarded a membership change to us */
 	IT_CONF_REPLY,  /* the leader answered our forwarded change */
+	IT_TRANSFER,    /* local leader transfer request */
+	IT_FWD_TRANSFER, /* a follower forwarded a transfer to us */
+	IT_TRANSFER_REPLY, /* the leader answered our forwarded transfer */
 };
 
 struct item {
@@ -84,6 +88,20 @@ struct conf_req {
 	int last_err;      /* last refusal (-EBUSY, -EAGAIN), 0 if none */
 	uint64_t lag;      /* learner lag the leader reported with -EAGAIN */
 	raft_index index;  /* where the leader put it, 0 if unknown */
+};
+
+/* The leader transfer asked for on this node (repl_transfer_leader); one
+ * at a time. */
+struct repl_xfer {
+	bool active;
+	uint64_t rid;      /* names the attempt in replies */
+	raft_id target;    /* asked for, 0: any */
+	raft_id chosen;    /* what the leader picked (target 0) */
+	raft_id from;      /* the leader when it was first submitted */
+	repl_done_fn done;
+	void *ctx;
+	uint64_t deadline; /* tick */
+	uint64_t resend;   /* tick of the next attempt */
 };
 
 struct read {
@@ -157,6 +175,7 @@ struct repl {
 	struct conf_req *confs; /* pending membership changes */
 	size_t n_confs, cap_confs;
 	uint64_t next_cid;
+	struct repl_xfer xfer; /* pending leader transfer */
 	int fatal;
 };
 
@@ -203,5 +222,12 @@ void repl_conf_reply(struct repl *r, struct item *it);
 void repl_conf_applied(struct repl *r, uint8_t op, raft_id node,
 		       raft_index index);
 void repl_conf_tick(struct repl *r, raft_id leader, bool leader_changed);
+
+/* repl_transfer.c (replicator thread) */
+void repl_transfer_add(struct repl *r, struct item *it);
+void repl_transfer_fwd(struct repl *r, struct item *it);
+void repl_transfer_reply(struct repl *r, struct item *it);
+void repl_transfer_tick(struct repl *r, raft_id leader);
+void repl_transfer_shutdown(struct repl *r);
 
 #endif

@@ -250,6 +250,24 @@ void fsm_pages_dropped(struct fsm *f, uint64_t ino, uint64_t ticket)
 	pthread_mutex_unlock(&f->pmu);
 }
 
+/* Does op add, remove or rename an entry of op->parent (and, for a
+ * rename, of op->newparent)? */
+static bool entries_change(const struct itab_op *op)
+{
+	switch (op->code) {
+	case ITAB_OP_CREATE:
+	case ITAB_OP_MKDIR:
+	case ITAB_OP_SYMLINK:
+	case ITAB_OP_LINK:
+	case ITAB_OP_UNLINK:
+	case ITAB_OP_RMDIR:
+	case ITAB_OP_RENAME:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* A content change applied, or a caller that cannot vouch for the pages:
  * the next open drops them. */
 void fsm_pages_stale(struct fsm *f, uint64_t ino)
@@ -337,6 +355,18 @@ static int fsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
 				   (op.code == ITAB_OP_SETATTR &&
 				    (op.valid & ITAB_SET_SIZE))))
 			fsm_pages_stale(f, op.ino);
+		/* A directory's pages are its cached listing (opendir). */
+		if (r.err == 0 && entries_change(&op)) {
+			fsm_pages_stale(f, op.parent);
+			if (op.code == ITAB_OP_RENAME &&
+			    op.newparent != op.parent) {
+				fsm_pages_stale(f, op.newparent);
+				/* a moved directory's ".." changed */
+				fsm_pages_stale(f, r.ino);
+				if (r.victim)
+					fsm_pages_stale(f, r.victim);
+			}
+		}
 		pthread_mutex_lock(&f->mu);
 		if (f->data)
 			data_applied(f->data, &op, &r);

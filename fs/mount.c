@@ -1,5 +1,7 @@
 /*
  * mount.c — `sandfs mount --id N --peers ... --data DIR [-f] [-o OPTS] MNT`
+ * (each of the node options may come from the configuration file instead,
+ * see cli.h; MNT too, as mountpoint =)
  *
  * Runs one node with the filesystem mounted at MNT. Without -f the
  * process forks FIRST (threads do not survive fork), the child does all
@@ -18,10 +20,12 @@
  * other FUSE mount option, passed through. default_permissions is always
  * on. A daemon logs to DIR/sandfs.log unless log= says where.
  *
- * Shutdown: fusermount3 -u MNT (or umount) ends the FUSE loop; SIGTERM,
- * SIGINT and SIGHUP do too (fuse_set_signal_handlers). Then the
- * start-up thread, the invalidation thread, the data path and the node
- * stop in that order, the mount is removed and the process exits 0.
+ * Shutdown: fusermount3 -u MNT (or umount) ends the FUSE loop; SIGTERM
+ * and SIGINT do too (fuse_set_signal_handlers). SIGHUP reopens the log
+ * file (fs/hup.h; it stops the node like SIGTERM when there is no log
+ * file). Then the start-up thread, the invalidation thread, the data path
+ * and the node stop in that order, the mount is removed and the process
+ * exits 0.
  *
  * Start-up chores (start_chores, a thread of its own): once the node has
  * caught up with the cluster, fetch the blocks it lacks, release the
@@ -48,6 +52,7 @@
 
 #include "fs/data.h"
 #include "fs/fsm.h"
+#include "fs/hup.h"
 #include "fs/inval.h"
 #include "fs/itab.h"
 #include "fs/cli.h"
@@ -224,7 +229,8 @@ struct mounted {
 	int mounted;
 	uint32_t drain_ms; /* sfs_drain bound: proposal timeout + slack */
 	char mp[PATH_MAX]; /* absolute mount point */
-	FILE *log;
+	bool log;          /* logging to a file (log_open) */
+	struct sfs_hup *hup; /* SIGHUP: reopen the log */
 	char data_abs[PATH_MAX]; /* absolute data directory */
 	uint64_t self_id;
 	pthread_t chores;        /* start-up chores (start_chores) */
@@ -453,10 +459,9 @@ static void teardown(struct mounted *m)
 	sfs_free(m->sfs);
 	fsm_free(m->fsm);
 	itab_close(m->itab);
-	if (m->log) {
-		log_set_file(NULL);
-		fclose(m->log);
-	}
+	sfs_hup_stop(m->hup);
+	if (m->log)
+		log_close();
 }
 
 /* Bring everything up and mount. On failure a reason is in err. */
@@ -546,14 +551,21 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		log_path = path;
 	}
 	if (log_path) {
-		m->log = fopen(log_path, "a");
-		if (!m->log) {
+		rc = log_open(log_path);
+		if (rc < 0) {
 			snprintf(err, errcap, "cannot open log %s: %s", log_path,
-				 strerror(errno));
-			return -errno;
+				 strerror(-rc));
+			return rc;
 		}
-		setvbuf(m->log, NULL, _IOLBF, 0);
-		log_set_file(m->log);
+		m->log = true;
+	}
+	/* SIGHUP is blocked in every thread (sfs_cmd_mount); this one
+	 * reopens the log on it. */
+	rc = sfs_hup_start(&m->hup);
+	if (rc < 0) {
+		snprintf(err, errcap, "cannot start the SIGHUP thread: %s",
+			 strerror(-rc));
+		return rc;
 	}
 
 	snprintf(path, sizeof(path), "%s/meta", data_abs);
@@ -731,31 +743,62 @@ static void detach(void)
 		LOG(WARN, "chdir /: %s", strerror(errno));
 }
 
-int sfs_cmd_mount(int argc, char **argv)
+static const char mount_help[] =
+	"usage: sandfs mount [--id N] [--peers 1=HOST:PORT,...] [--data DIR]\n"
+	"                    [-f] [-o OPTIONS] [OPTIONS] [MOUNTPOINT]\n\n"
+	"Run a node and mount the filesystem at MOUNTPOINT (default: mountpoint "
+	"=\nin the configuration file). Returns once the mount is ready; the "
+	"node runs\nin the background and logs to DIR/sandfs.log (or --log "
+	"FILE). `fusermount3 -u\nMOUNTPOINT` unmounts and stops it. A dead "
+	"mount left at MOUNTPOINT by a node\nthat died is cleared first. "
+	"SIGHUP reopens the log file.\n\n"
+	"Mount options:\n"
+	"  -f, --foreground      stay in the foreground (log to stderr unless "
+	"--log)\n"
+	"  -o OPT[,OPT...]       allow_other, ro, debug, log=PATH, "
+	"timeout_ms=N,\n"
+	"                        entry_timeout=SECONDS, lock_lease_ms=N, "
+	"block_gc_ms=N,\n"
+	"                        close_delay_ms=N, acl (default) or noacl; "
+	"others go\n"
+	"                        to FUSE. Added"
+	" after mount-options = of the configuration\n"
+	"                        file.\n\n" SFS_NODE_OPTS_HELP SFS_EXIT_HELP;
+
+static int cmd_mount(int argc, char **argv)
 {
 	struct node_opts o;
 	struct sfs_cli cli;
 	memset(&cli, 0, sizeof(cli));
+	cli.help = mount_help;
 	int prc = sfs_parse_node_opts(argc, argv, &o, &cli);
 	if (prc != 0)
-		return prc > 0 ? 0 : 2;
-	if (cli.n_rest != 1) {
-		fprintf(stderr, "sandfs mount: want exactly one MOUNTPOINT (see "
-				"sandfs --help)\n");
-		return 2;
+		return prc > 0 ? SFS_EXIT_OK : SFS_EXIT_USAGE;
+	const char *mpath = cli.n_rest == 1 ? cli.rest[0]
+			    : cli.n_rest == 0 ? cli.mountpoint
+					      : NULL;
+	if (!mpath) {
+		fprintf(stderr,
+			"sandfs mount: want exactly one MOUNTPOINT%s (see sandfs "
+			"mount --help)\n",
+			cli.n_rest ? "" : " (or mountpoint = in the configuration "
+					  "file)");
+		return SFS_EXIT_USAGE;
 	}
 	struct mount_opts mo;
 	if (parse_mount_opts(cli.mount_opts, &mo) != 0) {
 		free(mo.copy);
-		return 2;
+		return SFS_EXIT_USAGE;
 	}
+	if (!mo.log_path)
+		mo.log_path = cli.log_path;
 	char prefix[32];
 	snprintf(prefix, sizeof(prefix), "node %llu", (unsigned long long)o.id);
 	log_set_prefix(prefix);
 	signal(SIGPIPE, SIG_IGN);
 
 	char mp[PATH_MAX], err[3 * PATH_MAX] = "";
-	if (check_mountpoint(cli.rest[0], mp, err, sizeof(err)) != 0) {
+	if (check_mountpoint(mpath, mp, err, sizeof(err)) != 0) {
 		fprintf(stderr, "sandfs mount: %s\n", err);
 		free(mo.copy);
 		return 1;
@@ -786,6 +829,9 @@ int sfs_cmd_mount(int argc, char **argv)
 		close(pipefd[0]);
 	}
 
+	/* Before any thread starts: they all inherit the mask, and the
+	 * SIGHUP thread (bring_up) takes the signal. */
+	sfs_hup_block();
 	struct mounted m;
 	memset(&m, 0, sizeof(m));
 	atomic_init(&m.chores_stop, false);
@@ -814,3 +860,10 @@ int sfs_cmd_mount(int argc, char **argv)
 	free(mo.copy);
 	return rc < 0 ? 1 : 0;
 }
+
+const struct sfs_cmd sfs_cmd_mount = {
+	.name = "mount",
+	.summary = "run a node and mount the filesystem",
+	.help = mount_help,
+	.run = cmd_mount,
+};

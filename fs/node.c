@@ -828,7 +828,9 @@ done:
  *   "status" | "status-json"      cluster status report
  *   "propose:" PAYLOAD            one proposal, waits for the local apply
  *   "bench COUNT CONC SIZE"       closed-loop proposal benchmark
- *   "member VERB ARGS"            membership change (admin_member) */
+ *   "member VERB ARGS"            membership change (admin_member)
+ *   "member list" | "member list-json"   members (node_member_list)
+ *   "leader transfer [ID]"        leader transfer (node_leader_transfer) */
 static int admin_handler(void *ctx, const uint8_t *req, size_t len,
 			 uint8_t **reply, size_t *rlen)
 {
@@ -844,6 +846,16 @@ static int admin_handler(void *ctx, const uint8_t *req, size_t len,
 		memcpy(args, req + 6, len - 6);
 		args[len - 6] = 0;
 		s = admin_bench(n, args);
+	} else if ((len == 11 && memcmp(req, "member list", 11) == 0) ||
+		   (len == 16 && memcmp(req, "member list-json", 16) == 0)) {
+		s = node_member_list(n, len == 16);
+	} else if (len >= 15 && len < 100 &&
+		   memcmp(req, "leader transfer", 15) == 0 &&
+		   (len == 15 || req[15] == ' ')) {
+		char args[100];
+		memcpy(args, req + 15, len - 15);
+		args[len - 15] = 0;
+		s = node_leader_transfer(n, args);
 	} else if (len > 7 && len < 300 && memcmp(req, "member ", 7) == 0) {
 		char args[300];
 		memcpy(args, req + 7, len - 7);

@@ -57,7 +57,23 @@ void node_admin_path(const char *dir, char *buf, size_t cap);
 
 /* Admin requests served by the node (see admin_handler in node.c):
  *   "member add ID ADDR" | "member promote ID" | "member remove ID"
- * each answered with one line, "ok ..." or "err ...". */
+ *   "leader transfer [ID]"
+ * each answered with one line, "ok ..." or "err ..."; "member list" and
+ * "member list-json" answered with node_member_list(). */
+
+/* The members as this node knows them (id, address, voter or learner,
+ * this node, the leader) with each one's match index and lag as the
+ * leader reports them: a table (json=0) or JSON (json=1), malloc'ed and
+ * NUL-terminated; NULL when out of memory. Asks the leader over the link
+ * when it is another node (a short timeout; match and lag are then
+ * unknown). Blocks the calling thread meanwhile (fs/node_members.c). */
+char *node_member_list(struct node *n, int json);
+
+/* "leader transfer [ID]" (args: what follows "leader transfer"): hand
+ * leadership to ID, or to the most caught-up voter, and wait until this
+ * node sees the new leader; one line "ok ..." or "err ...", malloc'ed
+ * (fs/node_leader.c). */
+char *node_leader_transfer(struct node *n, const char *args);
 
 /* Build the cluster status text (json=0) or JSON (json=1), asking every
  * peer with a short timeout; unreachable peers are listed as such.

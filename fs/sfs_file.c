@@ -325,7 +325,7 @@ void sfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct sfs *fs = get_fs(req);
-	sfs_read_barrier(fs);
+	bool caught_up = sfs_read_barrier(fs) == 0;
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
 	if (rc == 0 && !S_ISDIR(a.mode))
@@ -334,9 +334,23 @@ void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	/* The kernel may cache the listing (in the directory's pages) and
+	 * keep it across opendirs while no entry of the directory changed:
+	 * every applied create/unlink/rename in it, from any node, marks its
+	 * pages stale (fsm.c), another node's also drops them at once
+	 * (inval.c), and the kernel drops them itself on this node's own
+	 * changes. As for files (sfs_open): after the barrier, keep them
+	 * when valid, else drop them before answering; not caught up (no
+	 * leader): drop them and cache nothing. */
+	uint64_t ticket = UINT64_MAX;
+	bool keep = caught_up && fsm_pages_valid(fs->fsm, ino, &ticket);
+	bool dropping = !keep && fsm_inval_pages(fs->fsm, ino) == 0;
+	if (fsm_inval_settle(fs->fsm, SFS_SETTLE_MS) == 0 && dropping &&
+	    caught_up)
+		fsm_pages_dropped(fs->fsm, ino, ticket);
 	fi->fh = 0;
-	fi->keep_cache = 0;
-	fi->cache_readdir = 0;
+	fi->keep_cache = keep;
+	fi->cache_readdir = caught_up;
 	fuse_reply_open(req, fi);
 }
 

@@ -37,15 +37,16 @@ struct sfs_icount {
 	bool rec_held;
 	uint32_t rec_inflight;
 	uint64_t rec_seq;
-	/* CLOCK_MONOTONIC ns at which the held record last became unused (no
-	 * handle, nothing in flight), as queued for the closer; 0: never. */
-	int64_t idle_ns;
+	/* Bumped each time the held record is queued for the closer (no
+	 * handle, nothing in flight): only the newest queue entry counts. */
+	uint64_t idle_gen;
 };
 
 /* An unused open record waiting for the closer (sfs_open.c). */
 struct sfs_idle {
 	uint64_t ino, seq;
-	int64_t since; /* = the icount's idle_ns when queued */
+	uint64_t gen; /* the icount's idle_gen when queued */
+	int64_t due;  /* CLOCK_MONOTONIC ns at which to drop it */
 };
 
 #define SFS_IDLE_MAX 4096u /* unused records kept; past it, closed at once */

@@ -72,19 +72,23 @@ static int64_t mono_ns(void)
 
 /* The record is no longer needed when no handle is left and no OPEN is
  * in flight (mu held). With a close delay it is queued for the closer and
- * stays held meanwhile (false); without one, or when the queue is full or
- * the closer stopped, returns true and its seq: close it now. */
+ * stays held meanwhile (false); without one, for an orphan, or when the
+ * queue is full or the closer stopped, returns true and its seq: close it
+ * now. */
 static bool record_unused(struct sfs *fs, struct sfs_icount *c, uint64_t *seq)
 {
 	if (c->nopen || !c->rec_held || c->rec_inflight)
 		return false;
-	if (fs->close_delay_ms && fs->closer_started && !fs->idle_stop &&
-	    fs->idle_n < SFS_IDLE_MAX) {
-		int64_t now = mono_ns();
-		c->idle_ns = now > c->idle_ns ? now : c->idle_ns + 1;
+	/* An orphan (unlinked while open) is freed by the CLOSE: at once. */
+	struct itab_attr a;
+	bool orphan = itab_getattr(fs->itab, c->ino, &a) != 0 || a.nlink == 0;
+	if (!orphan && fs->close_delay_ms && fs->closer_started &&
+	    !fs->idle_stop && fs->idle_n < SFS_IDLE_MAX) {
 		struct sfs_idle *e =
 			&fs->idle[(fs->idle_head + fs->idle_n++) % SFS_IDLE_MAX];
-		*e = (struct sfs_idle){c->ino, c->rec_seq, c->idle_ns};
+		*e = (struct sfs_idle){c->ino, c->rec_seq, ++c->idle_gen,
+				       mono_ns() + (int64_t)fs->close_delay_ms *
+							   1000000};
 		if (fs->idle_n == 1)
 			pthread_cond_signal(&fs->idle_cv);
 		return false;
@@ -111,10 +115,9 @@ static void *closer_main(void *arg)
 			continue;
 		}
 		struct sfs_idle e = fs->idle[fs->idle_head];
-		int64_t due = e.since + (int64_t)fs->close_delay_ms * 1000000;
-		if (!fs->idle_stop && mono_ns() < due) {
-			struct timespec ts = {.tv_sec = due / 1000000000,
-					      .tv_nsec = due % 1000000000};
+		if (!fs->idle_stop && mono_ns() < e.due) {
+			struct timespec ts = {.tv_sec = e.due / 1000000000,
+					      .tv_nsec = e.due % 1000000000};
 			pthread_cond_timedwait(&fs->idle_cv, &fs->mu, &ts);
 			continue;
 		}
@@ -122,7 +125,7 @@ static void *closer_main(void *arg)
 		fs->idle_n--;
 		struct sfs_icount *c = sfs_icount(fs, e.ino, false);
 		if (!c || c->nopen || !c->rec_held || c->rec_inflight ||
-		    c->rec_seq != e.seq || c->idle_ns != e.since)
+		    c->rec_seq != e.seq || c->idle_gen != e.gen)
 			continue;
 		c->rec_held = false;
 		sfs_icount_trim(fs, e.ino);
@@ -141,12 +144,10 @@ void sfs_open_orphaned(struct sfs *fs, uint64_t ino)
 	if (c && !c->nopen && c->rec_held && !c->rec_inflight &&
 	    fs->closer_started && !fs->idle_stop && fs->idle_n < SFS_IDLE_MAX) {
 		/* Due now, queued first; the entry queued before is stale. */
-		int64_t due = mono_ns() - (int64_t)fs->close_delay_ms * 1000000;
-		c->idle_ns = due > c->idle_ns ? due : c->idle_ns + 1;
 		fs->idle_head = (fs->idle_head + SFS_IDLE_MAX - 1) % SFS_IDLE_MAX;
 		fs->idle_n++;
 		fs->idle[fs->idle_head] =
-			(struct sfs_idle){ino, c->rec_seq, c->idle_ns};
+			(struct sfs_idle){ino, c->rec_seq, ++c->idle_gen, 0};
 		pthread_cond_signal(&fs->idle_cv);
 	}
 	pthread_mutex_unlock(&fs->mu);
