@@ -1,6 +1,7 @@
 /*
  * gen_fuzz_corpus.c — write the seed corpora of fuzz_raft, fuzz_itab,
- * fuzz_fsm, fuzz_snapshot, fuzz_rlog and fuzz_peers: small valid inputs
+ * fuzz_fsm, fuzz_snapshot, fuzz_rlog, fuzz_peers and fuzz_config: small
+ * valid inputs
  * made with the real encoders (so the fuzzers start past the first
  * checks), one file each, in DIR/<target>/.
  *
@@ -384,6 +385,26 @@ static void peers_seeds(void)
 	}
 }
 
+/* ---- config ---------------------------------------------------------------- */
+
+static void config_seeds(void)
+{
+	static const char *const c[] = {
+	    "# the cluster\nmember = 1=10.0.0.1:7000\nmember = 2=10.0.0.2:7000\n"
+	    "member = 3=10.0.0.3:7000\ndata = /var/lib/sandfs/%i\n"
+	    "secret-file = secret\nmount-options = allow_other\n",
+	    "id = 2\nmember=1=h1:1\nmember=2=[::1]:2\ntimeout_ms = 3000 # ms\n"
+	    "log = /var/log/sandfs-%i.log\nlog-level = debug\ncluster-id = 00ff\n"
+	    "tls-cert = c.pem\ntls-key = k.pem\ntls-ca = ca.pem\nmountpoint = /mnt\n",
+	    "data = %%x%i%\n",
+	};
+	for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+		char name[16];
+		snprintf(name, sizeof name, "conf%zu", i);
+		put("config", name, c[i], strlen(c[i]));
+	}
+}
+
 int main(int argc, char **argv)
 {
 	if (argc != 2) {
@@ -396,5 +417,6 @@ int main(int argc, char **argv)
 	fsm_snapshot_seeds();
 	rlog_seeds();
 	peers_seeds();
+	config_seeds();
 	return 0;
 }
