@@ -9,7 +9,7 @@
 #
 # Two runs: the primary on the leader's mount and on a follower's, each
 # FSX_OPS operations (default 2500) with a seed printed first (FSX_SEED=N
-# replays one). SANDFS_SOAK=1 runs FSX_SOAK_RUNS (default 8) runs of
+# replays one). SANDFS_SOAK=1 runs FSX_SOAK_RUNS (default 12, about 35 min) runs of
 # 20000 operations each, alternating the primary over the nodes.
 #
 #   SANDFS_BIN=build/bin bash tests/e2e/fs_fsx.sh
@@ -31,7 +31,7 @@ ops=${FSX_OPS:-2500}
 runs=2
 if [[ ${SANDFS_SOAK:-0} == 1 ]]; then
 	ops=${FSX_OPS:-20000}
-	runs=${FSX_SOAK_RUNS:-8}
+	runs=${FSX_SOAK_RUNS:-12}
 fi
 
 fs_log "starting 3 nodes in $FS_TMP"
