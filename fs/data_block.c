@@ -255,6 +255,31 @@ int data_fetch_block(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
 	return -EIO;
 }
 
+/* See data.h. */
+int data_refetch(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
+		 uint64_t *from)
+{
+	uint8_t *buf = data_block_buf_alloc(d);
+	if (!buf)
+		return -ENOMEM;
+	struct peerset ps;
+	data_peers_get(d, &ps);
+	int rc = -EIO;
+	for (size_t i = 0; i < ps.n_others && !atomic_load(&d->quit); i++) {
+		bool unreachable;
+		size_t len;
+		size_t cap = ((size_t)d->bsize + 4095) & ~(size_t)4095;
+		if (data_fetch_from(d, ps.others[i], hash, buf, cap, &len,
+				    &unreachable) == 0) {
+			*from = ps.others[i];
+			rc = 0;
+			break;
+		}
+	}
+	free(buf);
+	return rc;
+}
+
 /* A buffer for one block, page-aligned and a whole number of pages, so
  * the block store can read into it without the page cache (blk_get). */
 uint8_t *data_block_buf_alloc(const struct data *d)

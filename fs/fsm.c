@@ -162,6 +162,12 @@ static void queue_invalidations(struct fsm *f, const struct itab_op *op,
 	case ITAB_OP_REMOVEXATTR:
 		inval_inode(iv, op->ino, 0);
 		break;
+	case ITAB_OP_REPAIR: /* fsck: an entry dropped, an nlink or size fixed */
+		if (op->name_len)
+			inval_entry(iv, op->parent, op->name, op->name_len);
+		if (r->ino)
+			inval_inode(iv, r->ino, 0);
+		break;
 	default:
 		break;
 	}
@@ -370,7 +376,9 @@ static int fsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
 		pthread_mutex_lock(&f->mu);
 		if (f->data)
 			data_applied(f->data, &op, &r);
-		if (origin != f->self_id && r.err == 0)
+		/* A repair comes from fsck, not from a FUSE request: the
+		 * kernel of its own node learnt nothing either. */
+		if ((origin != f->self_id || op.code == ITAB_OP_REPAIR) && r.err == 0)
 			queue_invalidations(f, &op, &r);
 		if (f->hook)
 			f->hook(f->hook_ctx, index, &op, &r);

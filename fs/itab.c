@@ -137,6 +137,13 @@ int itab_scan(struct itab *t, const uint8_t *p, size_t pl, const uint8_t *start,
 	return scan(t, NULL, p, pl, start, sl, cb, ctx);
 }
 
+/* Prefix scan at a LevelDB snapshot (see itab_internal.h). */
+int itab_scan_at(struct itab *t, const leveldb_readoptions_t *ro, const uint8_t *p, size_t pl,
+		 const uint8_t *start, size_t sl, itab_scan_cb cb, void *ctx)
+{
+	return scan(t, ro, p, pl, start, sl, cb, ctx);
+}
+
 /* Load a low-water record 'M''w' origin. */
 static int load_lw(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
 {

@@ -146,6 +146,8 @@ enum itab_opcode {
 	ITAB_OP_RELEASE_NODE = 15,  /* value = itab_lock (node, incarnation kept, since, what) */
 	ITAB_OP_OPEN = 16,          /* ino, value = itab_lock (incarnation, seq): origin holds ino open */
 	ITAB_OP_CLOSE = 17,         /* ino, value = itab_lock (incarnation, seq): origin closed it */
+	ITAB_OP_REPAIR = 18,        /* fsck: fix one problem IF this replica has it (flags =
+				       ITAB_REPAIR_*; see itab_check.h) */
 	ITAB_OP__COUNT
 };
 

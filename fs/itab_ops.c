@@ -77,7 +77,7 @@ static int txn_dent(struct txn *tx, uint64_t parent, const char *name, size_t nl
 }
 
 /* Add a block reference change. */
-static int ref_add(struct txn *tx, const uint8_t *h, int64_t d)
+int txn_ref_add(struct txn *tx, const uint8_t *h, int64_t d)
 {
 	if (tx->nrd == tx->caprd) {
 		size_t cap = tx->caprd ? 2 * tx->caprd : 16;
@@ -182,7 +182,7 @@ static int drop_extent(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
 	leveldb_writebatch_delete(c->tx->wb, (const char *)k, kl);
 	uint64_t u = units(be_get32(v + ITAB_HASH_LEN));
 	c->in->a.blocks -= u < c->in->a.blocks ? u : c->in->a.blocks;
-	return ref_add(c->tx, v, -1);
+	return txn_ref_add(c->tx, v, -1);
 }
 
 /* Delete an inode and everything hanging off it (target, xattrs, extents,
@@ -790,7 +790,7 @@ static int op_write(struct txn *tx)
 			if (ol == ITAB_HASH_LEN + 4) {
 				uint64_t u = units(be_get32((uint8_t *)old + ITAB_HASH_LEN));
 				in->a.blocks -= u < in->a.blocks ? u : in->a.blocks;
-				rc = ref_add(tx, (uint8_t *)old, -1);
+				rc = txn_ref_add(tx, (uint8_t *)old, -1);
 			}
 			leveldb_free(old);
 			if (rc)
@@ -807,7 +807,7 @@ static int op_write(struct txn *tx)
 		be_put32(v + ITAB_HASH_LEN, len);
 		leveldb_writebatch_put(tx->wb, (char *)k, kl, (char *)v, sizeof(v));
 		in->a.blocks += units(len);
-		if ((rc = ref_add(tx, e->hash, 1)))
+		if ((rc = txn_ref_add(tx, e->hash, 1)))
 			return rc;
 	}
 	in->a.size = size;
@@ -872,6 +872,8 @@ static int run_op(struct txn *tx)
 		return locks_op_open(tx);
 	case ITAB_OP_CLOSE:
 		return locks_op_close(tx);
+	case ITAB_OP_REPAIR:
+		return repair_op(tx);
 	default:
 		return -EINVAL;
 	}

@@ -23,6 +23,7 @@ static const struct sfs_cmd *const cmds[] = {
 	&sfs_cmd_status,
 	&sfs_cmd_member,
 	&sfs_cmd_leader,
+	&sfs_cmd_fsck,
 	&sfs_cmd_propose,
 	&sfs_cmd_bench_propose,
 };

@@ -25,5 +25,6 @@ extern const struct sfs_cmd sfs_cmd_member;  /* fs/cmd_member.c */
 extern const struct sfs_cmd sfs_cmd_leader;  /* fs/cmd_leader.c */
 extern const struct sfs_cmd sfs_cmd_propose; /* fs/cmd_admin.c */
 extern const struct sfs_cmd sfs_cmd_bench_propose; /* fs/cmd_admin.c */
+extern const struct sfs_cmd sfs_cmd_fsck;    /* fs/cmd_fsck.c */
 
 #endif

@@ -16,6 +16,9 @@
  * 3000: reopening within it proposes nothing; 0: drop it at once),
  * block_gc_ms=N (unreferenced blocks are deleted after N ms, default
  * 600000, and looked for every N ms, default 300000),
+ * scrub_mb_s=N (the background block scrub reads at most N MiB/s, default
+ * 4; 0 turns it off), scrub_interval_s=N (a scrub pass every N s, default
+ * 86400),
  * acl (the default: POSIX ACLs, enforced by the kernel) or noacl, and any
  * other FUSE mount option, passed through. default_permissions is always
  * on. A daemon logs to DIR/sandfs.log unless log= says where.
@@ -51,6 +54,8 @@
 #include <unistd.h>
 
 #include "fs/data.h"
+#include "fs/fsadm.h"
+#include "fs/scrub.h"
 #include "fs/fsm.h"
 #include "fs/hup.h"
 #include "fs/inval.h"
@@ -76,6 +81,8 @@ struct mount_opts {
 	uint32_t lock_lease_ms;
 	uint32_t close_delay_ms; /* open records kept after the last close */
 	uint32_t block_gc_ms;
+	uint32_t scrub_mib_s;      /* background scrub rate, 0 off */
+	uint32_t scrub_interval_s; /* 0: the scrub's default */
 	double entry_timeout;
 	bool no_acl; /* -o noacl: no POSIX ACLs on this mount */
 	char *copy; /* owns the strings above */
@@ -134,6 +141,22 @@ static int parse_mount_opts(const char *s, struct mount_opts *m)
 				return -EINVAL;
 			}
 			m->block_gc_ms = (uint32_t)v;
+		} else if (!strncmp(tok, "scrub_mb_s=", 11)) {
+			unsigned long v = strtoul(tok + 11, &end, 10);
+			if (!tok[11] || *end || v > 10000) {
+				fprintf(stderr, "sandfs mount: scrub_mb_s wants "
+						"0..10000 (MiB/s; 0 turns the scrub off)\n");
+				return -EINVAL;
+			}
+			m->scrub_mib_s = (uint32_t)v;
+		} else if (!strncmp(tok, "scrub_interval_s=", 17)) {
+			unsigned long v = strtoul(tok + 17, &end, 10);
+			if (!tok[17] || *end || v < 1 || v > 31536000) {
+				fprintf(stderr, "sandfs mount: scrub_interval_s wants "
+						"1..31536000 (seconds between passes)\n");
+				return -EINVAL;
+			}
+			m->scrub_interval_s = (uint32_t)v;
 		} else if (!strncmp(tok, "entry_timeout=", 14)) {
 			double v = strtod(tok + 14, &end);
 			if (!tok[14] || *end || v < 0 || v > 3600) {
@@ -225,6 +248,7 @@ struct mounted {
 	struct sfs *sfs;
 	struct fuse_session *se;
 	struct inval *inval;
+	struct fsadm *fsadm;     /* online fsck and the scrub */
 	int signals;
 	int mounted;
 	uint32_t drain_ms; /* sfs_drain bound: proposal timeout + slack */
@@ -418,6 +442,12 @@ static void teardown(struct mounted *m)
 	if (m->chores_started)
 		pthread_join(m->chores, NULL);
 	m->chores_started = false;
+	/* fsck and the scrub use the data path, the proposals and the
+	 * replicator: detached from the admin socket and stopped first. */
+	if (m->node)
+		node_set_ext(m->node, NULL);
+	fsadm_stop(m->fsadm);
+	m->fsadm = NULL;
 	/* The lock thread proposes and reads the replicator's status. */
 	if (m->sfs)
 		sfs_open_stop(m->sfs); /* proposes the waiting CLOSEs */
@@ -633,6 +663,21 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 			 strerror(-rc));
 		return rc;
 	}
+	struct fsadm_cfg acfg = {
+		.itab = m->itab,
+		.fsm = m->fsm,
+		.data = m->data,
+		.repl = node_repl(m->node),
+		.data_dir = data_abs,
+		.self_id = o->id,
+		.gc_grace_ms = mo->block_gc_ms,
+		.scrub_mib_s = mo->scrub_mib_s,
+		.scrub_interval_s = mo->scrub_interval_s,
+	};
+	if ((rc = fsadm_start(&acfg, &m->fsadm, err, errcap)) < 0)
+		return rc;
+	struct node_ext ext = fsadm_ext(m->fsadm);
+	node_set_ext(m->node, &ext);
 	char *argv[] = {"sandfs", "-o", (char *)mo->fuse_opts, "-d", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(mo->debug ? 4 : 3, argv);
 	m->se = fuse_session_new(&args, sfs_ops(), sizeof(struct fuse_lowlevel_ops),
@@ -759,11 +804,13 @@ static const char mount_help[] =
 	"timeout_ms=N,\n"
 	"                        entry_timeout=SECONDS, lock_lease_ms=N, "
 	"block_gc_ms=N,\n"
-	"                        close_delay_ms=N, acl (default) or noacl; "
-	"others go\n"
-	"                        to FUSE. Added"
-	" after mount-options = of the configuration\n"
-	"                        file.\n\n" SFS_NODE_OPTS_HELP SFS_EXIT_HELP;
+	"                        close_delay_ms=N, scrub_mb_s=N (the block "
+	"scrub's\n"
+	"                        rate, default 4, 0 off), scrub_interval_s=N,\n"
+	"                        acl (default) or noacl; others go to FUSE. "
+	"Added\n"
+	"                        after mount-options = of the configuration "
+	"file.\n\n" SFS_NODE_OPTS_HELP SFS_EXIT_HELP;
 
 static int cmd_mount(int argc, char **argv)
 {

@@ -38,7 +38,19 @@ struct node {
 	struct repl *repl;
 	struct admin *admin;
 	char *addrs[RAFT_MAX_NODES]; /* peer addresses for status */
+	pthread_mutex_t ext_mu;      /* held while ext is called or changed */
+	struct node_ext ext;         /* guarded by ext_mu */
 };
+
+void node_set_ext(struct node *n, const struct node_ext *ext)
+{
+	pthread_mutex_lock(&n->ext_mu);
+	if (ext)
+		n->ext = *ext;
+	else
+		memset(&n->ext, 0, sizeof(n->ext));
+	pthread_mutex_unlock(&n->ext_mu);
+}
 
 /* ---- the combined state machine ------------------------------------------ */
 
@@ -504,12 +516,19 @@ char *node_status_report(struct node *n, int json)
 				  (unsigned long long)nd->id, nd->addr, role);
 		}
 	}
-	if (json)
-		sb_printf(&b, "]}\n");
-	else if (conf->n == 0)
+	if (!json && conf->n == 0)
 		sb_printf(&b, "(node %llu has no configuration yet: it waits "
 			      "to be added with `sandfs member add`)\n",
 			  (unsigned long long)n->o.id);
+	/* What the file system on top adds (the scrub) */
+	pthread_mutex_lock(&n->ext_mu);
+	char *extra = n->ext.status ? n->ext.status(n->ext.ctx, json) : NULL;
+	pthread_mutex_unlock(&n->ext_mu);
+	if (json)
+		sb_printf(&b, "]%s%s}\n", extra ? "," : "", extra ? extra : "");
+	else if (extra)
+		sb_printf(&b, "%s", extra);
+	free(extra);
 	return b.s;
 }
 
@@ -862,7 +881,12 @@ static int admin_handler(void *ctx, const uint8_t *req, size_t len,
 		args[len - 7] = 0;
 		s = admin_member(n, args);
 	} else {
-		s = strdup("err unknown admin request\n");
+		s = NULL;
+		pthread_mutex_lock(&n->ext_mu);
+		int mine = n->ext.admin && n->ext.admin(n->ext.ctx, req, len, &s) == 1;
+		pthread_mutex_unlock(&n->ext_mu);
+		if (!mine)
+			s = strdup("err unknown admin request\n");
 	}
 	if (!s)
 		return -ENOMEM;
@@ -880,6 +904,7 @@ int node_start(const struct node_opts *o, struct node **out, char *err,
 	if (!n)
 		return -ENOMEM;
 	n->o = *o;
+	pthread_mutex_init(&n->ext_mu, NULL);
 	if (o->join && !o->cluster_id) {
 		snprintf(err, errcap, "--join needs --cluster-id (the id "
 				      "`sandfs status` shows on a member)");
@@ -965,6 +990,7 @@ void node_stop(struct node *n)
 		repl_stop(n->repl);
 	dsm_close(n->dsm);
 	ddir_close(n->dir);
+	pthread_mutex_destroy(&n->ext_mu);
 	free(n);
 }
 

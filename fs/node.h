@@ -75,6 +75,23 @@ char *node_member_list(struct node *n, int json);
  * (fs/node_leader.c). */
 char *node_leader_transfer(struct node *n, const char *args);
 
+/* Admin requests and status figures of the file system on top of the
+ * node (fsck, scrub: fs/fsadm.c), which starts after the node. admin
+ * serves a request the node does not know itself: 1 with *reply a
+ * malloc'ed text, or 0 (not its request). status adds to the status
+ * report: text lines (json 0) or JSON members `"key":value,...` (json 1),
+ * malloc'ed, or NULL. Both run on the admin thread and must not block
+ * for long. */
+struct node_ext {
+	int (*admin)(void *ctx, const uint8_t *req, size_t len, char **reply);
+	char *(*status)(void *ctx, int json);
+	void *ctx;
+};
+
+/* Install ext (copied), or with NULL remove it; once this returns, the
+ * previous one is not running and will not be called again. */
+void node_set_ext(struct node *n, const struct node_ext *ext);
+
 /* Build the cluster status text (json=0) or JSON (json=1), asking every
  * peer with a short timeout; unreachable peers are listed as such.
  * Returns a malloc'ed NUL-terminated string. */

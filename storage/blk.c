@@ -200,7 +200,7 @@ int blk_open(const char *dir, unsigned flags, struct blk_store **out, char *err,
 	if (r > BLK_RESERVE_MAX)
 		r = BLK_RESERVE_MAX;
 	atomic_init(&bs->reserve, r);
-	DIR *d = opendir(dir);
+	DIR *d = (flags & BLK_NO_CLEAN) ? NULL : opendir(dir);
 	if (d) {
 		struct dirent *de;
 		while ((de = readdir(d)) != NULL)
@@ -343,19 +343,29 @@ static void quarantine(struct blk_store *bs, const struct blk_name *n)
 		unlinkat(bs->dirfd, n->rel, 0);
 }
 
+/* How get_block() checks what it read. */
+enum check_mode {
+	CHECK_READ,   /* the CRC (SHA-256 without one); act on a failure */
+	CHECK_FULL,   /* CRC and SHA-256; act on a failure */
+	CHECK_INSPECT /* CRC and SHA-256; no side effect (blk_verify) */
+};
+
 /* Checks buf[0..len), read from fd, against the block's name: against
  * the CRC stored with it, or (full, or no CRC stored) against its SHA-256.
  * A block stored before CRCs existed gets its CRC once it passed SHA-256.
- * A failure is logged and the file quarantined: -EBADMSG. */
+ * A failure is logged and the file quarantined: -EBADMSG. CHECK_INSPECT
+ * does neither (and stores no CRC); *what_out names the failed check. */
 static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 		  const uint8_t hash[BLK_HASH_LEN], const void *buf, size_t len,
-		  bool full)
+		  enum check_mode mode, const char **what_out)
 {
+	bool full = mode != CHECK_READ;
 	uint8_t v[4];
 	ssize_t vl = fgetxattr(fd, CRC_XATTR, v, sizeof v);
 	int xerr = vl < 0 ? errno : 0;
 	bool has_crc = vl == (ssize_t)sizeof v;
 	const char *what = NULL;
+	bool crc_bad = false;
 	if (has_crc) {
 		atomic_fetch_add_explicit(&bs->crc_checks, 1,
 					  memory_order_relaxed);
@@ -363,9 +373,12 @@ static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 			atomic_fetch_add_explicit(&bs->crc_failures, 1,
 						  memory_order_relaxed);
 			what = "its stored CRC32C";
+			crc_bad = true;
 		}
 	}
-	if (!what && (full || !has_crc)) {
+	/* Inspecting, a CRC mismatch is also hashed: it tells a damaged
+	 * content from a damaged CRC. */
+	if ((!what || mode == CHECK_INSPECT) && (full || !has_crc)) {
 		atomic_fetch_add_explicit(&bs->sha_checks, 1,
 					  memory_order_relaxed);
 		uint8_t h[BLK_HASH_LEN];
@@ -374,8 +387,16 @@ static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 			atomic_fetch_add_explicit(&bs->sha_failures, 1,
 						  memory_order_relaxed);
 			what = "its hash";
+			crc_bad = false;
 		}
 	}
+	if (what && mode == CHECK_INSPECT) {
+		if (what_out)
+			*what_out = crc_bad ? "crc32c" : "sha256";
+		return -EBADMSG;
+	}
+	if (mode == CHECK_INSPECT)
+		return 0;
 	if (what) {
 		STOR_ERR("block store %s: block %s is corrupt (%zu bytes do "
 			 "not match %s); moved to %s/, refetch it",
@@ -399,7 +420,8 @@ static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 /* Reads the block into buf[0..cap) and verifies it (full: SHA-256 as well
  * as the CRC); blk_get() and blk_check(). */
 static int get_block(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
-		     void *buf, size_t cap, size_t *len, bool full)
+		     void *buf, size_t cap, size_t *len, enum check_mode mode,
+		     const char **what)
 {
 	struct blk_name n;
 	make_name(hash, &n);
@@ -449,7 +471,7 @@ static int get_block(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
 	if (got > want)
 		got = want; /* the file grew meanwhile: only what fstat saw */
 	*len = got;
-	rc = verify(bs, fd, &n, hash, buf, got, full);
+	rc = verify(bs, fd, &n, hash, buf, got, mode, what);
 out:
 	close(fd);
 	return rc;
@@ -459,11 +481,12 @@ out:
 int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
             size_t cap, size_t *len)
 {
-	return get_block(bs, hash, buf, cap, len, false);
+	return get_block(bs, hash, buf, cap, len, CHECK_READ, NULL);
 }
 
-/* See blk.h. */
-int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
+/* blk_check() and blk_verify(): read the whole block and check it. */
+static int check_block(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+		       enum check_mode mode, const char **what)
 {
 	uint64_t size;
 	int rc = blk_size(bs, hash, &size);
@@ -474,9 +497,22 @@ int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
 	if (!buf)
 		return -ENOMEM;
 	size_t len;
-	rc = get_block(bs, hash, buf, cap, &len, true);
+	rc = get_block(bs, hash, buf, cap, &len, mode, what);
 	free(buf);
 	return rc;
+}
+
+/* See blk.h. */
+int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
+{
+	return check_block(bs, hash, CHECK_FULL, NULL);
+}
+
+/* See blk.h. */
+int blk_verify(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+	       const char **what)
+{
+	return check_block(bs, hash, CHECK_INSPECT, what);
 }
 
 /* See blk.h. */

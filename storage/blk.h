@@ -43,11 +43,14 @@
 /* blk_open() flags */
 #define BLK_SYNC                                                               \
 	0x1u /* fsync every block and its directory before put returns */
+#define BLK_NO_CLEAN                                                           \
+	0x2u /* leave temp files alone: a second handle on a store that a    \
+		running process writes (fsck, scrub beside the data path) */
 
 struct blk_store;
 
 /* Opens (creating if missing, mode 0700) the store in directory dir and
- * removes temp files a crash left behind. *out is owned by the caller:
+ * removes temp files a crash left behind (unless BLK_NO_CLEAN). *out is owned by the caller:
  * blk_close(). A reason goes into err/errcap (may be NULL) on error. */
 int blk_open(const char *dir, unsigned flags, struct blk_store **out, char *err,
              size_t errcap);
@@ -78,6 +81,14 @@ int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
 /* Reads the block and checks it against its SHA-256 and its CRC (fsck,
  * scrub): 0, -ENOENT, or -EBADMSG (logged and quarantined, as blk_get). */
 int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN]);
+
+/* The same check without side effects (a read-only fsck): 0, -ENOENT,
+ * or -EBADMSG with *what naming what failed: "sha256" (the content does
+ * not match its name) or "crc32c" (the content does, its stored CRC does
+ * not); what may be NULL. The file is neither moved nor given a CRC,
+ * nothing is logged; the counters count it. */
+int blk_verify(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+               const char **what);
 
 /* What the store verified since blk_open(). */
 struct blk_counters {

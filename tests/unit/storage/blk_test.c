@@ -429,6 +429,63 @@ static void stale_temp_files_are_removed_on_open(void **state)
 	free(tmpf);
 }
 
+/* A second handle opened with BLK_NO_CLEAN (fsck or scrub beside a
+ * running node) leaves another writer's temp files alone. */
+static void no_clean_open_leaves_temp_files(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	assert_int_equal(blk_put(f->bs, "x", 1, h), 0);
+	char hex[BLK_HEX_LEN + 1], rel[80];
+	blk_hex(h, hex);
+	snprintf(rel, sizeof rel, "%.2s/.tmp-inflight", hex);
+	char *tmpf = tu_join(f->path, rel);
+	FILE *fp = fopen(tmpf, "w");
+	fputs("being writ", fp);
+	fclose(fp);
+	struct blk_store *second;
+	assert_int_equal(blk_open(f->path, BLK_NO_CLEAN, &second, NULL, 0), 0);
+	assert_int_equal(count_tmp(f->path), 1);
+	assert_int_equal(blk_check(second, h), 0);
+	blk_close(second);
+	free(tmpf);
+}
+
+/* blk_verify reports what blk_check would, without moving the file or
+ * storing a CRC, and tells a damaged CRC from damaged content. */
+static void verify_inspects_without_side_effects(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	const char *what = NULL;
+	assert_int_equal(blk_put(f->bs, "content", 7, h), 0);
+	assert_int_equal(blk_verify(f->bs, h, &what), 0);
+	char *file = block_file(f, h);
+	/* a damaged CRC, content intact */
+	uint8_t bad[4] = {1, 2, 3, 4};
+	assert_int_equal(setxattr(file, "user.sandfs.crc32c", bad, 4, 0), 0);
+	assert_int_equal(blk_verify(f->bs, h, &what), -EBADMSG);
+	assert_string_equal(what, "crc32c");
+	assert_int_equal(blk_has(f->bs, h), 1);
+	/* damaged content (same size) */
+	FILE *fp = fopen(file, "r+");
+	assert_non_null(fp);
+	fputs("CONTENT", fp);
+	fclose(fp);
+	assert_int_equal(blk_verify(f->bs, h, &what), -EBADMSG);
+	assert_string_equal(what, "sha256");
+	assert_int_equal(blk_has(f->bs, h), 1);
+	/* no CRC at all: still hashed, none stored */
+	assert_int_equal(removexattr(file, "user.sandfs.crc32c"), 0);
+	assert_int_equal(blk_verify(f->bs, h, &what), -EBADMSG);
+	assert_int_equal(getxattr(file, "user.sandfs.crc32c", bad, 4), -1);
+	/* blk_check acts on the same finding: quarantined, gone */
+	assert_int_equal(blk_check(f->bs, h), -EBADMSG);
+	assert_int_equal(blk_has(f->bs, h), 0);
+	assert_int_equal(blk_verify(f->bs, h, &what), -ENOENT);
+	free(file);
+}
+
 struct racer {
 	struct blk_store *bs;
 	uint64_t rng;
@@ -649,6 +706,8 @@ int main(void)
 	    T(check_hashes_and_catches_what_the_crc_cannot),
 	    T(list_reports_every_block_once_and_can_stop),
 	    T(stale_temp_files_are_removed_on_open),
+	    T(no_clean_open_leaves_temp_files),
+	    T(verify_inspects_without_side_effects),
 	    T(concurrent_puts_of_the_same_blocks_all_succeed),
 	    T(stats_report_capacity_and_free_space),
 	    cmocka_unit_test(open_on_unusable_path_fails_with_message),
