@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # fs_fsx.sh — randomized file operations on a 3-node cluster, checked
-# against a model (tests/tools/sfs_fsx.c): writes, truncates, reads,
+# against a model (tests/e2e/sfs_fsx.c): writes, truncates, reads,
 # fallocate (allocate, keep size, punch hole, zero range), shared mmap
 # reads and writes with msync, copy_file_range and fsync on one mount,
 # the file's size and touched bytes compared after every operation, and
