@@ -99,7 +99,9 @@ int repl_conf_decode(const uint8_t *p, size_t len, struct raft_conf *c)
 		if (end - p < 11)
 			return -EINVAL;
 		size_t al = (size_t)p[9] << 8 | p[10];
-		if (al >= RAFT_ADDR_MAX || (size_t)(end - p) < 11 + al)
+		if (al >= RAFT_ADDR_MAX || (size_t)(end - p) < 11 + al ||
+		    (p[8] != RAFT_VOTER && p[8] != RAFT_LEARNER) ||
+		    memchr(p + 11, 0, al))
 			return -EINVAL;
 		c->nodes[i].id = get64(p);
 		c->nodes[i].role = p[8];
@@ -107,7 +109,8 @@ int repl_conf_decode(const uint8_t *p, size_t len, struct raft_conf *c)
 		c->nodes[i].addr[al] = 0;
 		p += 11 + al;
 	}
-	return 0;
+	/* canonical: nothing may follow the last node (what encode writes) */
+	return p == end ? 0 : -EINVAL;
 }
 
 /* ---- status --------------------------------------------------------------- */

@@ -22,9 +22,12 @@
  * the WRITE) is found by a periodic scan of the store (blk_list) and
  * deleted when unreferenced and older than gc_grace (file mtime). Both
  * paths also keep every block this process stored or received within
- * gc_grace (the "recent" set): a flush may reuse a block whose last
- * reference is being dropped at the same moment (rewriting a file with
- * the same content), and its WRITE only arrives after the push. Weakness:
+ * RECENT_PROTECT_MS (or gc_grace if shorter; the "recent" set): a flush
+ * may reuse a block whose last reference is being dropped at the same
+ * moment (rewriting a file with the same content), and its WRITE only
+ * arrives after the push. A delete held back that way is tried again
+ * when the protection ends, so the space of a file removed right after
+ * it was written comes back within that window. Weakness:
  * after a restart the recent set is empty; a block pushed to this node by
  * a peer just before, with an old mtime from an earlier life, could be
  * deleted before its WRITE applies here; the fetcher then gets it back
@@ -74,11 +77,20 @@ void data_applied(struct data *d, const struct itab_op *op,
 		LOG(WARN, "out of memory queueing block work");
 }
 
-/* Delete hash if nothing references it and it is not recently stored. */
-static bool maybe_delete(struct data *d, const uint8_t h[ITAB_HASH_LEN])
+/* Delete hash if nothing references it and it is not recently stored.
+ * *recent (may be NULL) says the recent set alone kept it. */
+static bool maybe_delete(struct data *d, const uint8_t h[ITAB_HASH_LEN],
+			 bool *recent)
 {
-	if (itab_block_refs(d->cfg.itab, h) != 0 || data_recent_has(d, h))
+	if (recent)
+		*recent = false;
+	if (itab_block_refs(d->cfg.itab, h) != 0)
 		return false;
+	if (data_recent_has(d, h)) {
+		if (recent)
+			*recent = true;
+		return false;
+	}
 	int rc = blk_delete(d->bs, h);
 	if (rc < 0 && rc != -ENOENT) {
 		char hx[17];
@@ -151,7 +163,7 @@ int data_gc(struct data *d, uint64_t *deleted)
 		int64_t age = block_age_ms(d, w.cand[i]);
 		if (age < 0 || age < (int64_t)d->cfg.gc_grace_ms)
 			continue;
-		if (maybe_delete(d, w.cand[i]))
+		if (maybe_delete(d, w.cand[i], NULL))
 			n++;
 	}
 	free(w.cand);
@@ -336,6 +348,12 @@ void *data_worker_main(void *arg)
 	uint8_t *tmp = malloc(d->bsize);
 	struct wq_item *retry = NULL;
 	size_t nretry = 0, retry_cap = 0;
+	/* deletes the recent set held back, tried again when it lets go:
+	 * a file deleted soon after it was written frees its space then, not
+	 * only at the periodic scan after gc_grace */
+	struct wq_item *later = NULL;
+	size_t nlater = 0, later_cap = 0;
+	int64_t later_at = INT64_MAX;
 	int64_t next_gc = mono_ms() + d->cfg.gc_interval_ms;
 	int64_t next_retry = mono_ms() + FETCH_RETRY_MS;
 	int64_t next_walk = INT64_MAX; /* a walk that left blocks missing */
@@ -347,6 +365,8 @@ void *data_worker_main(void *arg)
 			int64_t wake = next_gc < next_retry ? next_gc : next_retry;
 			if (next_walk < wake)
 				wake = next_walk;
+			if (later_at < wake)
+				wake = later_at;
 			if (wake > now) {
 				struct timespec dl =
 					mono_deadline((uint32_t)(wake - now));
@@ -366,7 +386,23 @@ void *data_worker_main(void *arg)
 
 		for (size_t i = 0; i < qn && !atomic_load(&d->quit); i++) {
 			if (q[i].what == WQ_DELETE) {
-				maybe_delete(d, q[i].hash);
+				bool recent;
+				maybe_delete(d, q[i].hash, &recent);
+				if (!recent)
+					continue;
+				if (nlater == later_cap) {
+					size_t nc = later_cap ? later_cap * 2 : 64;
+					struct wq_item *nl =
+						realloc(later, nc * sizeof *nl);
+					if (!nl)
+						continue; /* the periodic scan */
+					later = nl;
+					later_cap = nc;
+				}
+				later[nlater++] = q[i];
+				if (later_at == INT64_MAX)
+					later_at = mono_ms() +
+						   data_recent_window(d) + 1000;
 				continue;
 			}
 			if (!tmp || ensure_block(d, q[i].hash, tmp) == 0)
@@ -399,6 +435,20 @@ void *data_worker_main(void *arg)
 		}
 
 		int64_t now = mono_ms();
+		if (now >= later_at) {
+			/* held back later than the first of them, or stored
+			 * again meanwhile: wait another window */
+			size_t keep = 0;
+			for (size_t i = 0; i < nlater && !atomic_load(&d->quit); i++) {
+				bool recent;
+				maybe_delete(d, later[i].hash, &recent);
+				if (recent)
+					later[keep++] = later[i];
+			}
+			nlater = keep;
+			later_at = keep ? mono_ms() + data_recent_window(d) + 1000
+					: INT64_MAX;
+		}
 		if (now >= next_retry) {
 			size_t keep = 0;
 			for (size_t i = 0; i < nretry; i++)
@@ -423,6 +473,7 @@ void *data_worker_main(void *arg)
 	}
 	pthread_mutex_unlock(&d->mu);
 	free(retry);
+	free(later);
 	free(tmp);
 	return NULL;
 }

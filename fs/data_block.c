@@ -51,11 +51,18 @@ void data_recent_add(struct data *d, const uint8_t h[ITAB_HASH_LEN])
 	pthread_mutex_unlock(&d->recent_mu);
 }
 
-/* True if hash was stored by this process within the grace period. */
+/* How long the recent set protects a block (ms). */
+uint32_t data_recent_window(const struct data *d)
+{
+	return d->cfg.gc_grace_ms < RECENT_PROTECT_MS ? d->cfg.gc_grace_ms
+						      : RECENT_PROTECT_MS;
+}
+
+/* True if hash was stored by this process within the recent window. */
 bool data_recent_has(struct data *d, const uint8_t h[ITAB_HASH_LEN])
 {
 	unsigned b = recent_bucket(h);
-	int64_t limit = mono_ms() - d->cfg.gc_grace_ms;
+	int64_t limit = mono_ms() - data_recent_window(d);
 	bool found = false;
 	pthread_mutex_lock(&d->recent_mu);
 	for (struct recent *r = d->recent[b]; r; r = r->next)
@@ -67,10 +74,10 @@ bool data_recent_has(struct data *d, const uint8_t h[ITAB_HASH_LEN])
 	return found;
 }
 
-/* Drop entries older than the grace period (all = everything). */
+/* Drop entries older than the recent window (all = everything). */
 void data_recent_prune(struct data *d, bool all)
 {
-	int64_t limit = mono_ms() - d->cfg.gc_grace_ms;
+	int64_t limit = mono_ms() - data_recent_window(d);
 	pthread_mutex_lock(&d->recent_mu);
 	for (unsigned b = 0; b < RECENT_BUCKETS; b++) {
 		struct recent **pp = &d->recent[b];

@@ -32,6 +32,12 @@
 #define PUSH_TIMEOUT_DEFAULT_MS 10000u
 #define GC_INTERVAL_DEFAULT_MS 300000u
 #define GC_GRACE_DEFAULT_MS 600000u
+/* How long a block this process stored or received stays protected from
+ * deletion at reference count 0 (the "recent" set, data_bg.c): longer
+ * than a flush takes from its first store to its WRITE applying here,
+ * with the proposal timeout. A delete skipped for it is tried again when
+ * the protection ends (at most gc_grace_ms, if that is shorter). */
+#define RECENT_PROTECT_MS 120000u
 #define FETCH_TIMEOUT_MS 5000u   /* one BLOCK_GET to one peer */
 #define FETCH_RETRY_MS 5000u     /* background fetches that failed */
 #define PUSH_WINDOW 8u           /* BLOCK_PUTs in flight per peer */
@@ -257,6 +263,7 @@ void data_peers_get(struct data *d, struct peerset *ps);
 /* data_block.c */
 void data_recent_add(struct data *d, const uint8_t h[ITAB_HASH_LEN]);
 bool data_recent_has(struct data *d, const uint8_t h[ITAB_HASH_LEN]);
+uint32_t data_recent_window(const struct data *d);
 void data_recent_prune(struct data *d, bool all);
 int data_fetch_from(struct data *d, uint64_t from,
 		      const uint8_t hash[ITAB_HASH_LEN], uint8_t *buf,

@@ -315,6 +315,13 @@ void itab_op_release(struct itab_op *op);
  * belongs to another cluster or block size, -EIO on LevelDB errors. */
 int itab_open(const char *path, const struct itab_config *cfg, struct itab **out);
 
+/* itab_open that says why it failed: a one-line reason naming path goes
+ * to err (errcap bytes; err may be NULL), and LevelDB's refusals get
+ * their own errno: -EBUSY (another process has the table open), -EUCLEAN
+ * (damaged), -EACCES, -ENOTDIR, -ENOSPC, else -EIO. */
+int itab_open_err(const char *path, const struct itab_config *cfg,
+		  struct itab **out, char *err, size_t errcap);
+
 /* Close and free. NULL is ignored. */
 void itab_close(struct itab *t);
 

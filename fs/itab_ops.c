@@ -1084,8 +1084,9 @@ int itab_apply(struct itab *t, uint64_t log_index, const void *entry, size_t len
 	pthread_rwlock_wrlock(&t->lock);
 	leveldb_write(t->db, t->wopts, t->wb, &err);
 	if (err) {
+		/* a full disk is worth telling apart (the fix differs) */
+		rc = strstr(err, "No space left") ? -ENOSPC : -EIO;
 		leveldb_free(err);
-		rc = -EIO;
 	} else {
 		t->ctr = tx.ctr;
 		rc = 0;

@@ -618,12 +618,9 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 	snprintf(path, sizeof(path), "%s/meta", data_abs);
 	struct itab_config icfg = {.cluster_id = cid,
 				   .block_size = DATA_BLOCK_SIZE};
-	rc = itab_open(path, &icfg, &m->itab);
-	if (rc < 0) {
-		snprintf(err, errcap, "cannot open the inode table %s: %s", path,
-			 strerror(-rc));
+	rc = itab_open_err(path, &icfg, &m->itab, err, errcap);
+	if (rc < 0)
 		return rc;
-	}
 	if ((rc = fsm_new(m->itab, o->id, &m->fsm)) < 0)
 		return rc;
 	struct repl_sm sm = fsm_sm(m->fsm);

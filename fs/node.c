@@ -250,13 +250,12 @@ int node_parse_peers(const char *s, struct repl_peer *out, size_t cap,
 		if (rc)
 			break;
 		out[*n].id = id;
-		const char *a = eq + 1;
-		int w = strstr(a, "://")
-				? snprintf(out[*n].addr, RAFT_ADDR_MAX, "%s", a)
-				: snprintf(out[*n].addr, RAFT_ADDR_MAX,
-					   "tcp://%s", a);
-		if (w >= RAFT_ADDR_MAX) {
-			snprintf(err, errcap, "peer address too long: %s", a);
+		/* the same check as `member add`: a node must never start
+		 * with an address it cannot listen on or dial */
+		char why[256];
+		if (node_parse_addr(eq + 1, out[*n].addr, RAFT_ADDR_MAX, why,
+				    sizeof(why))) {
+			snprintf(err, errcap, "peer %llu: %s", id, why);
 			rc = -EINVAL;
 			break;
 		}

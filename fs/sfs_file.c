@@ -1,8 +1,8 @@
 /*
  * sfs_file.c — FUSE handlers for open files and directories: open (with a
  * ReadIndex barrier for close-to-open), read/write/flush/fsync/release
- * through data.h, readdir(plus) from itab's stable cookies, fallocate and
- * SEEK_DATA/SEEK_HOLE.
+ * through data.h, readdir(plus) from itab's stable cookies, fallocate (hole
+ * punching and zeroing in sfs_punch.c) and SEEK_DATA/SEEK_HOLE.
  *
  * readdir offsets: "." is offset 1, ".." offset 2, every other entry is
  * its itab cookie (>= ITAB_COOKIE_FIRST). The offset handed to the kernel
@@ -210,8 +210,11 @@ void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (mode & ~FALLOC_FL_KEEP_SIZE) {
-		/* Hole punching and the rest are not supported. */
+	int zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
+	if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE |
+		      FALLOC_FL_ZERO_RANGE)) ||
+	    zero == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		/* Collapse/insert range and unsharing are not supported. */
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
@@ -221,6 +224,14 @@ void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 		rc = -ENODEV;
 	if (rc == 0 && (uint64_t)off + (uint64_t)len > (uint64_t)INT64_MAX)
 		rc = -EFBIG;
+	if (rc == 0 && zero)
+		rc = sfs_perm_write(fs, req, ino);
+	if (rc == 0 && zero) {
+		rc = sfs_zero_range(fs, req, ino, mode, (uint64_t)off,
+				    (uint64_t)len, sfs_fh_data(fs, get_fh(fi)));
+		fuse_reply_err(req, file_errno(rc));
+		return;
+	}
 	if (rc || (mode & FALLOC_FL_KEEP_SIZE)) {
 		/* Blocks are not reserved: KEEP_SIZE has nothing to do. */
 		fuse_reply_err(req, -rc);

@@ -207,6 +207,12 @@ void sfs_acl_init(struct sfs *fs, struct fuse_conn_info *conn);
 
 /* The data handle of fh, opened on first use; NULL on failure. */
 struct data_file *sfs_fh_data(struct sfs *fs, struct sfs_fh *fh);
+
+/* sfs_punch.c: fallocate's PUNCH_HOLE / ZERO_RANGE (mode as given, with
+ * or without KEEP_SIZE) over [off, off+len) of regular file ino, through
+ * the open file's df. Blocks the worker until committed. 0 or -errno. */
+int sfs_zero_range(struct sfs *fs, fuse_req_t req, uint64_t ino, int mode,
+		   uint64_t off, uint64_t len, struct data_file *df);
 struct sfs_fh *sfs_fh_new(uint64_t ino);
 void sfs_fh_free(struct sfs_fh *fh);
 

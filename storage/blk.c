@@ -28,6 +28,9 @@ struct blk_store {
 	char *dir;
 	int dirfd;
 	unsigned flags;
+	/* Bytes of the file system kept free for the LevelDBs beside the
+	 * store (blk_set_reserve); atomic so it may change while in use. */
+	atomic_uint_fast64_t reserve;
 	/* Set once the file system refused a user xattr: no CRCs are stored
 	 * and every read is checked with SHA-256. */
 	atomic_bool no_xattr;
@@ -187,6 +190,16 @@ int blk_open(const char *dir, unsigned flags, struct blk_store **out, char *err,
 		free(bs);
 		return rc;
 	}
+	struct statvfs sv;
+	uint64_t total = fstatvfs(bs->dirfd, &sv) == 0
+	                     ? (uint64_t)sv.f_blocks * sv.f_frsize
+	                     : 0;
+	uint64_t r = total / 10;
+	if (r < BLK_RESERVE_MIN)
+		r = BLK_RESERVE_MIN;
+	if (r > BLK_RESERVE_MAX)
+		r = BLK_RESERVE_MAX;
+	atomic_init(&bs->reserve, r);
 	DIR *d = (flags & BLK_NO_CLEAN) ? NULL : opendir(dir);
 	if (d) {
 		struct dirent *de;
@@ -234,6 +247,13 @@ static int put_verified(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
 	if (fstatat(bs->dirfd, n.rel, &st, 0) == 0 &&
 	    (uint64_t)st.st_size == len)
 		return 0; /* already stored (content checked on every read) */
+	/* Blocks fill the disk, the LevelDBs beside them must not run out:
+	 * a new block may not eat into the reserve. */
+	uint64_t reserve = atomic_load_explicit(&bs->reserve, memory_order_relaxed);
+	struct statvfs sv;
+	if (reserve && fstatvfs(bs->dirfd, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < reserve + len)
+		return -ENOSPC;
 	bool new_fan = false;
 	if (mkdirat(bs->dirfd, n.fan, 0700) == 0)
 		new_fan = true;
@@ -593,7 +613,21 @@ int blk_stats(struct blk_store *bs, uint64_t *bytes_total, uint64_t *bytes_free)
 	struct statvfs sv;
 	if (fstatvfs(bs->dirfd, &sv) < 0)
 		return -errno;
+	uint64_t reserve = atomic_load_explicit(&bs->reserve, memory_order_relaxed);
+	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
 	*bytes_total = (uint64_t)sv.f_blocks * sv.f_frsize;
-	*bytes_free = (uint64_t)sv.f_bavail * sv.f_frsize;
+	*bytes_free = avail > reserve ? avail - reserve : 0;
 	return 0;
+}
+
+/* See blk.h. */
+void blk_set_reserve(struct blk_store *bs, uint64_t bytes)
+{
+	atomic_store(&bs->reserve, bytes);
+}
+
+/* See blk.h. */
+uint64_t blk_reserve(struct blk_store *bs)
+{
+	return atomic_load(&bs->reserve);
 }

@@ -560,6 +560,7 @@ static int enospc_child(const char *mnt)
 	struct blk_store *bs;
 	if (blk_open(path, BLK_SYNC, &bs, NULL, 0) < 0)
 		return 10;
+	blk_set_reserve(bs, 0); /* the file system's own ENOSPC */
 	static uint8_t data[40000];
 	uint8_t hs[64][BLK_HASH_LEN];
 	int stored = 0, rc = 0;
@@ -618,6 +619,77 @@ static void full_disk_returns_enospc_and_leaves_no_partial_file(void **state)
 	assert_int_equal(code, 0);
 }
 
+/* Child for the reserve test: a 4 MiB tmpfs, 1 MiB reserve. */
+static int reserve_child(const char *mnt)
+{
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", mnt, "tmpfs", 0, "size=4m") < 0)
+		return 77;
+	char *path = tu_join(mnt, "blocks");
+	struct blk_store *bs;
+	if (blk_open(path, 0, &bs, NULL, 0) < 0)
+		return 10;
+	if (blk_reserve(bs) != BLK_RESERVE_MIN) /* 10% of 4 MiB is less */
+		return 11;
+	blk_set_reserve(bs, 1u << 20);
+	static uint8_t data[100000];
+	uint8_t hs[64][BLK_HASH_LEN];
+	int stored = 0, rc = 0;
+	for (int i = 0; i < 64; i++) {
+		memset(data, i + 1, sizeof data);
+		rc = blk_put(bs, data, sizeof data, hs[stored]);
+		if (rc < 0)
+			break;
+		stored++;
+	}
+	if (rc != -ENOSPC || stored < 20)
+		return 12; /* stopped at the reserve, not before */
+	uint64_t total, avail;
+	if (blk_stats(bs, &total, &avail) != 0 || avail >= sizeof data)
+		return 13; /* the reserve is not reported as free */
+	/* the reserve is really there for others (the LevelDBs) */
+	char *other = tu_join(mnt, "leveldb-log");
+	FILE *f = fopen(other, "wb");
+	static uint8_t half[512 << 10];
+	if (!f || fwrite(half, 1, sizeof half, f) != sizeof half || fclose(f) != 0)
+		return 14;
+	unlink(other);
+	/* deleting blocks makes room again */
+	if (blk_delete(bs, hs[0]) != 0 || blk_delete(bs, hs[1]) != 0)
+		return 15;
+	memset(data, 0xee, sizeof data);
+	uint8_t h[BLK_HASH_LEN];
+	if (blk_put(bs, data, sizeof data, h) != 0)
+		return 16;
+	blk_close(bs);
+	free(path);
+	free(other);
+	umount(mnt);
+	return 0;
+}
+
+static void put_stops_at_the_reserve_and_resumes_after_deletes(void **state)
+{
+	(void)state;
+	char *tmp = tu_mkdtemp();
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(reserve_child(tmp));
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	int code = WEXITSTATUS(status);
+	tu_rmtree(tmp);
+	if (code == 77) {
+		printf("skipped: cannot mount a tmpfs in a private mount "
+		       "namespace (needs root)\n");
+		skip();
+	}
+	assert_int_equal(code, 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -641,6 +713,8 @@ int main(void)
 	    cmocka_unit_test(open_on_unusable_path_fails_with_message),
 	    cmocka_unit_test(
 	        full_disk_returns_enospc_and_leaves_no_partial_file),
+	    cmocka_unit_test(
+	        put_stops_at_the_reserve_and_resumes_after_deletes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
