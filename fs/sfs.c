@@ -768,11 +768,15 @@ static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc == -ENOENT && sfs_read_barrier(fs) == 0)
 		rc = itab_lookup(fs->itab, parent, name, strlen(name), &ino, &a);
 	if (rc == -ENOENT) {
-		/* A negative entry: cached for the timeout; other nodes'
-		 * creates invalidate it explicitly. */
+		/* A negative entry the kernel must not keep (timeout 0):
+		 * a cached miss would answer the next lookup without the
+		 * barrier above, so a name another node created after this
+		 * miss, and before the caller's next open started, would
+		 * not be found until this node applied the create and its
+		 * invalidation ran (close-to-open for new names). */
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->timeout;
+		e.entry_timeout = 0;
 		fuse_reply_entry(req, &e);
 		return;
 	}
