@@ -53,6 +53,8 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fsm_inval_inode(fs->fsm, ino);
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == -ENOENT)
+		rc = -ESTALE; /* inode gone: ESTALE, see sfs_internal.h */
 	if (rc == 0 && S_ISDIR(a.mode))
 		rc = -EISDIR;
 	/* The table learns that this node holds the file open (first handle
@@ -317,6 +319,8 @@ void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	sfs_read_barrier(fs);
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == -ENOENT)
+		rc = -ESTALE; /* inode gone: ESTALE, see sfs_internal.h */
 	if (rc == 0 && !S_ISDIR(a.mode))
 		rc = -ENOTDIR;
 	if (rc) {

@@ -126,6 +126,15 @@ void sfs_open_payload(struct sfs *fs, struct itab_op *op, uint64_t seq,
  * once when they work again. */
 int sfs_read_barrier(struct sfs *fs);
 
+/* ESTALE for an inode that is gone. The kernel resolves a path from its
+ * dentry cache, which may still name an inode another node removed or
+ * replaced (rename over it, unlink and create) when this node applied
+ * that only after the lookup. open, opendir and getattr of such an inode
+ * answer -ESTALE, not -ENOENT: the kernel then walks the path once more
+ * with revalidation (LOOKUP_REVAL, as for NFS) and finds what the name
+ * holds now, so an open after the replacing rename returned elsewhere
+ * opens the new file (close-to-open) instead of failing. */
+
 /* Propose op and answer req with its errno when applied. */
 void sfs_propose_err(struct sfs *fs, fuse_req_t req, const struct itab_op *op);
 

@@ -483,9 +483,35 @@ for k in range(5):
 print(miss)
 EOF
 )
+# ... and a file replaced by a rename on the leader's mount (write a new
+# file, rename it over the old one) opens on the lagging follower, whose
+# kernel still knows the old inode, with the new content.
+replaced=$(python3 - "$(fs_mnt "$L")/fh" "$(fs_mnt "$F")/fh" <<'EOF'
+import os, sys
+lead, lag = sys.argv[1:]
+good = 0
+with open(os.path.join(lead, "conf"), "w") as f:
+    f.write("v0")
+for k in range(1, 6):
+    with open(os.path.join(lag, "conf")) as f:  # caches conf's inode
+        f.read()
+    with open(os.path.join(lead, "conf.tmp"), "w") as f:
+        f.write("v%d" % k)
+    os.rename(os.path.join(lead, "conf.tmp"), os.path.join(lead, "conf"))
+    try:
+        with open(os.path.join(lag, "conf")) as f:
+            good += f.read() == "v%d" % k
+    except OSError as e:
+        sys.stderr.write("open after the replacing rename: %s\n" % e)
+os.unlink(os.path.join(lead, "conf"))
+print(good)
+EOF
+)
 echo 0 >"$FH/slow$F"
 fs_check "a name created on node $L's mount is found at once on lagging node $F's mount after a miss (misses: $misses of 5)" \
 	test "$misses" = 0
+fs_check "a file replaced by rename on node $L's mount opens with its new content on lagging node $F's mount ($replaced of 5)" \
+	test "$replaced" = 5
 fs_wait_converged 30 1 2 3
 for i in 1 2 3; do set_gen "$i"; done
 python3 "$WORKLOAD" snapshot --mounts "1=$(fs_mnt 1)/fh,2=$(fs_mnt 2)/fh,3=$(fs_mnt 3)/fh" \
