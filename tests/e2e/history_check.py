@@ -302,6 +302,8 @@ def linearize(ops, init):
             required |= 1 << o.i
     obs = [i for i in byS if ops[i].kind == "obs"]
     changes = [i for i in byS if ops[i].kind in ("must", "opt", "final")]
+    order = [i for i in changes if ops[i].kind != "opt"] + \
+        [i for i in changes if ops[i].kind == "opt"]
     visited = set()
     best = (-1, None, None)
     stack = [(0, init)]
@@ -324,7 +326,9 @@ def linearize(ops, init):
         cnt = bin(lin & required).count("1")
         if cnt > best[0]:
             best = (cnt, lin, st)
-        for i in reversed(changes):
+        # tried in start order, ambiguous changes after the others (an
+        # ambiguous change is linearized only where something needs it)
+        for i in reversed(order):
             if (lin >> i) & 1 or ops[i].pred & ~lin:
                 continue
             o = ops[i]
@@ -397,6 +401,25 @@ def overlaps(wins, s, e):
 # ---- the checks ----------------------------------------------------------------
 
 NS_MUT = ("create", "mkdir", "rmdir", "unlink", "rename")
+
+
+def drop_dead_mount_ops(recs):
+    """A mount whose node died answers ENOTCONN from then on, without the
+    node: an operation that started after another one on the same mount
+    (same life) had already come back with ENOTCONN never reached a node,
+    so it had no effect and is dropped. (Only when that mount life indeed
+    answered nothing else afterwards.)"""
+    dead = {}
+    for r in recs:
+        if r.get("err") == "ENOTCONN":
+            k = (r["m"], r["gen"])
+            dead[k] = min(dead.get(k, INF), r["e"])
+    for r in recs:
+        k = (r["m"], r["gen"])
+        if k in dead and r["s"] > dead[k] and r.get("err") != "ENOTCONN":
+            del dead[k]  # it answered after all: not a dead connection
+    return [r for r in recs
+            if not ((r["m"], r["gen"]) in dead and r["s"] > dead[(r["m"], r["gen"])])]
 
 
 def is_strict_obs(r, degraded):
@@ -602,6 +625,8 @@ def main():
     for item in filter(None, a.logs.split(",")):
         i, path = item.split("=", 1)
         degr.setdefault(int(i), []).extend(degraded_windows(path, clock))
+    n_all = len(recs)
+    recs = drop_dead_mount_ops(recs)
     c = Checker()
     t0 = time.time()
     counts = {}
@@ -615,8 +640,9 @@ def main():
         used += len(rr)
         c.check_round(k, rr, snaps[k - 1], snaps[k], degr, hi)
     c.check_locks(recs)
-    print("history: %d operations in %d rounds (%d after the last snapshot, not checked)"
-          % (len(recs), len(snaps) - 1, len(recs) - used))
+    print("history: %d operations in %d rounds (%d after the last snapshot, not checked; "
+          "%d on mounts already known dead, dropped)"
+          % (n_all, len(snaps) - 1, len(recs) - used, n_all - len(recs)))
     print("  " + ", ".join("%s %d" % (k, v) for k, v in sorted(counts.items())))
     nd = sum(len(w) for w in degr.values())
     print("read-barrier outages in node logs (reads then checked as local): %d" % nd)
