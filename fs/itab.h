@@ -43,6 +43,8 @@
  * entries above its stored applied index.
  *
  * Rules chosen here (every node must agree, so they are part of the format):
+ *  - A change whose parent directory inode no longer exists fails with
+ *    -ESTALE, not -ENOENT (the kernel then resolves the path again).
  *  - Root is ino 1, created by itab_open() on an empty DB: directory 0755,
  *    uid/gid 0, all times 0, generation 1. Inode numbers are never reused.
  *  - generation of an inode = log index of the entry that created it.

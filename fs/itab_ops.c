@@ -62,9 +62,18 @@ void txn_dirty(struct txn *tx, struct inode *in)
 }
 
 /* A directory for this op: -ENOENT, -ENOTDIR. */
+/* The directory a change names by inode (a parent). One that no longer
+ * exists is -ESTALE, not -ENOENT: the caller's kernel resolved the path
+ * from a cache that still held it (another node removed or replaced it
+ * meanwhile), and ESTALE makes the kernel resolve the path again with
+ * revalidation and retry once, so the change applies to what the path
+ * names now. (ENOENT would be an answer that fits no moment: the path may
+ * have existed all along.) */
 static int txn_dir(struct txn *tx, uint64_t ino, struct inode **out)
 {
 	int rc = txn_get(tx, ino, out);
+	if (rc == -ENOENT)
+		return -ESTALE;
 	if (rc == 0 && !is_type((*out)->a.mode, S_IFDIR))
 		rc = -ENOTDIR;
 	return rc;

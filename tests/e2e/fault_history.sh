@@ -101,7 +101,9 @@ NFT_N=0
 # fs_lib's cleanup unmounts and stops the nodes.
 fs_extra_cleanup() {
 	local i
-	for i in "${!STOPPED[@]}"; do kill -CONT "${FS_PID[$i]:-0}" 2>/dev/null; done
+	for i in "${!STOPPED[@]}"; do
+		[[ -n ${FS_PID[$i]:-} ]] && kill -CONT "${FS_PID[$i]}" 2>/dev/null
+	done
 	touch "$CTL/stop" 2>/dev/null
 	[[ -n ${WL_PID:-} ]] && { kill -TERM "$WL_PID" 2>/dev/null; wait "$WL_PID" 2>/dev/null; }
 	nft delete table inet "$NFT_T" 2>/dev/null
@@ -303,7 +305,8 @@ stop_faults() {
 		case $kind in
 		part) nft_drop_chain "$c" ;;
 		stop)
-			kill -CONT "${FS_PID[$n]:-0}" 2>/dev/null
+			[[ -n ${STOPPED[$n]:-} && -n ${FS_PID[$n]:-} ]] &&
+				kill -CONT "${FS_PID[$n]}" 2>/dev/null
 			unset "STOPPED[$n]"
 			;;
 		slow) echo 0 >"$FH/slow$n" ;;

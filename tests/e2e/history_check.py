@@ -31,8 +31,10 @@ What is checked, per round:
      its own start and end), except while the node's log says its read
      barrier was unavailable (no leader); deeper names are local reads
      (the kernel may resolve their parent from its cache);
-   - a readdir of the group's directory (opendir asks the leader) is
-     linearizable in the same way.
+   - a readdir of the group's directory (opendir asks the leader): each
+     name, listed or not, is linearizable in the same way on its own (a
+     listing is not a snapshot: POSIX leaves open whether a name added or
+     removed during it is listed).
 2. File contents (per inode, P-compositional): write+fsync is a write of
    the register, read after open is a read of it. Close-to-open: a read
    must be linearizable (it sees every write closed before it opened),
@@ -184,10 +186,12 @@ def ns_observe(s, rec):
     d = NS.todict(s)
     op, res, p = rec["op"], rec["res"], rec.get("p", "")
     if op == "readdir":
-        if res != "ok":
-            return False  # the group directory always exists
-        top = {k: t for k, (t, _) in d.items() if "/" not in k}
-        return top == rec["val"]
+        # one name of a listing (see ns_ops_for): there with its type, or
+        # not there
+        n, t = rec["_name"], rec["val"].get(rec["_name"])
+        if t is None:
+            return n not in d
+        return n in d and d[n][0] == t
     opened = op in ("read", "write", "lock") and rec.get("phase", "call") != "call"
     if res == "fail" and not opened:
         err = rec["err"]
@@ -401,6 +405,7 @@ def overlaps(wins, s, e):
 # ---- the checks ----------------------------------------------------------------
 
 NS_MUT = ("create", "mkdir", "rmdir", "unlink", "rename")
+TOP_NAMES = ("a", "b", "d")  # fault_workload.py's names in a group's directory
 
 
 def drop_dead_mount_ops(recs):
@@ -453,8 +458,17 @@ def ns_ops_for(recs, degr):
             continue  # an ambiguous read: no observation
         if res == "info" and op in ("write", "lock", "read"):
             e = r["e"]  # it opened the file: a positive lookup
+        strict = is_strict_obs(r, overlaps(degr.get(r["m"], []), r["s"], r["e"]))
+        if op == "readdir":
+            # A listing is not a snapshot (POSIX: a name added or removed
+            # meanwhile may or may not be listed): each name is observed
+            # on its own, listed or not, somewhere within the listing.
+            for n in sorted(set(r["val"]) | set(TOP_NAMES)):
+                rn = dict(r, _name=n, _strict=strict)
+                out.append(Op("obs", r["s"], e, rn, fits=lambda st, rn=rn: ns_observe(st, rn)))
+            continue
         o = Op("obs", r["s"], e, r, fits=lambda st, r=r: ns_observe(st, r))
-        o.rec["_strict"] = is_strict_obs(r, overlaps(degr.get(r["m"], []), r["s"], r["e"]))
+        o.rec["_strict"] = strict
         out.append(o)
     return out
 

@@ -146,6 +146,21 @@ class NamespaceTests(unittest.TestCase):
                 snap(100, {"a": ["d", 3, None], "d": ["f", 4, ""]}))
         self.assertEqual(len(c.violations), 1)
 
+    def test_listing_during_a_rename_may_show_both_names(self):
+        h = H()
+        h.add("readdir", 0, 20, m=2, p="", val={"a": "f", "b": "f"})
+        h.add("rename", 5, 10, m=1, p="a", q="b")
+        c = run(h, snap(-1, {"a": ["f", 5, ""]}), snap(100, {"b": ["f", 5, ""]}))
+        self.assertEqual(c.violations, [])
+
+    def test_listing_without_a_name_there_throughout_fails(self):
+        h = H()
+        h.add("readdir", 0, 20, m=2, p="", val={"b": "f"})
+        h.add("rename", 5, 10, m=1, p="b", q="d")
+        c = run(h, snap(-1, {"a": ["f", 5, ""], "b": ["f", 6, ""]}),
+                snap(100, {"a": ["f", 5, ""], "d": ["f", 6, ""]}))
+        self.assertEqual(len(c.violations), 1)
+
     def test_mounts_that_differ_fail(self):
         h = H()
         after = snap(100, {"a": ["f", 5, ""]})

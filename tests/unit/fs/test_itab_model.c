@@ -85,7 +85,7 @@ static int dir_of(struct model *m, uint64_t ino, struct mn **d)
 {
 	*d = get(m, ino);
 	if (!*d)
-		return -ENOENT;
+		return -ESTALE; /* a parent that is gone (see txn_dir) */
 	return isdir(*d) ? 0 : -ENOTDIR;
 }
 
