@@ -21,9 +21,16 @@ run:  drives every mount at once (CLIENTS threads per mount) with create,
                  when they go on).
         stop     clients end; the workload exits.
       The key space: G groups (directories g0..g<G-1>, made by setup and
-      never touched by the workload), each with the paths a, b, d, a/x,
-      b/x, d/x. Operations never cross groups, so the checker checks each
-      group on its own.
+      never touched by the workload), each with the file names a, b, d/f,
+      e/f and the directory names d, e. Files are created, renamed (onto
+      file names only), unlinked, written, read and locked; directories
+      are only made and removed, never renamed: a node resolves a path
+      from its kernel's cache (a local read), and a directory moved away
+      meanwhile would take a create or rename somewhere the path no
+      longer names, which the path-level model cannot tell from a bug.
+      A directory removed meanwhile is answered with ESTALE, and the
+      kernel resolves the path again. Operations never cross groups, so
+      the checker checks each group on its own.
 snapshot: walks every given mount (all must be up) and writes what each
       holds: per group, path -> [type, ino, content]. The checker compares
       the mounts and uses the first as the state between two rounds.
@@ -40,7 +47,9 @@ import sys
 import threading
 import time
 
-PATHS = ["a", "b", "d", "a/x", "b/x", "d/x"]
+FILES = ["a", "b", "d/f", "e/f"]
+DIRS = ["d", "e"]
+PATHS = FILES + DIRS
 TOKEN_LEN = 24
 CLIENTS = 2
 # errnos an operation can produce from a definite outcome; any other is
@@ -142,7 +151,8 @@ class Workload:
         """Runs one operation; fills args as it goes (so a failed one keeps
         what was chosen) and args["phase"]: "call" until a file is open,
         then how far it got. Returns the value of a successful one."""
-        p = rng.choice(PATHS)
+        p = rng.choice(DIRS if op in ("mkdir", "rmdir") else
+                       PATHS if op == "stat" else FILES)
         args.update(g=g, p=p, phase="call")
         full = os.path.join(root, "g%d" % g, p)
         val = None
@@ -159,7 +169,7 @@ class Workload:
         elif op == "unlink":
             os.unlink(full)
         elif op == "rename":
-            q = rng.choice([x for x in PATHS if x != p])
+            q = rng.choice([x for x in FILES if x != p])
             args["q"] = q
             os.rename(full, os.path.join(root, "g%d" % g, q))
         elif op == "stat":

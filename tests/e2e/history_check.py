@@ -177,6 +177,17 @@ def ns_apply(s, op, p, q=None, ino=None):
     return NS.make(d)
 
 
+def rename_noop(s, p, q):
+    """The kernel answers rename(p, q) with success, doing nothing, when
+    both names lead to the same inode (POSIX: a no-op). It resolves names
+    from its cache (a local read): p may still lead to the file another
+    node moved to q, until this node's invalidation of p ran. So a
+    successful rename may also be that no-op: p gone, q a file, the state
+    unchanged (and never when p is still there)."""
+    d = NS.todict(s)
+    return s if p not in d and q in d and d[q][0] == "f" else None
+
+
 def ino_fits(model, seen):
     return model is None or model == seen
 
@@ -341,8 +352,9 @@ def linearize(ops, init):
                     stack.append((lin | (1 << i), st))
                 continue
             nst = o.step(st)
-            if nst is not None:
-                stack.append((lin | (1 << i), nst))
+            for x in (nst if isinstance(nst, list) else [nst]):
+                if x is not None:
+                    stack.append((lin | (1 << i), x))
     cnt, lin, st = best
     missing = [ops[i] for i in range(n) if (required >> i) & 1 and not (lin >> i) & 1]
     return False, {"state": st, "stuck": missing}
@@ -405,7 +417,7 @@ def overlaps(wins, s, e):
 # ---- the checks ----------------------------------------------------------------
 
 NS_MUT = ("create", "mkdir", "rmdir", "unlink", "rename")
-TOP_NAMES = ("a", "b", "d")  # fault_workload.py's names in a group's directory
+TOP_NAMES = ("a", "b", "d", "e")  # fault_workload.py's names in a group's directory
 
 
 def drop_dead_mount_ops(recs):
@@ -452,6 +464,9 @@ def ns_ops_for(recs, degr):
                 ino = r.get("val") if op == "create" else None
                 step = (lambda st, op=op, p=r["p"], q=r.get("q"), ino=ino:
                         ns_apply(st, op, p, q, ino))
+                if op == "rename" and res == "ok":
+                    step = (lambda st, p=r["p"], q=r["q"], f=step:
+                            [x for x in (f(st), rename_noop(st, p, q)) if x is not None])
                 out.append(Op("must" if res == "ok" else "opt", r["s"], e, r, step=step))
                 continue
         if res == "info" and not (op in ("write", "lock", "read") and r.get("phase") != "call"):

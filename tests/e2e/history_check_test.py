@@ -161,6 +161,21 @@ class NamespaceTests(unittest.TestCase):
                 snap(100, {"a": ["f", 5, ""], "d": ["f", 6, ""]}))
         self.assertEqual(len(c.violations), 1)
 
+    def test_concurrent_renames_of_one_name_may_both_succeed(self):
+        # the second is the kernel's no-op: its cached a led to the file
+        # the first one had moved to b
+        h = H()
+        h.add("rename", 0, 20, m=1, p="a", q="b")
+        h.add("rename", 10, 12, m=2, p="a", q="b")
+        c = run(h, snap(-1, {"a": ["f", 5, ""]}), snap(100, {"b": ["f", 5, ""]}))
+        self.assertEqual(c.violations, [])
+
+    def test_rename_of_a_missing_name_to_a_missing_name_fails(self):
+        h = H()
+        h.add("rename", 10, 12, m=2, p="a", q="b")
+        c = run(h, snap(-1, {}), snap(100, {}))
+        self.assertEqual(len(c.violations), 1)
+
     def test_mounts_that_differ_fail(self):
         h = H()
         after = snap(100, {"a": ["f", 5, ""]})
