@@ -63,6 +63,8 @@ struct sfs {
 	uint32_t propose_timeout_ms;
 	pthread_cond_t open_cv;               /* with mu: an OPEN completed */
 	uint64_t open_seq;                    /* guarded by mu: last open sequence */
+	struct sfs_close_retry *close_retry;  /* guarded by mu: CLOSEs to propose
+	                                         again (sfs_close_retries) */
 	struct sfs_locks *lk;                 /* sfs_lock.c */
 };
 
@@ -125,6 +127,13 @@ void sfs_open_payload(struct sfs *fs, struct itab_op *op, uint64_t seq,
  * own state promptly. Logs (WARN) once when barriers start failing and
  * once when they work again. */
 int sfs_read_barrier(struct sfs *fs);
+
+/* Propose again the CLOSEs of open records that failed to commit (cut
+ * off from the majority) once they are due, so that an unlinked file's
+ * last close on this node frees it when the cluster answers again, not
+ * only at this node's next start. Called periodically (the lock thread's
+ * tick); any thread. */
+void sfs_close_retries(struct sfs *fs);
 
 /* ESTALE for an inode that is gone. The kernel resolves a path from its
  * dentry cache, which may still name an inode another node removed or

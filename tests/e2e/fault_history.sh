@@ -511,6 +511,37 @@ print(good)
 EOF
 )
 echo 0 >"$FH/slow$F"
+# ... and an unlinked file's last close on a node cut off from the
+# majority frees it once the cluster answers again (its CLOSE used to be
+# dropped, keeping the orphan and its block until the node restarted).
+orphan_data="orphan of seed $SEED $(date +%s%N)"
+printf '%s' "$orphan_data" >"$(fs_mnt "$L")/fh/orphan"
+orphan_hash=$(printf '%s' "$orphan_data" | sha256sum | cut -c1-64)
+fs_bg python3 -c 'import os, sys, time
+fd = os.open(sys.argv[1], os.O_RDONLY)
+open(sys.argv[2] + ".opened", "w").close()
+while not os.path.exists(sys.argv[2]):
+    time.sleep(0.05)
+os.close(fd)' "$(fs_mnt "$F")/fh/orphan" "$CTL/close_orphan"
+for ((k = 0; k < 100; k++)); do [[ -e $CTL/close_orphan.opened ]] && break; sleep 0.1; done
+rm "$(fs_mnt "$L")/fh/orphan"
+isolate "$F"
+orphan_chain=$NFT_CHAIN
+sleep 0.5
+touch "$CTL/close_orphan"
+sleep $((TIMEOUT_MS / 1000 + 2)) # the CLOSE fails meanwhile
+nft_drop_chain "$orphan_chain"
+orphan_left=1
+for ((k = 0; k < 60; k++)); do
+	orphan_left=0
+	for i in 1 2 3; do
+		[[ -e $(fs_data "$i")/blocks/${orphan_hash:0:2}/$orphan_hash ]] && orphan_left=1
+	done
+	[[ $orphan_left == 0 ]] && break
+	sleep 0.5
+done
+fs_check "an unlinked file closed last on cut-off node $F is freed after healing (its block is gone everywhere)" \
+	test "$orphan_left" = 0
 fs_check "a name created on node $L's mount is found at once on lagging node $F's mount after a miss (misses: $misses of 5)" \
 	test "$misses" = 0
 fs_check "a file replaced by rename on node $L's mount opens with its new content on lagging node $F's mount ($replaced of 5)" \
