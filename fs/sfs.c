@@ -220,11 +220,22 @@ static bool record_unused(struct sfs_icount *c, uint64_t *seq)
 	return true;
 }
 
-/* An OPEN applied here (or failed), in apply order: note its record. */
+/* An OPEN applied here (or failed), in apply order: note its record. An
+ * OPEN that failed without an answer from the table (timeout, cut off:
+ * it may still commit later, a copy being on its way to the leader) is
+ * closed anyway (through the retries of close_done): a record this node
+ * does not know of would keep an unlinked file alive until its next
+ * start. The CLOSE finds no record (-ENOENT) when the OPEN never applied;
+ * an OPEN arriving after the CLOSE committed is a stale duplicate the
+ * table skips (its seq is below the low-water mark the CLOSE carried:
+ * every older proposal of this node timed out before it, with the same
+ * timeout). */
 static void open_applied(struct sfs *fs, uint64_t ino, uint64_t seq, int err)
 {
 	uint64_t cseq = 0;
 	bool close = false;
+	if (err && err != -ENOENT && err != -ESTALE)
+		propose_close(fs, ino, seq);
 	pthread_mutex_lock(&fs->mu);
 	struct sfs_icount *c = icount(fs, ino, false);
 	if (c) {

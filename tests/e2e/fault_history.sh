@@ -433,10 +433,21 @@ for d in sys.argv[2].split():
         if "quarantine" in dp:
             continue
         have |= {f for f in fns if len(f) == 64}
+    def show(hs):
+        out = []
+        for h in sorted(hs)[:3]:
+            try:
+                with open(os.path.join(d, "blocks", h[:2], h), "rb") as f:
+                    out.append("%s (%r)" % (h[:16], f.read(40)))
+            except OSError:
+                out.append(h[:16])
+        return ", ".join(out)
     if not want <= have:
-        bad.append("%s lacks %d referenced blocks" % (d, len(want - have)))
+        bad.append("%s lacks %d referenced blocks: %s" % (d, len(want - have),
+                                                          ", ".join(sorted(want - have)[:3])))
     elif have - want:
-        bad.append("%s holds %d unreferenced blocks" % (d, len(have - want)))
+        bad.append("%s holds %d unreferenced blocks: %s" % (d, len(have - want),
+                                                            show(have - want)))
 print("; ".join(bad))
 EOF
 		)
