@@ -231,7 +231,9 @@ struct itab_op {
 	uint64_t origin;     /* proposing node id; 0 = no dedupe */
 	uint64_t seq;        /* request sequence number, unique per origin */
 	int64_t now_ns;      /* the proposer's "now": ctime/mtime stamps */
-	uint64_t ino;        /* LINK source, SETATTR/xattr/WRITE/RELEASE target */
+	uint64_t ino;        /* LINK source, SETATTR/xattr/WRITE/RELEASE target;
+	                        RENAME: the inode the source name must still
+	                        name (0: any), else -ESTALE */
 	uint64_t parent;
 	uint64_t newparent;  /* RENAME, and LINK's directory is `parent` */
 	uint32_t mode;       /* CREATE/MKDIR: type + permission bits; SETATTR: new mode */

@@ -474,6 +474,13 @@ static int op_rename(struct txn *tx)
 	    (rc = txn_dir(tx, op->parent, &sp)) || (rc = txn_dir(tx, op->newparent, &dp)) ||
 	    (rc = txn_dent(tx, op->parent, op->name, op->name_len, &sd)))
 		return rc;
+	/* The proposer's kernel moves its dentry of the source to the new
+	 * name: that must be the inode that moves here, or its cache would
+	 * name the wrong file afterwards (another node replaced the source
+	 * between the proposal and this apply). -ESTALE makes it look the
+	 * names up again and retry. */
+	if (op->ino && sd.ino != op->ino)
+		return -ESTALE;
 	rc = txn_dent(tx, op->newparent, op->newname, op->newname_len, &dd);
 	if (rc && rc != -ENOENT)
 		return rc;

@@ -1105,6 +1105,17 @@ static void sfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			     .name = name, .name_len = strlen(name),
 			     .newparent = newparent, .newname = newname,
 			     .newname_len = strlen(newname), .flags = flags};
+	/* The inode the kernel means by the source is the one its lookup on
+	 * this node found: what the name holds here now. Gone here already
+	 * (a removal applied, its invalidation not yet run): the kernel's
+	 * dentry is stale, ESTALE makes it look again. Otherwise the apply
+	 * checks the name still holds that inode (see op_rename). */
+	uint64_t src_ino = 0;
+	if (itab_lookup(fs->itab, parent, name, strlen(name), &src_ino, NULL) != 0) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	op.ino = src_ino;
 	if (!(flags & ITAB_RENAME_EXCHANGE))
 		op.flags |= free_flag(fs, newparent, newname, true);
 	sfs_stamp(req, &op);

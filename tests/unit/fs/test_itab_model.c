@@ -230,6 +230,8 @@ static int model_apply(struct model *m, const struct itab_op *op, int nid, int n
 		uint64_t s = p->child[nid], d = np->child[nnid];
 		if (!s)
 			return -ENOENT;
+		if (op->ino && s != op->ino)
+			return -ESTALE; /* the source name holds another inode */
 		if ((fl & ITAB_RENAME_NOREPLACE) && d)
 			return -EEXIST;
 		if (exch && !d)

@@ -421,6 +421,30 @@ static void test_rename_matrix_follows_posix(void **state)
 	assert_int_equal(do_rename(f, 1, ".", 1, "z", 0), -EINVAL);
 }
 
+/* A RENAME names the inode its proposer's kernel means by the source:
+ * when another change put a different inode under that name first, the
+ * rename is refused with -ESTALE and changes nothing. */
+static void test_rename_of_a_replaced_source_is_stale(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(do_create(f, 1, "a", S_IFREG | 0644), 0);
+	uint64_t old = lk(f, 1, "a");
+	/* another node: a replaced by a new file */
+	assert_int_equal(do_unlink(f, 1, "a", ITAB_F_FREE_NOW), 0);
+	assert_int_equal(do_create(f, 1, "a", S_IFREG | 0644), 0);
+	uint64_t now = lk(f, 1, "a");
+	struct itab_op op = op_mk(ITAB_OP_RENAME, 1, "a");
+	op.newparent = 1;
+	op.newname = "b";
+	op.newname_len = 1;
+	op.ino = old;
+	assert_int_equal(fx_apply(f, &op), -ESTALE);
+	assert_int_equal(lk(f, 1, "a"), now);
+	op.ino = now; /* looked up again */
+	assert_int_equal(fx_apply(f, &op), 0);
+	assert_int_equal(lk(f, 1, "b"), now);
+}
+
 static void test_rename_noreplace_and_exchange(void **state)
 {
 	struct fx *f = *state;
@@ -1051,6 +1075,7 @@ int main(void)
 		T(test_unlink_free_now_deletes_at_once_and_errors),
 		T(test_rmdir_requires_empty_dir),
 		T(test_rename_matrix_follows_posix),
+		T(test_rename_of_a_replaced_source_is_stale),
 		T(test_rename_noreplace_and_exchange),
 		T(test_setattr_mode_owner_times_and_size_rules),
 		T(test_write_and_truncate_adjust_refcounts_and_free_blocks),
