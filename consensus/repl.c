@@ -29,185 +29,11 @@
  * the timeout; the requester completes when the CONF entry applies on its
  * own node.
  */
-#include "consensus/repl.h"
-
-#include <errno.h>
-#include <fcntl.h>
-#include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-#include <unistd.h>
-
-#include "storage/rlog.h"
-#include "transport/link.h"
-#include "transport/log.h"
-#include "transport/wire.h"
-
-#define ENV_HDR 24
-#define RETRY_TICKS 50     /* resend an unapplied proposal after this */
-#define FWD_TIMEOUT_MS 1000
-#define RES_MAX 256
-#define FWD_BATCH_BYTES (1u << 20)
-#define REQ_WORKERS 4       /* threads serving block requests */
-#define REQ_QUEUE_MAX 4096
-#define REQ_QUEUE_BYTES (64u << 20)
-
-enum item_kind {
-	IT_RAFT,        /* raft message frame from a peer */
-	IT_PROPOSE,     /* local proposal */
-	IT_READ,        /* local read barrier */
-	IT_FWD_PROPOSE, /* a follower forwarded a proposal to us */
-	IT_FWD_REPLY,   /* the leader answered our forward */
-	IT_REQUEST,     /* other request kinds, for the request workers */
-	IT_CONF,        /* local membership change request */
-	IT_FWD_CONF,    /* a follower forwarded a membership change to us */
-	IT_CONF_REPLY,  /* the leader answered our forwarded change */
-};
-
-struct item {
-	struct item *next;
-	enum item_kind kind;
-	uint64_t from;
-	uint64_t req_id;
-	struct fwd *fwd; /* IT_FWD_REPLY: which proposals (owned) */
-	int status;      /* IT_FWD_REPLY */
-	repl_done_fn done;
-	void *ctx;
-	uint32_t len;
-	uint8_t data[];
-};
-
-struct pending {
-	uint64_t seq;
-	uint8_t *env; /* envelope + payload, owned */
-	uint32_t envlen;
-	repl_done_fn done;
-	void *ctx;
-	uint64_t deadline; /* tick */
-	uint64_t resend;   /* tick at which to resend if still pending */
-	raft_id sent_to;   /* leader we last handed it to, 0 = not sent */
-};
-
-/* A membership change asked for on this node (repl_change_conf). */
-struct conf_req {
-	uint64_t cid; /* ours, names it in replies */
-	uint8_t op;   /* enum raft_conf_op */
-	raft_id node;
-	char addr[RAFT_ADDR_MAX];
-	repl_done_fn done;
-	void *ctx;
-	uint64_t deadline; /* tick */
-	uint64_t resend;   /* tick of the next attempt */
-	raft_id sent_to;   /* leader of the last attempt, 0 = none yet */
-	raft_id hint;      /* leader named by a refusing node, for one retry */
-	bool maybe;        /* an attempt may have been (or was) proposed */
-	int last_err;      /* last refusal (-EBUSY, -EAGAIN), 0 if none */
-	uint64_t lag;      /* learner lag the leader reported with -EAGAIN */
-	raft_index index;  /* where the leader put it, 0 if unknown */
-};
-
-struct read {
-	uint64_t ctx_id;
-	raft_index index; /* 0 until the leader answered */
-	repl_done_fn done;
-	void *ctx;
-	uint64_t deadline;
-	uint64_t resend;
-};
-
-struct repl {
-	struct repl_cfg cfg;
-	char *data_dir;
-	struct raft *raft;
-	struct rlog *log;
-	struct link *link;
-	pthread_t thread;
-
-	pthread_mutex_t mu;  /* guards in, stop, status */
-	pthread_rwlock_t req_lock; /* guards req_fn, req_ctx */
-	pthread_mutex_t wmu;       /* guards wq, wq_tail, wq_len, wstop */
-	pthread_cond_t wcv;
-	struct item *wq, *wq_tail; /* requests for the workers */
-	size_t wq_len, wq_bytes;
-	int wstop;
-	pthread_t workers[REQ_WORKERS];
-	int n_workers;
-	pthread_cond_t cv;
-	struct item *in, *in_tail;
-	int stop;
-	struct repl_status status;
-	char describe[256];
-	repl_request_fn req_fn;
-	void *req_ctx;
-
-	/* Below: replicator thread only. */
-	uint64_t now_tick;
-	uint64_t next_seq;
-	struct pending *pend;
-	size_t n_pend, cap_pend;
-	struct read *reads;
-	size_t n_reads, cap_reads;
-	uint64_t next_read_ctx;
-	raft_id last_leader;
-	uint64_t published_tick; /* now_tick of the last publish_status() */
-	uint64_t next_tick;      /* loop clock (now_ms) of the next tick */
-	/* Snapshot data serialized on snap_thread (sm.snapshot_finish):
-	 * running from snapshot_begin until the loop collected the result;
-	 * snap_ready and the result are guarded by mu. */
-	pthread_t snap_thread;
-	bool snap_running, snap_ready;
-	void *snap_job;
-	uint64_t snap_idx, snap_len;
-	uint8_t *snap_data;
-	int snap_rc;
-	uint64_t snap_retry; /* now_tick to tell the core to ask again; 0 */
-	raft_term trace_last_term; /* for quieting repeated elections */
-	const char *trace_last_detail[2]; /* [0] election, [1] role */
-	uint64_t durable_applied;
-	raft_index last_compact;
-	struct rlog_hard_state persisted_hs;
-	struct rlog_entry *conv; /* scratch for persisting */
-	size_t cap_conv;
-	uint8_t *enc; /* scratch for encoding messages */
-	size_t cap_enc;
-	uint8_t *fwd_buf; /* proposals to forward this turn */
-	size_t fwd_len, fwd_cap, fwd_n, fwd_seq_cap;
-	uint64_t *fwd_seq;
-	raft_id fwd_to;
-	struct conf_req *confs; /* pending membership changes */
-	size_t n_confs, cap_confs;
-	uint64_t next_cid;
-	int fatal;
-};
-
-static void put64(uint8_t *p, uint64_t v)
-{
-	for (int i = 7; i >= 0; i--, v >>= 8)
-		p[i] = (uint8_t)v;
-}
-
-static uint64_t get64(const uint8_t *p)
-{
-	uint64_t v = 0;
-	for (int i = 0; i < 8; i++)
-		v = v << 8 | p[i];
-	return v;
-}
-
-/* The loop's clock. CLOCK_BOOTTIME also counts time spent suspended, so
- * a suspend shows up as a stall (and drops the leader lease). */
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_BOOTTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
+#include "consensus/repl_internal.h"
 
 /* ---- input queue ------------------------------------------------------- */
 
-static struct item *item_new(enum item_kind kind, const void *data,
+struct item *repl_item_new(enum item_kind kind, const void *data,
 			     size_t len)
 {
 	struct item *it = calloc(1, sizeof(*it) + len);
@@ -221,7 +47,7 @@ static struct item *item_new(enum item_kind kind, const void *data,
 }
 
 /* Queue an item for the replicator thread; takes ownership. */
-static void enqueue(struct repl *r, struct item *it)
+void repl_enqueue(struct repl *r, struct item *it)
 {
 	pthread_mutex_lock(&r->mu);
 	if (r->in_tail)
@@ -235,7 +61,7 @@ static void enqueue(struct repl *r, struct item *it)
 
 /* ---- configuration encoding (for the log store's snapshot record) ------ */
 
-static size_t conf_encode(const struct raft_conf *c, uint8_t *buf,
+size_t repl_conf_encode(const struct raft_conf *c, uint8_t *buf,
 			  size_t cap)
 {
 	size_t need = 4;
@@ -259,7 +85,7 @@ static size_t conf_encode(const struct raft_conf *c, uint8_t *buf,
 	return need;
 }
 
-static int conf_decode(const uint8_t *p, size_t len, struct raft_conf *c)
+int repl_conf_decode(const uint8_t *p, size_t len, struct raft_conf *c)
 {
 	memset(c, 0, sizeof(*c));
 	if (len == 0)
@@ -273,7 +99,9 @@ static int conf_decode(const uint8_t *p, size_t len, struct raft_conf *c)
 		if (end - p < 11)
 			return -EINVAL;
 		size_t al = (size_t)p[9] << 8 | p[10];
-		if (al >= RAFT_ADDR_MAX || (size_t)(end - p) < 11 + al)
+		if (al >= RAFT_ADDR_MAX || (size_t)(end - p) < 11 + al ||
+		    (p[8] != RAFT_VOTER && p[8] != RAFT_LEARNER) ||
+		    memchr(p + 11, 0, al))
 			return -EINVAL;
 		c->nodes[i].id = get64(p);
 		c->nodes[i].role = p[8];
@@ -281,13 +109,14 @@ static int conf_decode(const uint8_t *p, size_t len, struct raft_conf *c)
 		c->nodes[i].addr[al] = 0;
 		p += 11 + al;
 	}
-	return 0;
+	/* canonical: nothing may follow the last node (what encode writes) */
+	return p == end ? 0 : -EINVAL;
 }
 
 /* ---- status --------------------------------------------------------------- */
 
 /* Refresh the copy other threads read through repl_status(). */
-static void publish_status(struct repl *r)
+void repl_publish_status(struct repl *r)
 {
 	struct repl_status st;
 	memset(&st, 0, sizeof(st));
@@ -679,381 +508,6 @@ static void finish_reads(struct repl *r)
 	}
 }
 
-/* ---- membership changes ------------------------------------------------------ */
-
-/* Forwarded change (WIRE_KIND_CONF request body):
- *   u8 op | u64 node | u16 address length | address bytes
- * The leader's answer (reply body):
- *   i32 status (0 or a negative errno, see repl_change_conf; -ENOTCONN:
- *   "not the leader") | u64 leader it knows | u64 index of the entry
- *   (status 0) | u64 learner lag (status -EAGAIN) */
-#define CONF_REQ_HDR 11
-#define CONF_REP_LEN 28
-#define CONF_RETRY_TICKS 10 /* after a refusal (busy, lagging, no leader) */
-
-static void put32(uint8_t *p, uint32_t v)
-{
-	p[0] = (uint8_t)(v >> 24);
-	p[1] = (uint8_t)(v >> 16);
-	p[2] = (uint8_t)(v >> 8);
-	p[3] = (uint8_t)v;
-}
-
-static uint32_t get32(const uint8_t *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 |
-	       (uint32_t)p[2] << 8 | p[3];
-}
-
-/* Does this node's configuration already show the outcome of the change? */
-static bool conf_holds(const struct raft_conf *c, uint8_t op, raft_id node)
-{
-	int at = -1;
-	for (uint32_t i = 0; i < c->n; i++)
-		if (c->nodes[i].id == node)
-			at = (int)i;
-	switch (op) {
-	case RAFT_CONF_ADD_LEARNER:
-		return at >= 0;
-	case RAFT_CONF_PROMOTE:
-		return at >= 0 && c->nodes[at].role == RAFT_VOTER;
-	case RAFT_CONF_REMOVE:
-		return at < 0;
-	}
-	return false;
-}
-
-/* "The change is already in effect" answer for op (see repl.h). */
-static int conf_already_err(uint8_t op)
-{
-	return op == RAFT_CONF_ADD_LEARNER ? -EEXIST
-	       : op == RAFT_CONF_PROMOTE   ? -EALREADY
-					   : -ENOENT;
-}
-
-/* Leader: check a change against the configuration (for a precise
- * refusal, the core only says RAFT_EINVAL) and propose it. Returns 0 with
- * *index, or a negative errno as listed at repl_change_conf (-ENOTCONN
- * when we are not the leader); *lag is set with -EAGAIN. Single-server
- * changes only, one at a time (Raft thesis §4.1: a change may start only
- * once the previous one has committed); the core enforces that and
- * answers RAFT_EBUSY meanwhile, which the requester retries. */
-static int conf_propose(struct repl *r, uint8_t op, raft_id node,
-			const char *addr, raft_index *index, uint64_t *lag)
-{
-	struct raft_status st;
-	raft_status(r->raft, &st);
-	if (st.role != RAFT_LEADER)
-		return -ENOTCONN;
-	if (node == 0)
-		return -EINVAL;
-	int at = -1;
-	uint32_t voters = 0;
-	for (uint32_t i = 0; i < st.conf.n; i++) {
-		if (st.conf.nodes[i].id == node)
-			at = (int)i;
-		voters += st.conf.nodes[i].role == RAFT_VOTER;
-	}
-	switch (op) {
-	case RAFT_CONF_ADD_LEARNER:
-		if (at >= 0)
-			return -EEXIST;
-		if (st.conf.n >= RAFT_MAX_NODES)
-			return -ENOSPC;
-		if (!addr || !addr[0] ||
-		    strnlen(addr, RAFT_ADDR_MAX) >= RAFT_ADDR_MAX)
-			return -EINVAL;
-		break;
-	case RAFT_CONF_PROMOTE:
-		if (at < 0)
-			return -ENOENT;
-		if (st.conf.nodes[at].role == RAFT_VOTER)
-			return -EALREADY;
-		break;
-	case RAFT_CONF_REMOVE:
-		if (at < 0)
-			return -ENOENT;
-		if (st.conf.nodes[at].role == RAFT_VOTER && voters == 1)
-			return -EPERM;
-		break;
-	default:
-		return -EINVAL;
-	}
-	int rc = raft_propose_conf(r->raft, (enum raft_conf_op)op, node,
-				   op == RAFT_CONF_ADD_LEARNER ? addr : NULL,
-				   index);
-	switch (rc) {
-	case 0:
-		LOG(INFO, "proposed: %s node %llu at index %llu",
-		    op == RAFT_CONF_ADD_LEARNER ? "add learner"
-		    : op == RAFT_CONF_PROMOTE   ? "promote"
-						: "remove",
-		    (unsigned long long)node, (unsigned long long)*index);
-		return 0;
-	case RAFT_EBUSY:
-		return -EBUSY;
-	case RAFT_EAGAIN:
-		*lag = at >= 0 && st.last_index > st.match[at]
-			       ? st.last_index - st.match[at]
-			       : 0;
-		return -EAGAIN;
-	case RAFT_ENOTLEADER:
-		return -ENOTCONN;
-	case RAFT_ENOMEM:
-		return -ENOMEM;
-	default:
-		return -EINVAL;
-	}
-}
-
-/* Complete and remove pending change c. */
-static void conf_finish(struct repl *r, struct conf_req *c, int status,
-			raft_index index)
-{
-	repl_done_fn done = c->done;
-	void *ctx = c->ctx;
-	uint8_t res[8];
-	size_t reslen = 0;
-	if (status == 0 && index) {
-		put64(res, index);
-		reslen = 8;
-	} else if (status == -EAGAIN) {
-		put64(res, c->lag);
-		reslen = 8;
-	}
-	*c = r->confs[--r->n_confs];
-	done(ctx, status, reslen ? res : NULL, reslen);
-}
-
-static struct conf_req *conf_find(struct repl *r, uint64_t cid)
-{
-	for (size_t i = 0; i < r->n_confs; i++)
-		if (r->confs[i].cid == cid)
-			return &r->confs[i];
-	return NULL;
-}
-
-/* What one attempt came back with (from our core or the leader). Returns
- * true when c was completed (and removed). */
-static bool conf_result(struct repl *r, struct conf_req *c, int rc,
-			raft_id leader, raft_index index, uint64_t lag)
-{
-	switch (rc) {
-	case 0:
-		c->maybe = true;
-		c->last_err = 0;
-		if (index)
-			c->index = index;
-		c->resend = r->now_tick + RETRY_TICKS; /* in case it is lost */
-		return false;
-	case -EBUSY:
-	case -EAGAIN:
-		c->last_err = rc;
-		c->lag = lag;
-		c->resend = r->now_tick + CONF_RETRY_TICKS;
-		return false;
-	case -ENOTCONN: /* not the leader (any more) */
-	case -ETIMEDOUT:
-	case -ECONNREFUSED:
-	case -ECANCELED:
-	case -ENOMEM:
-		if (rc != -ENOTCONN)
-			c->maybe = true; /* it may have arrived */
-		c->resend = r->now_tick + 2;
-		if (rc == -ENOTCONN && leader && leader != c->sent_to) {
-			c->hint = leader;
-			c->resend = r->now_tick + 1; /* redirect soon */
-		}
-		c->sent_to = 0;
-		return false;
-	default:
-		break;
-	}
-	if (rc == conf_already_err(c->op) && c->maybe) {
-		/* An earlier attempt of ours probably did it: done once this
-		 * node's configuration shows it (checked every tick). */
-		c->resend = c->deadline;
-		return false;
-	}
-	conf_finish(r, c, rc, 0);
-	return true;
-}
-
-/* A forwarded change awaiting the leader's answer. */
-struct conf_rpc {
-	struct repl *r;
-	uint64_t cid;
-};
-
-static void on_conf_reply(void *ctx, int status, const uint8_t *reply,
-			  size_t len);
-
-/* One attempt: propose when we lead, forward to the leader otherwise.
- * Returns true when c was completed (and removed). */
-static bool conf_submit(struct repl *r, struct conf_req *c)
-{
-	raft_id leader = raft_leader(r->raft);
-	if (c->hint && leader != r->cfg.id)
-		leader = c->hint;
-	c->hint = 0;
-	c->resend = r->now_tick + RETRY_TICKS;
-	if (leader == r->cfg.id) {
-		raft_index index = 0;
-		uint64_t lag = 0;
-		c->sent_to = leader;
-		int rc = conf_propose(r, c->op, c->node, c->addr, &index, &lag);
-		return conf_result(r, c, rc, raft_leader(r->raft), index, lag);
-	}
-	if (leader == 0) {
-		c->sent_to = 0;
-		c->resend = r->now_tick + CONF_RETRY_TICKS;
-		return false;
-	}
-	uint8_t body[CONF_REQ_HDR + RAFT_ADDR_MAX];
-	size_t al = strnlen(c->addr, RAFT_ADDR_MAX - 1);
-	body[0] = c->op;
-	put64(body + 1, c->node);
-	body[9] = (uint8_t)(al >> 8);
-	body[10] = (uint8_t)al;
-	memcpy(body + CONF_REQ_HDR, c->addr, al);
-	struct conf_rpc *rpc = malloc(sizeof(*rpc));
-	if (!rpc)
-		return false; /* retried at c->resend */
-	rpc->r = r;
-	rpc->cid = c->cid;
-	c->sent_to = leader;
-	if (link_request(r->link, leader, WIRE_KIND_CONF, body,
-			 CONF_REQ_HDR + al, FWD_TIMEOUT_MS, on_conf_reply,
-			 rpc) != 0) {
-		free(rpc);
-		c->sent_to = 0;
-		c->resend = r->now_tick + 2;
-	}
-	return false;
-}
-
-/* IT_CONF: a new local request (op, node, address in the item). */
-static void add_conf(struct repl *r, struct item *it)
-{
-	if (r->n_confs == r->cap_confs) {
-		size_t cap = r->cap_confs ? r->cap_confs * 2 : 4;
-		struct conf_req *nc = realloc(r->confs, cap * sizeof(*nc));
-		if (!nc) {
-			it->done(it->ctx, -ENOMEM, NULL, 0);
-			return;
-		}
-		r->confs = nc;
-		r->cap_confs = cap;
-	}
-	struct conf_req *c = &r->confs[r->n_confs++];
-	memset(c, 0, sizeof(*c));
-	c->cid = ++r->next_cid;
-	c->op = it->data[0];
-	c->node = get64(it->data + 1);
-	memcpy(c->addr, it->data + 9, it->len - 9);
-	c->addr[it->len - 9] = 0;
-	c->done = it->done;
-	c->ctx = it->ctx;
-	c->deadline = r->now_tick + r->cfg.propose_timeout_ms / r->cfg.tick_ms;
-	conf_submit(r, c);
-}
-
-/* IT_FWD_CONF (leader side): propose a forwarded change, answer at once.
- * The follower waits for the entry to apply on its own node. */
-static void fwd_conf(struct repl *r, struct item *it)
-{
-	raft_index index = 0;
-	uint64_t lag = 0;
-	int rc = -EINVAL;
-	char addr[RAFT_ADDR_MAX] = "";
-	if (it->len >= CONF_REQ_HDR) {
-		size_t al = (size_t)it->data[9] << 8 | it->data[10];
-		if (al < RAFT_ADDR_MAX && CONF_REQ_HDR + al == it->len &&
-		    !memchr(it->data + CONF_REQ_HDR, 0, al)) {
-			memcpy(addr, it->data + CONF_REQ_HDR, al);
-			addr[al] = 0;
-			rc = conf_propose(r, it->data[0], get64(it->data + 1),
-					  addr, &index, &lag);
-		}
-	}
-	if (rc == -EINVAL && it->len < CONF_REQ_HDR)
-		LOG(WARN, "malformed membership request from %llu",
-		    (unsigned long long)it->from);
-	uint8_t rep[CONF_REP_LEN];
-	put32(rep, (uint32_t)(int32_t)rc);
-	put64(rep + 4, raft_leader(r->raft));
-	put64(rep + 12, index);
-	put64(rep + 20, lag);
-	link_reply(r->link, it->from, it->req_id, WIRE_KIND_CONF, rep,
-		   sizeof(rep));
-}
-
-/* IT_CONF_REPLY: the leader's answer (or the link's error) for change
- * it->req_id. */
-static void conf_reply(struct repl *r, struct item *it)
-{
-	struct conf_req *c = conf_find(r, it->req_id);
-	if (!c)
-		return; /* finished meanwhile */
-	if (it->status != 0) {
-		conf_result(r, c, it->status, 0, 0, 0);
-		return;
-	}
-	if (it->len < CONF_REP_LEN) {
-		conf_result(r, c, -ETIMEDOUT, 0, 0, 0);
-		return;
-	}
-	int rc = (int)(int32_t)get32(it->data);
-	conf_result(r, c, rc, get64(it->data + 4), get64(it->data + 12),
-		    get64(it->data + 20));
-}
-
-/* A CONF entry was applied here: complete the requests it fulfils. */
-static void conf_applied(struct repl *r, uint8_t op, raft_id node,
-			 raft_index index)
-{
-	for (size_t i = 0; i < r->n_confs;) {
-		struct conf_req *c = &r->confs[i];
-		if (c->maybe && c->op == op && c->node == node &&
-		    index >= c->index) {
-			conf_finish(r, c, 0, index);
-			continue;
-		}
-		i++;
-	}
-}
-
-/* Every tick: deadlines, retries, redirects after a leader change, and
- * changes found in effect (an earlier attempt did it). */
-static void conf_tick(struct repl *r, raft_id leader, bool leader_changed)
-{
-	if (!r->n_confs)
-		return;
-	struct raft_status st;
-	raft_status(r->raft, &st);
-	for (size_t i = 0; i < r->n_confs;) {
-		struct conf_req *c = &r->confs[i];
-		if (c->maybe && conf_holds(&st.conf, c->op, c->node)) {
-			conf_finish(r, c, 0,
-				    c->index && c->index <= st.applied ? c->index
-								       : 0);
-			continue;
-		}
-		if (r->now_tick >= c->deadline) {
-			conf_finish(r, c,
-				    c->maybe || !c->last_err ? -EIO
-							     : c->last_err,
-				    0);
-			continue;
-		}
-		if ((r->now_tick >= c->resend ||
-		     (leader_changed && leader && c->sent_to != leader)) &&
-		    conf_submit(r, c))
-			continue;
-		i++;
-	}
-}
-
 /* ---- applying -------------------------------------------------------------- */
 
 static void apply_conf(struct repl *r, const struct raft_entry *e)
@@ -1073,7 +527,7 @@ static void apply_conf(struct repl *r, const struct raft_entry *e)
 		raft_status(r->raft, &st);
 		r->cfg.sm.conf_changed(r->cfg.sm.ctx, &st.conf);
 	}
-	conf_applied(r, op, node, e->index);
+	repl_conf_applied(r, op, node, e->index);
 }
 
 static int apply_entries(struct repl *r, const struct raft_entry *e, size_t n)
@@ -1137,7 +591,7 @@ static int persist(struct repl *r, const struct raft_ready *rd)
 			.term = rd->snapshot.term,
 			.conf = conf,
 		};
-		s.conf_len = (uint32_t)conf_encode(&rd->snapshot.conf, conf,
+		s.conf_len = (uint32_t)repl_conf_encode(&rd->snapshot.conf, conf,
 						   sizeof(conf));
 		rc = rlog_install_snapshot(r->log, &s, true);
 		if (rc < 0)
@@ -1215,7 +669,7 @@ static void maybe_compact(struct repl *r)
 	raft_snapshot_meta(r->raft, &m);
 	uint8_t conf[RAFT_MAX_NODES * (11 + RAFT_ADDR_MAX) + 4];
 	struct rlog_snap s = {.index = m.index, .term = m.term, .conf = conf};
-	s.conf_len = (uint32_t)conf_encode(&m.conf, conf, sizeof(conf));
+	s.conf_len = (uint32_t)repl_conf_encode(&m.conf, conf, sizeof(conf));
 	if (m.index > 0 && rlog_compact(r->log, &s) == 0)
 		LOG(DEBUG, "log compacted through %llu",
 		    (unsigned long long)m.index);
@@ -1396,7 +850,8 @@ static void on_tick(struct repl *r)
 		}
 		i++;
 	}
-	conf_tick(r, leader, leader_changed);
+	repl_conf_tick(r, leader, leader_changed);
+	repl_transfer_tick(r, leader);
 }
 
 /* ---- the loop ---------------------------------------------------------------- */
@@ -1435,13 +890,22 @@ static void handle(struct repl *r, struct item *it)
 		fwd_reply(r, it);
 		break;
 	case IT_CONF:
-		add_conf(r, it);
+		repl_conf_add(r, it);
 		break;
 	case IT_FWD_CONF:
-		fwd_conf(r, it);
+		repl_conf_fwd(r, it);
 		break;
 	case IT_CONF_REPLY:
-		conf_reply(r, it);
+		repl_conf_reply(r, it);
+		break;
+	case IT_TRANSFER:
+		repl_transfer_add(r, it);
+		break;
+	case IT_FWD_TRANSFER:
+		repl_transfer_fwd(r, it);
+		break;
+	case IT_TRANSFER_REPLY:
+		repl_transfer_reply(r, it);
 		break;
 	case IT_REQUEST: /* never queued here */
 		break;
@@ -1480,7 +944,7 @@ static void fire_due_ticks(struct repl *r)
 	on_tick(r);
 }
 
-static void *loop(void *arg)
+void *repl_loop(void *arg)
 {
 	pthread_setname_np(pthread_self(), "sfs-repl");
 	struct repl *r = arg;
@@ -1541,7 +1005,7 @@ static void *loop(void *arg)
 		 * per tick, not on every turn of a busy loop. */
 		if (r->now_tick != r->published_tick) {
 			r->published_tick = r->now_tick;
-			publish_status(r);
+			repl_publish_status(r);
 		}
 	}
 	if (r->snap_running) {
@@ -1562,39 +1026,43 @@ static void *loop(void *arg)
 	for (size_t i = 0; i < r->n_confs; i++)
 		r->confs[i].done(r->confs[i].ctx, -ESHUTDOWN, NULL, 0);
 	r->n_confs = 0;
+	repl_transfer_shutdown(r);
 	return NULL;
 }
 
 /* ---- link callbacks (link threads) ---------------------------------------- */
 
-static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
+void repl_on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 {
 	struct repl *r = ctx;
 	struct item *it;
 	if (f->type == WIRE_RAFT) {
-		it = item_new(IT_RAFT, f->body, f->body_len);
+		it = repl_item_new(IT_RAFT, f->body, f->body_len);
 		if (!it)
 			return;
 		it->from = from;
-		enqueue(r, it);
+		repl_enqueue(r, it);
 		return;
 	}
 	if (f->type != WIRE_REQUEST)
 		return;
 	if (f->kind == WIRE_KIND_PROPOSE) {
-		it = item_new(IT_FWD_PROPOSE, f->body, f->body_len);
+		it = repl_item_new(IT_FWD_PROPOSE, f->body, f->body_len);
 		if (!it)
 			return;
 		it->from = from;
 		it->req_id = f->req_id;
-		enqueue(r, it);
-	} else if (f->kind == WIRE_KIND_CONF) {
-		it = item_new(IT_FWD_CONF, f->body, f->body_len);
+		repl_enqueue(r, it);
+	} else if (f->kind == WIRE_KIND_CONF ||
+		   f->kind == WIRE_KIND_TRANSFER) {
+		it = repl_item_new(f->kind == WIRE_KIND_CONF ? IT_FWD_CONF
+							     : IT_FWD_TRANSFER,
+				   f->body, f->body_len);
 		if (!it)
 			return;
 		it->from = from;
 		it->req_id = f->req_id;
-		enqueue(r, it);
+		repl_enqueue(r, it);
 	} else if (f->kind == WIRE_KIND_STATUS) {
 		struct repl_status st;
 		char desc[256];
@@ -1609,7 +1077,7 @@ static void on_frame(void *ctx, uint64_t from, const struct wire_frame *f)
 		/* Block transfer and the like do disk I/O: hand them to the
 		 * request workers so this (the only receive) thread keeps
 		 * delivering Raft traffic. */
-		it = item_new(IT_REQUEST, f->body, f->body_len);
+		it = repl_item_new(IT_REQUEST, f->body, f->body_len);
 		if (!it)
 			return;
 		it->from = from;
@@ -1649,38 +1117,25 @@ static void on_reply(void *ctx, int status, const uint8_t *reply, size_t len)
 {
 	struct fwd *f = ctx;
 	struct repl *r = f->r;
-	struct item *it = item_new(IT_FWD_REPLY, reply, status ? 0 : len);
+	struct item *it = repl_item_new(IT_FWD_REPLY, reply, status ? 0 : len);
 	if (!it) {
 		free(f); /* the proposals are resent on their retry ticks */
 		return;
 	}
 	it->fwd = f;
 	it->status = status;
-	enqueue(r, it);
+	repl_enqueue(r, it);
 }
 
 /* The leader's answer to a forwarded membership change (or the link's
  * error): called exactly once per link_request, on a link thread. ctx is
  * a struct conf_rpc, freed here. */
-static void on_conf_reply(void *ctx, int status, const uint8_t *reply,
-			  size_t len)
-{
-	struct conf_rpc *rpc = ctx;
-	struct repl *r = rpc->r;
-	struct item *it = item_new(IT_CONF_REPLY, reply, status ? 0 : len);
-	if (it) { /* else: retried at the change's resend tick */
-		it->req_id = rpc->cid;
-		it->status = status;
-		enqueue(r, it);
-	}
-	free(rpc);
-}
 
 /* A request worker: runs the installed request handler for queued
  * requests. The handler lock is held across the call, so that once
  * repl_set_request_handler() returns, the old handler is not running and
  * never will be. */
-static void *req_worker(void *arg)
+void *repl_req_worker(void *arg)
 {
 	pthread_setname_np(pthread_self(), "sfs-req");
 	struct repl *r = arg;
@@ -1713,23 +1168,23 @@ static void *req_worker(void *arg)
 int repl_propose(struct repl *r, const void *data, uint32_t len,
 		 repl_done_fn done, void *ctx)
 {
-	struct item *it = item_new(IT_PROPOSE, data, len);
+	struct item *it = repl_item_new(IT_PROPOSE, data, len);
 	if (!it)
 		return -ENOMEM;
 	it->done = done;
 	it->ctx = ctx;
-	enqueue(r, it);
+	repl_enqueue(r, it);
 	return 0;
 }
 
 int repl_read_index(struct repl *r, repl_done_fn done, void *ctx)
 {
-	struct item *it = item_new(IT_READ, NULL, 0);
+	struct item *it = repl_item_new(IT_READ, NULL, 0);
 	if (!it)
 		return -ENOMEM;
 	it->done = done;
 	it->ctx = ctx;
-	enqueue(r, it);
+	repl_enqueue(r, it);
 	return 0;
 }
 
@@ -1747,12 +1202,12 @@ int repl_change_conf(struct repl *r, enum raft_conf_op op, raft_id id,
 	put64(buf + 1, id);
 	if (al)
 		memcpy(buf + 9, addr, al);
-	struct item *it = item_new(IT_CONF, buf, 9 + al);
+	struct item *it = repl_item_new(IT_CONF, buf, 9 + al);
 	if (!it)
 		return -ENOMEM;
 	it->done = done;
 	it->ctx = ctx;
-	enqueue(r, it);
+	repl_enqueue(r, it);
 	return 0;
 }
 
@@ -1769,493 +1224,3 @@ void repl_set_request_handler(struct repl *r, repl_request_fn fn, void *ctx)
 	pthread_rwlock_unlock(&r->req_lock);
 }
 
-static void trace(void *ctx, const struct raft_event *ev)
-{
-	static const char *names[] = {
-		"?",	     "role",	 "term",   "election", "vote",	 "leader",
-		"commit",    "conf",	 "snapshot", "transfer", "stepdown",
-		"drop"};
-	struct repl *r = ctx;
-	/* A node that cannot reach a majority retries its (pre-)election
-	 * every timeout: say so once, then only at DEBUG until something
-	 * else happens. */
-	bool repeat = (ev->type == RAFT_EV_ELECTION ||
-		       ev->type == RAFT_EV_ROLE) &&
-		      ev->term == r->trace_last_term &&
-		      ev->detail == r->trace_last_detail[ev->type ==
-							 RAFT_EV_ROLE];
-	if (ev->type == RAFT_EV_ELECTION || ev->type == RAFT_EV_ROLE) {
-		r->trace_last_term = ev->term;
-		r->trace_last_detail[ev->type == RAFT_EV_ROLE] = ev->detail;
-	} else if (ev->type != RAFT_EV_COMMIT && ev->type != RAFT_EV_DROP &&
-		   ev->type != RAFT_EV_VOTE) {
-		r->trace_last_detail[0] = r->trace_last_detail[1] = NULL;
-	}
-	enum log_level lvl = (ev->type == RAFT_EV_COMMIT ||
-			      ev->type == RAFT_EV_DROP ||
-			      ev->type == RAFT_EV_VOTE || repeat)
-				     ? LOG_LVL_DEBUG
-				     : LOG_LVL_INFO;
-	if (!log_enabled(lvl))
-		return;
-	char peer[32] = "", idx[32] = "";
-	if (ev->peer)
-		snprintf(peer, sizeof(peer), " peer %llu",
-			 (unsigned long long)ev->peer);
-	if (ev->index)
-		snprintf(idx, sizeof(idx), " index %llu",
-			 (unsigned long long)ev->index);
-	log_write(lvl, __FILE__, __LINE__, "raft %s: term %llu%s%s: %s",
-		  ev->type < sizeof(names) / sizeof(names[0]) ? names[ev->type]
-							      : "?",
-		  (unsigned long long)ev->term, peer, idx,
-		  ev->detail ? ev->detail : "");
-}
-
-/* Stop the request workers (after the links: nothing is queued any
- * more) and drop what they did not serve; the peers time out. */
-static void stop_workers(struct repl *r)
-{
-	pthread_mutex_lock(&r->wmu);
-	r->wstop = 1;
-	pthread_cond_broadcast(&r->wcv);
-	pthread_mutex_unlock(&r->wmu);
-	for (int i = 0; i < r->n_workers; i++)
-		pthread_join(r->workers[i], NULL);
-	r->n_workers = 0;
-	while (r->wq) {
-		struct item *n = r->wq->next;
-		free(r->wq);
-		r->wq = n;
-	}
-	r->wq_tail = NULL;
-	r->wq_len = r->wq_bytes = 0;
-}
-
-/* Write data_dir/name atomically and durably (temp file, fsync, rename,
- * fsync of the directory). Returns 0 or a negative errno. */
-static int write_small_file(const char *dir, const char *name,
-			    const void *data, size_t len)
-{
-	char path[4200], tmp[4210];
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
-	snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	int rc = write(fd, data, len) == (ssize_t)len && fsync(fd) == 0
-			 ? 0
-			 : -(errno ? errno : EIO);
-	close(fd);
-	if (rc == 0 && rename(tmp, path) != 0)
-		rc = -errno;
-	if (rc == 0) {
-		int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd >= 0) {
-			fsync(dfd);
-			close(dfd);
-		}
-	} else {
-		unlink(tmp);
-	}
-	return rc;
-}
-
-#define JOINED_FILE "raft.joined"
-#define BOOTSTRAP_FILE "raft.bootstrap"
-
-int repl_joined(const char *data_dir)
-{
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/" JOINED_FILE, data_dir);
-	return access(path, F_OK) == 0;
-}
-
-/* The configuration this node bootstrapped with (the one at index 0), as
- * recorded when it bootstrapped: 1 found, 0 no record (a data directory
- * from before the record existed: --peers tells it), -EUCLEAN corrupt. */
-static int bootstrap_conf_load(const struct repl *r, struct raft_conf *conf)
-{
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/" BOOTSTRAP_FILE, r->data_dir);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return 0;
-	uint8_t buf[RAFT_MAX_NODES * (11 + RAFT_ADDR_MAX) + 4 + 1];
-	size_t len = fread(buf, 1, sizeof(buf), f);
-	fclose(f);
-	if (len == sizeof(buf) || conf_decode(buf, len, conf) != 0 ||
-	    conf->n == 0)
-		return -EUCLEAN;
-	return 1;
-}
-
-/* The reason a data directory with a log cannot --join. */
-static void join_refusal(const struct repl *r, uint64_t term, uint64_t last,
-			 char *err, size_t errcap)
-{
-	char t[40] = "";
-	if (term)
-		snprintf(t, sizeof(t), "term %llu, ", (unsigned long long)term);
-	snprintf(err, errcap,
-		 "%s already holds a raft log (%slast index %llu): this node "
-		 "is a member already; start it without --join, or give "
-		 "--join an empty data directory",
-		 r->data_dir, t, (unsigned long long)last);
-}
-
-/* Restart the core from the log store, or bootstrap a new cluster, or
- * (join) start with no configuration: the core then answers the leader's
- * first append with "never bootstrapped" and gets a snapshot, whose
- * configuration it adopts. Raft thesis §4.2.1: "a new server joins the
- * cluster as a non-voting member. The leader replicates log entries to
- * it, but it is not yet counted towards majorities." */
-static int restore_core(struct repl *r, char *err, size_t errcap)
-{
-	struct rlog_hard_state hs;
-	struct rlog_snap snap;
-	struct rlog_entry *ents = NULL;
-	size_t n = 0;
-	int rc = rlog_load(r->log, &hs, &snap, &ents, &n, err, errcap);
-	if (rc < 0)
-		return rc;
-	r->persisted_hs = hs;
-	uint64_t applied = r->cfg.sm.applied(r->cfg.sm.ctx);
-	r->durable_applied = applied;
-	r->last_compact = snap.index;
-	int joined = repl_joined(r->data_dir);
-	bool has_log = n > 0 || snap.index > 0;
-	if (r->cfg.join && (has_log || (hs.term > 0 && !joined))) {
-		join_refusal(r, hs.term, n ? ents[n - 1].index : snap.index,
-			     err, errcap);
-		rlog_snap_free(&snap);
-		rlog_entries_free(ents, n);
-		return -EEXIST;
-	}
-	if (r->cfg.join && !joined) {
-		static const char text[] =
-			"this node joined an existing cluster: it never "
-			"bootstraps a configuration of its own\n";
-		rc = write_small_file(r->data_dir, JOINED_FILE, text,
-				      sizeof(text) - 1);
-		if (rc < 0) {
-			snprintf(err, errcap, "%s: cannot write %s (%s)",
-				 r->data_dir, JOINED_FILE, strerror(-rc));
-			rlog_snap_free(&snap);
-			rlog_entries_free(ents, n);
-			return rc;
-		}
-		joined = 1;
-	}
-	if (joined && !has_log) {
-		/* Not yet given a snapshot: stay without a configuration,
-		 * keeping any term and vote already promised. */
-		struct raft_snapshot_meta none;
-		memset(&none, 0, sizeof(none));
-		struct raft_hard_state rhs = {hs.term, hs.vote, 0};
-		rc = hs.term ? raft_load(r->raft, &rhs, &none, NULL, 0, 0) : 0;
-		rlog_snap_free(&snap);
-		rlog_entries_free(ents, n);
-		if (rc != 0) {
-			snprintf(err, errcap, "%s: cannot load the hard state "
-					      "(%d)",
-				 r->data_dir, rc);
-			return -EUCLEAN;
-		}
-		LOG(INFO, "joining: no configuration yet; waiting for the "
-			  "leader (add this node with `sandfs member add`)");
-		return 0;
-	}
-	if (hs.term == 0 && n == 0 && snap.index == 0) {
-		struct raft_conf conf;
-		memset(&conf, 0, sizeof(conf));
-		for (size_t i = 0; i < r->cfg.n_peers && i < RAFT_MAX_NODES;
-		     i++) {
-			conf.nodes[i].id = r->cfg.peers[i].id;
-			conf.nodes[i].role = RAFT_VOTER;
-			snprintf(conf.nodes[i].addr, RAFT_ADDR_MAX, "%s",
-				 r->cfg.peers[i].addr);
-			conf.n++;
-		}
-		rc = raft_bootstrap(r->raft, &conf);
-		rlog_snap_free(&snap);
-		rlog_entries_free(ents, n);
-		if (rc != 0) {
-			snprintf(err, errcap, "bootstrapping the cluster "
-					      "configuration failed (%d)",
-				 rc);
-			return -EINVAL;
-		}
-		/* Record it: after membership changes the --peers a node is
-		 * restarted with need not be the list it bootstrapped with,
-		 * and the configuration at index 0 must not change. */
-		uint8_t buf[RAFT_MAX_NODES * (11 + RAFT_ADDR_MAX) + 4];
-		size_t len = conf_encode(&conf, buf, sizeof(buf));
-		rc = write_small_file(r->data_dir, BOOTSTRAP_FILE, buf, len);
-		if (rc < 0) {
-			snprintf(err, errcap, "%s: cannot write %s (%s)",
-				 r->data_dir, BOOTSTRAP_FILE, strerror(-rc));
-			return rc;
-		}
-		return 0;
-	}
-	struct raft_snapshot_meta meta;
-	memset(&meta, 0, sizeof(meta));
-	meta.index = snap.index;
-	meta.term = snap.term;
-	if (conf_decode(snap.conf, snap.conf_len, &meta.conf) != 0) {
-		snprintf(err, errcap, "%s: stored configuration is corrupt",
-			 r->data_dir);
-		rlog_snap_free(&snap);
-		rlog_entries_free(ents, n);
-		return -EUCLEAN;
-	}
-	if (meta.index == 0 && meta.conf.n == 0 && joined) {
-		snprintf(err, errcap,
-			 "%s: this node joined a cluster but its log has no "
-			 "snapshot to take the configuration from; remove the "
-			 "data directory and join again",
-			 r->data_dir);
-		rlog_snap_free(&snap);
-		rlog_entries_free(ents, n);
-		return -EUCLEAN;
-	}
-	if (meta.index == 0 && meta.conf.n == 0)
-		rc = bootstrap_conf_load(r, &meta.conf);
-	if (rc < 0) {
-		snprintf(err, errcap, "%s/%s is corrupt", r->data_dir,
-			 BOOTSTRAP_FILE);
-		rlog_snap_free(&snap);
-		rlog_entries_free(ents, n);
-		return -EUCLEAN;
-	}
-	if (meta.index == 0 && meta.conf.n == 0) {
-		/* Bootstrapped before the configuration was recorded: it is
-		 * the --peers list (which the cluster id check ties to the
-		 * list the node bootstrapped with, unless --cluster-id). */
-		for (size_t i = 0; i < r->cfg.n_peers && i < RAFT_MAX_NODES;
-		     i++) {
-			meta.conf.nodes[i].id = r->cfg.peers[i].id;
-			snprintf(meta.conf.nodes[i].addr, RAFT_ADDR_MAX, "%s",
-				 r->cfg.peers[i].addr);
-			meta.conf.n++;
-		}
-	}
-	if (applied < snap.index) {
-		snprintf(err, errcap,
-			 "%s: state machine is at index %llu but the log "
-			 "starts after %llu; the state was lost — remove the "
-			 "data directory and let the node rejoin",
-			 r->data_dir, (unsigned long long)applied,
-			 (unsigned long long)snap.index);
-		rlog_snap_free(&snap);
-		rlog_entries_free(ents, n);
-		return -EUCLEAN;
-	}
-	struct raft_entry *re = calloc(n ? n : 1, sizeof(*re));
-	if (!re) {
-		rlog_snap_free(&snap);
-		rlog_entries_free(ents, n);
-		return -ENOMEM;
-	}
-	for (size_t i = 0; i < n; i++) {
-		re[i].index = ents[i].index;
-		re[i].term = ents[i].term;
-		re[i].type = ents[i].type;
-		re[i].len = ents[i].len;
-		re[i].data = ents[i].data;
-	}
-	struct raft_hard_state rhs = {hs.term, hs.vote, hs.commit};
-	/* Whatever the state machine applied was committed. */
-	if (rhs.commit < applied)
-		rhs.commit = applied;
-	raft_index last = n ? ents[n - 1].index : snap.index;
-	if (rhs.commit > last)
-		rhs.commit = last;
-	rc = raft_load(r->raft, &rhs, &meta, re, n, applied);
-	free(re);
-	rlog_snap_free(&snap);
-	rlog_entries_free(ents, n);
-	if (rc != 0) {
-		snprintf(err, errcap, "%s: the raft log is inconsistent (%d)",
-			 r->data_dir, rc);
-		return -EUCLEAN;
-	}
-	LOG(INFO, "restarted at term %llu, log (%llu, %llu], applied %llu",
-	    (unsigned long long)hs.term, (unsigned long long)snap.index,
-	    (unsigned long long)last, (unsigned long long)applied);
-	return 0;
-}
-
-int repl_start(const struct repl_cfg *cfg, struct repl **out, char *err,
-	       size_t errcap)
-{
-	struct repl *r = calloc(1, sizeof(*r));
-	if (!r)
-		return -ENOMEM;
-	r->cfg = *cfg;
-	if (!r->cfg.tick_ms)
-		r->cfg.tick_ms = 10;
-	if (!r->cfg.election_ticks)
-		r->cfg.election_ticks = 15;
-	if (!r->cfg.heartbeat_ticks)
-		r->cfg.heartbeat_ticks = 5;
-	if (!r->cfg.propose_timeout_ms)
-		r->cfg.propose_timeout_ms = 10000;
-	if (!r->cfg.compact_every)
-		r->cfg.compact_every = 10000;
-	r->data_dir = strdup(cfg->data_dir);
-	pthread_mutex_init(&r->mu, NULL);
-	/* A wall-clock step must not stretch the loop's timed wait. */
-	pthread_condattr_t ca;
-	pthread_condattr_init(&ca);
-	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-	pthread_cond_init(&r->cv, &ca);
-	pthread_condattr_destroy(&ca);
-	/* Writer-preferring, so that removing the handler at unmount does
-	 * not wait behind a steady stream of block requests. */
-	pthread_rwlockattr_t la;
-	pthread_rwlockattr_init(&la);
-	pthread_rwlockattr_setkind_np(&la,
-				      PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
-	pthread_rwlock_init(&r->req_lock, &la);
-	pthread_rwlockattr_destroy(&la);
-	pthread_mutex_init(&r->wmu, NULL);
-	pthread_cond_init(&r->wcv, NULL);
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	/* Sequence numbers only grow, also across restarts of this node. */
-	r->next_seq = (uint64_t)ts.tv_sec * 1000000000ull +
-		      (uint64_t)ts.tv_nsec;
-
-	struct raft_config rc;
-	raft_config_default(&rc);
-	rc.id = cfg->id;
-	rc.election_ticks = r->cfg.election_ticks;
-	rc.heartbeat_ticks = r->cfg.heartbeat_ticks;
-	rc.lease_reads = !r->cfg.no_lease_reads;
-	rc.seed = r->next_seq ^ (cfg->id * 0x9e3779b97f4a7c15ull);
-	rc.trace = trace;
-	rc.trace_ctx = r;
-	r->raft = raft_new(&rc);
-	int ret = -ENOMEM;
-	if (!r->raft)
-		goto fail;
-
-	char path[4200];
-	snprintf(path, sizeof(path), "%s/raft", cfg->data_dir);
-	ret = rlog_open(path, &r->log, err, errcap);
-	if (ret < 0)
-		goto fail;
-	if (cfg->join && rlog_last_index(r->log) > 0) {
-		/* Say so before listening (restore_core checks the rest). */
-		join_refusal(r, 0, rlog_last_index(r->log), err, errcap);
-		ret = -EEXIST;
-		goto fail;
-	}
-	/* Listen first: a port in use is the likeliest start-up failure, and
-	 * nothing is logged or bootstrapped before it is known. */
-
-	const char *listen = NULL;
-	for (size_t i = 0; i < cfg->n_peers; i++)
-		if (cfg->peers[i].id == cfg->id)
-			listen = cfg->peers[i].addr;
-	if (!listen) {
-		snprintf(err, errcap, "node %llu is not in --peers",
-			 (unsigned long long)cfg->id);
-		ret = -EINVAL;
-		goto fail;
-	}
-	struct link_cfg lc = {
-		.self_id = cfg->id,
-		.listen_addr = listen,
-		.cluster_id = cfg->cluster_id,
-		.secret = cfg->secret,
-		.secret_len = cfg->secret_len,
-		.tls_cert = cfg->tls_cert,
-		.tls_key = cfg->tls_key,
-		.tls_ca = cfg->tls_ca,
-		.on_frame = on_frame,
-		.ctx = r,
-	};
-	ret = link_start(&lc, &r->link, err, errcap);
-	if (ret < 0)
-		goto fail;
-	ret = restore_core(r, err, errcap);
-	if (ret < 0)
-		goto fail;
-	struct raft_status st;
-	raft_status(r->raft, &st);
-	for (uint32_t i = 0; i < st.conf.n; i++)
-		if (st.conf.nodes[i].id != cfg->id)
-			link_add_peer(r->link, st.conf.nodes[i].id,
-				      st.conf.nodes[i].addr);
-	for (size_t i = 0; i < cfg->n_peers; i++) /* peers not yet in conf */
-		if (cfg->peers[i].id != cfg->id)
-			link_add_peer(r->link, cfg->peers[i].id,
-				      cfg->peers[i].addr);
-	publish_status(r);
-	for (; r->n_workers < REQ_WORKERS; r->n_workers++)
-		if (pthread_create(&r->workers[r->n_workers], NULL, req_worker,
-				   r) != 0)
-			break;
-	if (pthread_create(&r->thread, NULL, loop, r) != 0) {
-		snprintf(err, errcap, "cannot start the replicator thread");
-		ret = -EAGAIN;
-		goto fail;
-	}
-	*out = r;
-	return 0;
-fail:
-	if (r->link)
-		link_stop(r->link);
-	stop_workers(r);
-	if (r->log)
-		rlog_close(r->log);
-	raft_free(r->raft);
-	free(r->data_dir);
-	free(r);
-	return ret;
-}
-
-void repl_stop(struct repl *r)
-{
-	if (!r)
-		return;
-	pthread_mutex_lock(&r->mu);
-	r->stop = 1;
-	pthread_cond_signal(&r->cv);
-	pthread_mutex_unlock(&r->mu);
-	pthread_join(r->thread, NULL);
-	link_stop(r->link); /* no more callbacks after this */
-	stop_workers(r);
-	struct item *it = r->in;
-	while (it) {
-		struct item *n = it->next;
-		if (it->kind == IT_FWD_REPLY)
-			free(it->fwd);
-		if (it->done)
-			it->done(it->ctx, -ESHUTDOWN, NULL, 0);
-		free(it);
-		it = n;
-	}
-	uint64_t durable;
-	if (!r->fatal)
-		r->cfg.sm.sync(r->cfg.sm.ctx, &durable);
-	rlog_close(r->log);
-	raft_free(r->raft);
-	free(r->pend);
-	free(r->reads);
-	free(r->confs);
-	free(r->conv);
-	free(r->enc);
-	free(r->fwd_buf);
-	free(r->fwd_seq);
-	free(r->data_dir);
-	pthread_cond_destroy(&r->cv);
-	pthread_mutex_destroy(&r->mu);
-	pthread_rwlock_destroy(&r->req_lock);
-	pthread_cond_destroy(&r->wcv);
-	pthread_mutex_destroy(&r->wmu);
-	free(r);
-}

@@ -155,6 +155,27 @@ int repl_read_index(struct repl *r, repl_done_fn done, void *ctx);
 int repl_change_conf(struct repl *r, enum raft_conf_op op, raft_id id,
 		     const char *addr, repl_done_fn done, void *ctx);
 
+/* Thread-safe. Hand leadership to the voter `target`, or with target 0
+ * to the voter the leader finds most caught up among those it is
+ * connected to (Raft thesis §3.10, raft_transfer_leader on the leader; a
+ * follower forwards the request, WIRE_KIND_TRANSFER). done is called
+ * exactly once, on the replicator thread: with 0 once THIS node sees a
+ * new leader (the target, when one was named), or with
+ *   -EALREADY     target already leads
+ *   -EINVAL       target is not a voter of the configuration
+ *   -EHOSTUNREACH target 0 and the leader is connected to no other voter
+ *   -EXDEV        another node than target took over
+ *   -EBUSY        another transfer asked for on this node is pending
+ *   -EIO          no new leader within propose_timeout_ms (the leader
+ *                 retries after each election timeout meanwhile)
+ *   -ESHUTDOWN    the node stopped.
+ * res (16 bytes, when a leader is known): u64 leader | u64 term, big-
+ * endian, as this node sees them. While a transfer runs the leader
+ * takes no proposals (they are retried). Returns 0, or -ENOMEM without
+ * calling done. */
+int repl_transfer_leader(struct repl *r, raft_id target, repl_done_fn done,
+			 void *ctx);
+
 /* 1 if the node whose data directory is data_dir joined an existing
  * cluster (it was once started with repl_cfg.join), else 0. */
 int repl_joined(const char *data_dir);

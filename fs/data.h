@@ -172,4 +172,13 @@ void data_drain(struct data *d);
  * grace period. *deleted (may be NULL) gets the count. */
 int data_gc(struct data *d, uint64_t *deleted);
 
+/* Fetch block hash from the other nodes now, through the data path's own
+ * fetch (for fsck and the scrub): the first copy that matches its hash is
+ * stored. A damaged local copy must be out of the way first (blk_check
+ * quarantines it): a store keeps a block file it already holds. 0 and
+ * *from (the node that gave it), or -EIO when no node could. Blocks (a
+ * few seconds per unreachable peer); never on the replicator thread. */
+int data_refetch(struct data *d, const uint8_t hash[ITAB_HASH_LEN],
+		 uint64_t *from);
+
 #endif

@@ -245,14 +245,25 @@ static int dsm_encode(struct dsm *d, uint8_t **out, uint64_t *outlen)
 	return 0;
 }
 
+/* Replace d's state by the encoding b (n bytes); on failure d is left as
+ * it was (a refused snapshot must not wipe the dedupe table). */
 static int dsm_decode(struct dsm *d, const uint8_t *b, uint64_t n)
 {
 	size_t used;
 	if (n < 56 || memcmp(b, "SFSD\0\0\0\1", 8) != 0)
 		return -EINVAL;
-	int rc = dsm_dedupe_decode(d->dd, b + 56, n - 56, &used);
-	if (rc)
+	struct dsm_dedupe *dd = dsm_dedupe_new();
+	if (!dd)
+		return -ENOMEM;
+	int rc = dsm_dedupe_decode(dd, b + 56, n - 56, &used);
+	if (rc == 0 && used != n - 56)
+		rc = -EINVAL; /* nothing follows the table */
+	if (rc) {
+		dsm_dedupe_free(dd);
 		return rc;
+	}
+	dsm_dedupe_free(d->dd);
+	d->dd = dd;
 	d->count = be_get64(b + 8);
 	d->applied = be_get64(b + 16);
 	memcpy(d->hash, b + 24, 32);

@@ -162,6 +162,12 @@ static void queue_invalidations(struct fsm *f, const struct itab_op *op,
 	case ITAB_OP_REMOVEXATTR:
 		inval_inode(iv, op->ino, 0);
 		break;
+	case ITAB_OP_REPAIR: /* fsck: an entry dropped, an nlink or size fixed */
+		if (op->name_len)
+			inval_entry(iv, op->parent, op->name, op->name_len);
+		if (r->ino)
+			inval_inode(iv, r->ino, 0);
+		break;
 	default:
 		break;
 	}
@@ -248,6 +254,24 @@ void fsm_pages_dropped(struct fsm *f, uint64_t ino, uint64_t ticket)
 	if (sl && ticket >> 32 == f->pepoch && sl->gen == (uint32_t)ticket)
 		sl->valid = true;
 	pthread_mutex_unlock(&f->pmu);
+}
+
+/* Does op add, remove or rename an entry of op->parent (and, for a
+ * rename, of op->newparent)? */
+static bool entries_change(const struct itab_op *op)
+{
+	switch (op->code) {
+	case ITAB_OP_CREATE:
+	case ITAB_OP_MKDIR:
+	case ITAB_OP_SYMLINK:
+	case ITAB_OP_LINK:
+	case ITAB_OP_UNLINK:
+	case ITAB_OP_RMDIR:
+	case ITAB_OP_RENAME:
+		return true;
+	default:
+		return false;
+	}
 }
 
 /* A content change applied, or a caller that cannot vouch for the pages:
@@ -337,10 +361,24 @@ static int fsm_apply(void *ctx, uint64_t index, uint64_t origin, uint64_t seq,
 				   (op.code == ITAB_OP_SETATTR &&
 				    (op.valid & ITAB_SET_SIZE))))
 			fsm_pages_stale(f, op.ino);
+		/* A directory's pages are its cached listing (opendir). */
+		if (r.err == 0 && entries_change(&op)) {
+			fsm_pages_stale(f, op.parent);
+			if (op.code == ITAB_OP_RENAME &&
+			    op.newparent != op.parent) {
+				fsm_pages_stale(f, op.newparent);
+				/* a moved directory's ".." changed */
+				fsm_pages_stale(f, r.ino);
+				if (r.victim)
+					fsm_pages_stale(f, r.victim);
+			}
+		}
 		pthread_mutex_lock(&f->mu);
 		if (f->data)
 			data_applied(f->data, &op, &r);
-		if (origin != f->self_id && r.err == 0)
+		/* A repair comes from fsck, not from a FUSE request: the
+		 * kernel of its own node learnt nothing either. */
+		if ((origin != f->self_id || op.code == ITAB_OP_REPAIR) && r.err == 0)
 			queue_invalidations(f, &op, &r);
 		if (f->hook)
 			f->hook(f->hook_ctx, index, &op, &r);

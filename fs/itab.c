@@ -9,6 +9,8 @@
 #include "fs/itab_internal.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -135,6 +137,13 @@ int itab_scan(struct itab *t, const uint8_t *p, size_t pl, const uint8_t *start,
 	return scan(t, NULL, p, pl, start, sl, cb, ctx);
 }
 
+/* Prefix scan at a LevelDB snapshot (see itab_internal.h). */
+int itab_scan_at(struct itab *t, const leveldb_readoptions_t *ro, const uint8_t *p, size_t pl,
+		 const uint8_t *start, size_t sl, itab_scan_cb cb, void *ctx)
+{
+	return scan(t, ro, p, pl, start, sl, cb, ctx);
+}
+
 /* Load a low-water record 'M''w' origin. */
 static int load_lw(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl)
 {
@@ -258,7 +267,50 @@ static bool db_empty(struct itab *t)
 }
 
 /* Open or create the table. */
+/* The errno for a LevelDB open error, and what the user can do. */
+static int open_errno(const char *lerr, const char **hint)
+{
+	*hint = "";
+	if (strstr(lerr, "lock") || strstr(lerr, "LOCK:")) {
+		if (strstr(lerr, "Not a directory"))
+			return -ENOTDIR;
+		*hint = "; another process has it open (stop it first)";
+		return -EBUSY;
+	}
+	if (strstr(lerr, "Corruption")) {
+		*hint = "; the table is damaged: restore the directory from a "
+			"backup, or give this node a new data directory and "
+			"add it back to the cluster";
+		return -EUCLEAN;
+	}
+	if (strstr(lerr, "Permission denied"))
+		return -EACCES;
+	if (strstr(lerr, "Not a directory"))
+		return -ENOTDIR;
+	if (strstr(lerr, "No space left"))
+		return -ENOSPC;
+	return -EIO;
+}
+
+static void set_err(char *err, size_t errcap, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+static void set_err(char *err, size_t errcap, const char *fmt, ...)
+{
+	if (!err || !errcap)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err, errcap, fmt, ap);
+	va_end(ap);
+}
+
 int itab_open(const char *path, const struct itab_config *cfg, struct itab **out)
+{
+	return itab_open_err(path, cfg, out, NULL, 0);
+}
+
+int itab_open_err(const char *path, const struct itab_config *cfg,
+		  struct itab **out, char *err, size_t errcap)
 {
 	uint32_t want_bs = cfg && cfg->block_size ? cfg->block_size : ITAB_DEFAULT_BLOCK_SIZE;
 	uint64_t want_cid = cfg ? cfg->cluster_id : 0;
@@ -288,18 +340,35 @@ int itab_open(const char *path, const struct itab_config *cfg, struct itab **out
 	t->wopts = leveldb_writeoptions_create();
 	leveldb_writeoptions_set_sync(t->wopts, 0); /* the raft log is the durable record */
 	t->wb = leveldb_writebatch_create();
-	char *err = NULL;
-	t->db = leveldb_open(t->opts, path, &err);
-	if (err) {
-		leveldb_free(err);
+	char *lerr = NULL;
+	t->db = leveldb_open(t->opts, path, &lerr);
+	if (lerr) {
+		const char *hint;
+		rc = open_errno(lerr, &hint);
+		set_err(err, errcap, "cannot open the inode table %s: %s%s",
+			path, lerr, hint);
+		leveldb_free(lerr);
+		t->db = NULL;
 		goto fail;
 	}
-	if (db_empty(t) && (rc = bootstrap(t, want_bs, want_cid)))
+	if (db_empty(t) && (rc = bootstrap(t, want_bs, want_cid))) {
+		set_err(err, errcap, "cannot create the inode table in %s: %s",
+			path, strerror(-rc));
 		goto fail;
-	if ((rc = itab_load_state(t)))
+	}
+	if ((rc = itab_load_state(t))) {
+		set_err(err, errcap,
+			"the inode table in %s is unreadable or damaged (%s)",
+			path, strerror(-rc));
 		goto fail;
+	}
 	if ((cfg && cfg->block_size && cfg->block_size != t->block_size) ||
 	    (want_cid && t->cluster_id && want_cid != t->cluster_id)) {
+		set_err(err, errcap,
+			"the inode table in %s belongs to another cluster or "
+			"block size (cluster %016llx, block size %u)",
+			path, (unsigned long long)t->cluster_id,
+			(unsigned)t->block_size);
 		rc = -EINVAL;
 		goto fail;
 	}

@@ -148,6 +148,8 @@ enum itab_opcode {
 	ITAB_OP_RELEASE_NODE = 15,  /* value = itab_lock (node, incarnation kept, since, what) */
 	ITAB_OP_OPEN = 16,          /* ino, value = itab_lock (incarnation, seq): origin holds ino open */
 	ITAB_OP_CLOSE = 17,         /* ino, value = itab_lock (incarnation, seq): origin closed it */
+	ITAB_OP_REPAIR = 18,        /* fsck: fix one problem IF this replica has it (flags =
+				       ITAB_REPAIR_*; see itab_check.h) */
 	ITAB_OP__COUNT
 };
 
@@ -316,6 +318,13 @@ void itab_op_release(struct itab_op *op);
  * Returns 0 and *out (caller closes with itab_close), or -EINVAL if the DB
  * belongs to another cluster or block size, -EIO on LevelDB errors. */
 int itab_open(const char *path, const struct itab_config *cfg, struct itab **out);
+
+/* itab_open that says why it failed: a one-line reason naming path goes
+ * to err (errcap bytes; err may be NULL), and LevelDB's refusals get
+ * their own errno: -EBUSY (another process has the table open), -EUCLEAN
+ * (damaged), -EACCES, -ENOTDIR, -ENOSPC, else -EIO. */
+int itab_open_err(const char *path, const struct itab_config *cfg,
+		  struct itab **out, char *err, size_t errcap);
 
 /* Close and free. NULL is ignored. */
 void itab_close(struct itab *t);

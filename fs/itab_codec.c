@@ -212,7 +212,7 @@ const char *itab_op_name(unsigned code)
 		"NOOP",	   "CREATE",   "MKDIR",	      "SYMLINK",     "LINK",
 		"UNLINK",  "RMDIR",    "RENAME",      "SETATTR",     "SETXATTR",
 		"REMOVEXATTR", "WRITE", "RELEASE_ORPHAN", "SETLK", "LOCK_RENEW",
-		"RELEASE_NODE", "OPEN", "CLOSE",
+		"RELEASE_NODE", "OPEN", "CLOSE", "REPAIR",
 	};
 	return code < ITAB_OP__COUNT ? names[code] : "?";
 }

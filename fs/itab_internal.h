@@ -144,6 +144,13 @@ void txn_dirty(struct txn *tx, struct inode *in);
  * the inode itself at commit (otherwise the caller deletes its 'I' key). */
 int txn_kill_inode(struct txn *tx, struct inode *in);
 
+/* Add a block reference change (summed per hash, written at commit;
+ * a count reaching 0 frees the block). */
+int txn_ref_add(struct txn *tx, const uint8_t *h, int64_t d);
+
+/* itab_repair.c: ITAB_OP_REPAIR. */
+int repair_op(struct txn *tx);
+
 /* itab_locks.c: the ops, and what UNLINK/RENAME/CREATE/RELEASE_ORPHAN ask. */
 int locks_op_setlk(struct txn *tx);
 int locks_op_renew(struct txn *tx);
@@ -171,6 +178,9 @@ struct dedupe_origin *itab_dd_find(struct itab *t, uint64_t origin, bool add);
 typedef int (*itab_scan_cb)(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v, size_t vl);
 int itab_scan(struct itab *t, const uint8_t *p, size_t pl, const uint8_t *start, size_t sl,
 	      itab_scan_cb cb, void *ctx);
+/* The same at the read options ro (a LevelDB snapshot; NULL: now). */
+int itab_scan_at(struct itab *t, const leveldb_readoptions_t *ro, const uint8_t *p, size_t pl,
+		 const uint8_t *start, size_t sl, itab_scan_cb cb, void *ctx);
 
 void counters_encode(const struct counters *c, uint8_t out[32]);
 /* (Re)load counters and dedupe memory from the DB. */

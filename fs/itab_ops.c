@@ -86,7 +86,7 @@ static int txn_dent(struct txn *tx, uint64_t parent, const char *name, size_t nl
 }
 
 /* Add a block reference change. */
-static int ref_add(struct txn *tx, const uint8_t *h, int64_t d)
+int txn_ref_add(struct txn *tx, const uint8_t *h, int64_t d)
 {
 	if (tx->nrd == tx->caprd) {
 		size_t cap = tx->caprd ? 2 * tx->caprd : 16;
@@ -191,7 +191,7 @@ static int drop_extent(void *ctx, const uint8_t *k, size_t kl, const uint8_t *v,
 	leveldb_writebatch_delete(c->tx->wb, (const char *)k, kl);
 	uint64_t u = units(be_get32(v + ITAB_HASH_LEN));
 	c->in->a.blocks -= u < c->in->a.blocks ? u : c->in->a.blocks;
-	return ref_add(c->tx, v, -1);
+	return txn_ref_add(c->tx, v, -1);
 }
 
 /* Delete an inode and everything hanging off it (target, xattrs, extents,
@@ -806,7 +806,7 @@ static int op_write(struct txn *tx)
 			if (ol == ITAB_HASH_LEN + 4) {
 				uint64_t u = units(be_get32((uint8_t *)old + ITAB_HASH_LEN));
 				in->a.blocks -= u < in->a.blocks ? u : in->a.blocks;
-				rc = ref_add(tx, (uint8_t *)old, -1);
+				rc = txn_ref_add(tx, (uint8_t *)old, -1);
 			}
 			leveldb_free(old);
 			if (rc)
@@ -823,7 +823,7 @@ static int op_write(struct txn *tx)
 		be_put32(v + ITAB_HASH_LEN, len);
 		leveldb_writebatch_put(tx->wb, (char *)k, kl, (char *)v, sizeof(v));
 		in->a.blocks += units(len);
-		if ((rc = ref_add(tx, e->hash, 1)))
+		if ((rc = txn_ref_add(tx, e->hash, 1)))
 			return rc;
 	}
 	in->a.size = size;
@@ -888,6 +888,8 @@ static int run_op(struct txn *tx)
 		return locks_op_open(tx);
 	case ITAB_OP_CLOSE:
 		return locks_op_close(tx);
+	case ITAB_OP_REPAIR:
+		return repair_op(tx);
 	default:
 		return -EINVAL;
 	}
@@ -1098,8 +1100,9 @@ int itab_apply(struct itab *t, uint64_t log_index, const void *entry, size_t len
 	pthread_rwlock_wrlock(&t->lock);
 	leveldb_write(t->db, t->wopts, t->wb, &err);
 	if (err) {
+		/* a full disk is worth telling apart (the fix differs) */
+		rc = strstr(err, "No space left") ? -ENOSPC : -EIO;
 		leveldb_free(err);
-		rc = -EIO;
 	} else {
 		t->ctr = tx.ctr;
 		rc = 0;

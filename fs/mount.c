@@ -1,5 +1,7 @@
 /*
  * mount.c — `sandfs mount --id N --peers ... --data DIR [-f] [-o OPTS] MNT`
+ * (each of the node options may come from the configuration file instead,
+ * see cli.h; MNT too, as mountpoint =)
  *
  * Runs one node with the filesystem mounted at MNT. Without -f the
  * process forks FIRST (threads do not survive fork), the child does all
@@ -10,16 +12,23 @@
  * Options (-o, comma-separated): allow_other, ro, debug, log=PATH,
  * timeout_ms=N (mutation timeout, default 10000), entry_timeout=SECONDS,
  * lock_lease_ms=N (lock lease, default 12000, the same on every node),
+ * close_delay_ms=N (an open record outlives the last close by N ms, default
+ * 3000: reopening within it proposes nothing; 0: drop it at once),
  * block_gc_ms=N (unreferenced blocks are deleted after N ms, default
  * 600000, and looked for every N ms, default 300000),
+ * scrub_mb_s=N (the background block scrub reads at most N MiB/s, default
+ * 4; 0 turns it off), scrub_interval_s=N (a scrub pass every N s, default
+ * 86400),
  * acl (the default: POSIX ACLs, enforced by the kernel) or noacl, and any
  * other FUSE mount option, passed through. default_permissions is always
  * on. A daemon logs to DIR/sandfs.log unless log= says where.
  *
- * Shutdown: fusermount3 -u MNT (or umount) ends the FUSE loop; SIGTERM,
- * SIGINT and SIGHUP do too (fuse_set_signal_handlers). Then the
- * start-up thread, the invalidation thread, the data path and the node
- * stop in that order, the mount is removed and the process exits 0.
+ * Shutdown: fusermount3 -u MNT (or umount) ends the FUSE loop; SIGTERM
+ * and SIGINT do too (fuse_set_signal_handlers). SIGHUP reopens the log
+ * file (fs/hup.h; it stops the node like SIGTERM when there is no log
+ * file). Then the start-up thread, the invalidation thread, the data path
+ * and the node stop in that order, the mount is removed and the process
+ * exits 0.
  *
  * Start-up chores (start_chores, a thread of its own): once the node has
  * caught up with the cluster, fetch the blocks it lacks, release the
@@ -45,7 +54,10 @@
 #include <unistd.h>
 
 #include "fs/data.h"
+#include "fs/fsadm.h"
+#include "fs/scrub.h"
 #include "fs/fsm.h"
+#include "fs/hup.h"
 #include "fs/inval.h"
 #include "fs/itab.h"
 #include "fs/cli.h"
@@ -67,7 +79,10 @@ struct mount_opts {
 	int debug;
 	uint32_t timeout_ms;
 	uint32_t lock_lease_ms;
+	uint32_t close_delay_ms; /* open records kept after the last close */
 	uint32_t block_gc_ms;
+	uint32_t scrub_mib_s;      /* background scrub rate, 0 off */
+	uint32_t scrub_interval_s; /* 0: the scrub's default */
 	double entry_timeout;
 	bool no_acl; /* -o noacl: no POSIX ACLs on this mount */
 	char *copy; /* owns the strings above */
@@ -77,6 +92,7 @@ struct mount_opts {
 static int parse_mount_opts(const char *s, struct mount_opts *m)
 {
 	memset(m, 0, sizeof(*m));
+	m->close_delay_ms = SFS_CLOSE_DELAY_MS;
 	int w = snprintf(m->fuse_opts, sizeof(m->fuse_opts),
 			 "fsname=sandfs,subtype=sandfs,default_permissions");
 	if (!s)
@@ -109,6 +125,14 @@ static int parse_mount_opts(const char *s, struct mount_opts *m)
 				return -EINVAL;
 			}
 			m->lock_lease_ms = (uint32_t)v;
+		} else if (!strncmp(tok, "close_delay_ms=", 15)) {
+			unsigned long v = strtoul(tok + 15, &end, 10);
+			if (!tok[15] || *end || v > 600000) {
+				fprintf(stderr, "sandfs mount: close_delay_ms wants "
+						"0..600000 (milliseconds)\n");
+				return -EINVAL;
+			}
+			m->close_delay_ms = (uint32_t)v;
 		} else if (!strncmp(tok, "block_gc_ms=", 12)) {
 			unsigned long v = strtoul(tok + 12, &end, 10);
 			if (!tok[12] || *end || v < 1000 || v > 86400000) {
@@ -117,6 +141,22 @@ static int parse_mount_opts(const char *s, struct mount_opts *m)
 				return -EINVAL;
 			}
 			m->block_gc_ms = (uint32_t)v;
+		} else if (!strncmp(tok, "scrub_mb_s=", 11)) {
+			unsigned long v = strtoul(tok + 11, &end, 10);
+			if (!tok[11] || *end || v > 10000) {
+				fprintf(stderr, "sandfs mount: scrub_mb_s wants "
+						"0..10000 (MiB/s; 0 turns the scrub off)\n");
+				return -EINVAL;
+			}
+			m->scrub_mib_s = (uint32_t)v;
+		} else if (!strncmp(tok, "scrub_interval_s=", 17)) {
+			unsigned long v = strtoul(tok + 17, &end, 10);
+			if (!tok[17] || *end || v < 1 || v > 31536000) {
+				fprintf(stderr, "sandfs mount: scrub_interval_s wants "
+						"1..31536000 (seconds between passes)\n");
+				return -EINVAL;
+			}
+			m->scrub_interval_s = (uint32_t)v;
 		} else if (!strncmp(tok, "entry_timeout=", 14)) {
 			double v = strtod(tok + 14, &end);
 			if (!tok[14] || *end || v < 0 || v > 3600) {
@@ -208,11 +248,13 @@ struct mounted {
 	struct sfs *sfs;
 	struct fuse_session *se;
 	struct inval *inval;
+	struct fsadm *fsadm;     /* online fsck and the scrub */
 	int signals;
 	int mounted;
 	uint32_t drain_ms; /* sfs_drain bound: proposal timeout + slack */
 	char mp[PATH_MAX]; /* absolute mount point */
-	FILE *log;
+	bool log;          /* logging to a file (log_open) */
+	struct sfs_hup *hup; /* SIGHUP: reopen the log */
 	char data_abs[PATH_MAX]; /* absolute data directory */
 	uint64_t self_id;
 	pthread_t chores;        /* start-up chores (start_chores) */
@@ -400,7 +442,15 @@ static void teardown(struct mounted *m)
 	if (m->chores_started)
 		pthread_join(m->chores, NULL);
 	m->chores_started = false;
+	/* fsck and the scrub use the data path, the proposals and the
+	 * replicator: detached from the admin socket and stopped first. */
+	if (m->node)
+		node_set_ext(m->node, NULL);
+	fsadm_stop(m->fsadm);
+	m->fsadm = NULL;
 	/* The lock thread proposes and reads the replicator's status. */
+	if (m->sfs)
+		sfs_open_stop(m->sfs); /* proposes the waiting CLOSEs */
 	if (m->locks_started)
 		sfs_locks_stop(m->sfs);
 	m->locks_started = false;
@@ -439,10 +489,9 @@ static void teardown(struct mounted *m)
 	sfs_free(m->sfs);
 	fsm_free(m->fsm);
 	itab_close(m->itab);
-	if (m->log) {
-		log_set_file(NULL);
-		fclose(m->log);
-	}
+	sfs_hup_stop(m->hup);
+	if (m->log)
+		log_close();
 }
 
 /* Bring everything up and mount. On failure a reason is in err. */
@@ -532,25 +581,29 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		log_path = path;
 	}
 	if (log_path) {
-		m->log = fopen(log_path, "a");
-		if (!m->log) {
+		rc = log_open(log_path);
+		if (rc < 0) {
 			snprintf(err, errcap, "cannot open log %s: %s", log_path,
-				 strerror(errno));
-			return -errno;
+				 strerror(-rc));
+			return rc;
 		}
-		setvbuf(m->log, NULL, _IOLBF, 0);
-		log_set_file(m->log);
+		m->log = true;
+	}
+	/* SIGHUP is blocked in every thread (sfs_cmd_mount); this one
+	 * reopens the log on it. */
+	rc = sfs_hup_start(&m->hup);
+	if (rc < 0) {
+		snprintf(err, errcap, "cannot start the SIGHUP thread: %s",
+			 strerror(-rc));
+		return rc;
 	}
 
 	snprintf(path, sizeof(path), "%s/meta", data_abs);
 	struct itab_config icfg = {.cluster_id = cid,
 				   .block_size = DATA_BLOCK_SIZE};
-	rc = itab_open(path, &icfg, &m->itab);
-	if (rc < 0) {
-		snprintf(err, errcap, "cannot open the inode table %s: %s", path,
-			 strerror(-rc));
+	rc = itab_open_err(path, &icfg, &m->itab, err, errcap);
+	if (rc < 0)
 		return rc;
-	}
 	if ((rc = fsm_new(m->itab, o->id, &m->fsm)) < 0)
 		return rc;
 	struct repl_sm sm = fsm_sm(m->fsm);
@@ -605,6 +658,26 @@ static int bring_up(struct node_opts *o, const struct mount_opts *mo,
 		return rc;
 	}
 	m->locks_started = true;
+	if ((rc = sfs_open_start(m->sfs, mo->close_delay_ms)) < 0) {
+		snprintf(err, errcap, "cannot start the open-record closer: %s",
+			 strerror(-rc));
+		return rc;
+	}
+	struct fsadm_cfg acfg = {
+		.itab = m->itab,
+		.fsm = m->fsm,
+		.data = m->data,
+		.repl = node_repl(m->node),
+		.data_dir = data_abs,
+		.self_id = o->id,
+		.gc_grace_ms = mo->block_gc_ms,
+		.scrub_mib_s = mo->scrub_mib_s,
+		.scrub_interval_s = mo->scrub_interval_s,
+	};
+	if ((rc = fsadm_start(&acfg, &m->fsadm, err, errcap)) < 0)
+		return rc;
+	struct node_ext ext = fsadm_ext(m->fsadm);
+	node_set_ext(m->node, &ext);
 	char *argv[] = {"sandfs", "-o", (char *)mo->fuse_opts, "-d", NULL};
 	struct fuse_args args = FUSE_ARGS_INIT(mo->debug ? 4 : 3, argv);
 	m->se = fuse_session_new(&args, sfs_ops(), sizeof(struct fuse_lowlevel_ops),
@@ -715,31 +788,64 @@ static void detach(void)
 		LOG(WARN, "chdir /: %s", strerror(errno));
 }
 
-int sfs_cmd_mount(int argc, char **argv)
+static const char mount_help[] =
+	"usage: sandfs mount [--id N] [--peers 1=HOST:PORT,...] [--data DIR]\n"
+	"                    [-f] [-o OPTIONS] [OPTIONS] [MOUNTPOINT]\n\n"
+	"Run a node and mount the filesystem at MOUNTPOINT (default: mountpoint "
+	"=\nin the configuration file). Returns once the mount is ready; the "
+	"node runs\nin the background and logs to DIR/sandfs.log (or --log "
+	"FILE). `fusermount3 -u\nMOUNTPOINT` unmounts and stops it. A dead "
+	"mount left at MOUNTPOINT by a node\nthat died is cleared first. "
+	"SIGHUP reopens the log file.\n\n"
+	"Mount options:\n"
+	"  -f, --foreground      stay in the foreground (log to stderr unless "
+	"--log)\n"
+	"  -o OPT[,OPT...]       allow_other, ro, debug, log=PATH, "
+	"timeout_ms=N,\n"
+	"                        entry_timeout=SECONDS, lock_lease_ms=N, "
+	"block_gc_ms=N,\n"
+	"                        close_delay_ms=N, scrub_mb_s=N (the block "
+	"scrub's\n"
+	"                        rate, default 4, 0 off), scrub_interval_s=N,\n"
+	"                        acl (default) or noacl; others go to FUSE. "
+	"Added\n"
+	"                        after mount-options = of the configuration "
+	"file.\n\n" SFS_NODE_OPTS_HELP SFS_EXIT_HELP;
+
+static int cmd_mount(int argc, char **argv)
 {
 	struct node_opts o;
 	struct sfs_cli cli;
 	memset(&cli, 0, sizeof(cli));
+	cli.help = mount_help;
 	int prc = sfs_parse_node_opts(argc, argv, &o, &cli);
 	if (prc != 0)
-		return prc > 0 ? 0 : 2;
-	if (cli.n_rest != 1) {
-		fprintf(stderr, "sandfs mount: want exactly one MOUNTPOINT (see "
-				"sandfs --help)\n");
-		return 2;
+		return prc > 0 ? SFS_EXIT_OK : SFS_EXIT_USAGE;
+	const char *mpath = cli.n_rest == 1 ? cli.rest[0]
+			    : cli.n_rest == 0 ? cli.mountpoint
+					      : NULL;
+	if (!mpath) {
+		fprintf(stderr,
+			"sandfs mount: want exactly one MOUNTPOINT%s (see sandfs "
+			"mount --help)\n",
+			cli.n_rest ? "" : " (or mountpoint = in the configuration "
+					  "file)");
+		return SFS_EXIT_USAGE;
 	}
 	struct mount_opts mo;
 	if (parse_mount_opts(cli.mount_opts, &mo) != 0) {
 		free(mo.copy);
-		return 2;
+		return SFS_EXIT_USAGE;
 	}
+	if (!mo.log_path)
+		mo.log_path = cli.log_path;
 	char prefix[32];
 	snprintf(prefix, sizeof(prefix), "node %llu", (unsigned long long)o.id);
 	log_set_prefix(prefix);
 	signal(SIGPIPE, SIG_IGN);
 
 	char mp[PATH_MAX], err[3 * PATH_MAX] = "";
-	if (check_mountpoint(cli.rest[0], mp, err, sizeof(err)) != 0) {
+	if (check_mountpoint(mpath, mp, err, sizeof(err)) != 0) {
 		fprintf(stderr, "sandfs mount: %s\n", err);
 		free(mo.copy);
 		return 1;
@@ -770,6 +876,9 @@ int sfs_cmd_mount(int argc, char **argv)
 		close(pipefd[0]);
 	}
 
+	/* Before any thread starts: they all inherit the mask, and the
+	 * SIGHUP thread (bring_up) takes the signal. */
+	sfs_hup_block();
 	struct mounted m;
 	memset(&m, 0, sizeof(m));
 	atomic_init(&m.chores_stop, false);
@@ -798,3 +907,10 @@ int sfs_cmd_mount(int argc, char **argv)
 	free(mo.copy);
 	return rc < 0 ? 1 : 0;
 }
+
+const struct sfs_cmd sfs_cmd_mount = {
+	.name = "mount",
+	.summary = "run a node and mount the filesystem",
+	.help = mount_help,
+	.run = cmd_mount,
+};

@@ -38,7 +38,19 @@ struct node {
 	struct repl *repl;
 	struct admin *admin;
 	char *addrs[RAFT_MAX_NODES]; /* peer addresses for status */
+	pthread_mutex_t ext_mu;      /* held while ext is called or changed */
+	struct node_ext ext;         /* guarded by ext_mu */
 };
+
+void node_set_ext(struct node *n, const struct node_ext *ext)
+{
+	pthread_mutex_lock(&n->ext_mu);
+	if (ext)
+		n->ext = *ext;
+	else
+		memset(&n->ext, 0, sizeof(n->ext));
+	pthread_mutex_unlock(&n->ext_mu);
+}
 
 /* ---- the combined state machine ------------------------------------------ */
 
@@ -236,13 +248,12 @@ int node_parse_peers(const char *s, struct repl_peer *out, size_t cap,
 		if (rc)
 			break;
 		out[*n].id = id;
-		const char *a = eq + 1;
-		int w = strstr(a, "://")
-				? snprintf(out[*n].addr, RAFT_ADDR_MAX, "%s", a)
-				: snprintf(out[*n].addr, RAFT_ADDR_MAX,
-					   "tcp://%s", a);
-		if (w >= RAFT_ADDR_MAX) {
-			snprintf(err, errcap, "peer address too long: %s", a);
+		/* the same check as `member add`: a node must never start
+		 * with an address it cannot listen on or dial */
+		char why[256];
+		if (node_parse_addr(eq + 1, out[*n].addr, RAFT_ADDR_MAX, why,
+				    sizeof(why))) {
+			snprintf(err, errcap, "peer %llu: %s", id, why);
 			rc = -EINVAL;
 			break;
 		}
@@ -505,12 +516,19 @@ char *node_status_report(struct node *n, int json)
 				  (unsigned long long)nd->id, nd->addr, role);
 		}
 	}
-	if (json)
-		sb_printf(&b, "]}\n");
-	else if (conf->n == 0)
+	if (!json && conf->n == 0)
 		sb_printf(&b, "(node %llu has no configuration yet: it waits "
 			      "to be added with `sandfs member add`)\n",
 			  (unsigned long long)n->o.id);
+	/* What the file system on top adds (the scrub) */
+	pthread_mutex_lock(&n->ext_mu);
+	char *extra = n->ext.status ? n->ext.status(n->ext.ctx, json) : NULL;
+	pthread_mutex_unlock(&n->ext_mu);
+	if (json)
+		sb_printf(&b, "]%s%s}\n", extra ? "," : "", extra ? extra : "");
+	else if (extra)
+		sb_printf(&b, "%s", extra);
+	free(extra);
 	return b.s;
 }
 
@@ -829,7 +847,9 @@ done:
  *   "status" | "status-json"      cluster status report
  *   "propose:" PAYLOAD            one proposal, waits for the local apply
  *   "bench COUNT CONC SIZE"       closed-loop proposal benchmark
- *   "member VERB ARGS"            membership change (admin_member) */
+ *   "member VERB ARGS"            membership change (admin_member)
+ *   "member list" | "member list-json"   members (node_member_list)
+ *   "leader transfer [ID]"        leader transfer (node_leader_transfer) */
 static int admin_handler(void *ctx, const uint8_t *req, size_t len,
 			 uint8_t **reply, size_t *rlen)
 {
@@ -845,13 +865,28 @@ static int admin_handler(void *ctx, const uint8_t *req, size_t len,
 		memcpy(args, req + 6, len - 6);
 		args[len - 6] = 0;
 		s = admin_bench(n, args);
+	} else if ((len == 11 && memcmp(req, "member list", 11) == 0) ||
+		   (len == 16 && memcmp(req, "member list-json", 16) == 0)) {
+		s = node_member_list(n, len == 16);
+	} else if (len >= 15 && len < 100 &&
+		   memcmp(req, "leader transfer", 15) == 0 &&
+		   (len == 15 || req[15] == ' ')) {
+		char args[100];
+		memcpy(args, req + 15, len - 15);
+		args[len - 15] = 0;
+		s = node_leader_transfer(n, args);
 	} else if (len > 7 && len < 300 && memcmp(req, "member ", 7) == 0) {
 		char args[300];
 		memcpy(args, req + 7, len - 7);
 		args[len - 7] = 0;
 		s = admin_member(n, args);
 	} else {
-		s = strdup("err unknown admin request\n");
+		s = NULL;
+		pthread_mutex_lock(&n->ext_mu);
+		int mine = n->ext.admin && n->ext.admin(n->ext.ctx, req, len, &s) == 1;
+		pthread_mutex_unlock(&n->ext_mu);
+		if (!mine)
+			s = strdup("err unknown admin request\n");
 	}
 	if (!s)
 		return -ENOMEM;
@@ -869,6 +904,7 @@ int node_start(const struct node_opts *o, struct node **out, char *err,
 	if (!n)
 		return -ENOMEM;
 	n->o = *o;
+	pthread_mutex_init(&n->ext_mu, NULL);
 	if (o->join && !o->cluster_id) {
 		snprintf(err, errcap, "--join needs --cluster-id (the id "
 				      "`sandfs status` shows on a member)");
@@ -954,6 +990,7 @@ void node_stop(struct node *n)
 		repl_stop(n->repl);
 	dsm_close(n->dsm);
 	ddir_close(n->dir);
+	pthread_mutex_destroy(&n->ext_mu);
 	free(n);
 }
 

@@ -57,7 +57,40 @@ void node_admin_path(const char *dir, char *buf, size_t cap);
 
 /* Admin requests served by the node (see admin_handler in node.c):
  *   "member add ID ADDR" | "member promote ID" | "member remove ID"
- * each answered with one line, "ok ..." or "err ...". */
+ *   "leader transfer [ID]"
+ * each answered with one line, "ok ..." or "err ..."; "member list" and
+ * "member list-json" answered with node_member_list(). */
+
+/* The members as this node knows them (id, address, voter or learner,
+ * this node, the leader) with each one's match index and lag as the
+ * leader reports them: a table (json=0) or JSON (json=1), malloc'ed and
+ * NUL-terminated; NULL when out of memory. Asks the leader over the link
+ * when it is another node (a short timeout; match and lag are then
+ * unknown). Blocks the calling thread meanwhile (fs/node_members.c). */
+char *node_member_list(struct node *n, int json);
+
+/* "leader transfer [ID]" (args: what follows "leader transfer"): hand
+ * leadership to ID, or to the most caught-up voter, and wait until this
+ * node sees the new leader; one line "ok ..." or "err ...", malloc'ed
+ * (fs/node_leader.c). */
+char *node_leader_transfer(struct node *n, const char *args);
+
+/* Admin requests and status figures of the file system on top of the
+ * node (fsck, scrub: fs/fsadm.c), which starts after the node. admin
+ * serves a request the node does not know itself: 1 with *reply a
+ * malloc'ed text, or 0 (not its request). status adds to the status
+ * report: text lines (json 0) or JSON members `"key":value,...` (json 1),
+ * malloc'ed, or NULL. Both run on the admin thread and must not block
+ * for long. */
+struct node_ext {
+	int (*admin)(void *ctx, const uint8_t *req, size_t len, char **reply);
+	char *(*status)(void *ctx, int json);
+	void *ctx;
+};
+
+/* Install ext (copied), or with NULL remove it; once this returns, the
+ * previous one is not running and will not be called again. */
+void node_set_ext(struct node *n, const struct node_ext *ext);
 
 /* Build the cluster status text (json=0) or JSON (json=1), asking every
  * peer with a short timeout; unreachable peers are listed as such.

@@ -66,6 +66,18 @@ const struct fuse_lowlevel_ops *sfs_ops(void);
 /* Open handles of ino on this node (thread-safe). */
 uint32_t sfs_nopen(struct sfs *fs, uint64_t ino);
 
+/* Keep an unused open record (no handle left on this node) for
+ * close_delay_ms before dropping it (ITAB_OP_CLOSE), so a file reopened
+ * meanwhile needs no OPEN proposal; 0 drops it at the last close (no
+ * thread). After the replicator is set on the fsm. 0 or a negative errno. */
+int sfs_open_start(struct sfs *fs, uint32_t close_delay_ms);
+
+/* Drop every record still waiting, stop the closer (before the
+ * replicator goes; before sfs_drain). Safe without sfs_open_start. */
+void sfs_open_stop(struct sfs *fs);
+
+#define SFS_CLOSE_DELAY_MS 3000 /* default close_delay_ms of a mount */
+
 /* Start the lock thread (waiters, lease renewal, and on the leader the
  * release of silent nodes' locks) and hook it to the fsm's applies.
  * After the replicator is set on the fsm. 0 or a negative errno. */

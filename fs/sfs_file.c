@@ -1,8 +1,8 @@
 /*
  * sfs_file.c — FUSE handlers for open files and directories: open (with a
  * ReadIndex barrier for close-to-open), read/write/flush/fsync/release
- * through data.h, readdir(plus) from itab's stable cookies, fallocate and
- * SEEK_DATA/SEEK_HOLE.
+ * through data.h, readdir(plus) from itab's stable cookies, fallocate (hole
+ * punching and zeroing in sfs_punch.c) and SEEK_DATA/SEEK_HOLE.
  *
  * readdir offsets: "." is offset 1, ".." offset 2, every other entry is
  * its itab cookie (>= ITAB_COOKIE_FIRST). The offset handed to the kernel
@@ -214,8 +214,11 @@ void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 		fuse_reply_err(req, EINVAL);
 		return;
 	}
-	if (mode & ~FALLOC_FL_KEEP_SIZE) {
-		/* Hole punching and the rest are not supported. */
+	int zero = mode & (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE);
+	if ((mode & ~(FALLOC_FL_KEEP_SIZE | FALLOC_FL_PUNCH_HOLE |
+		      FALLOC_FL_ZERO_RANGE)) ||
+	    zero == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_ZERO_RANGE)) {
+		/* Collapse/insert range and unsharing are not supported. */
 		fuse_reply_err(req, EOPNOTSUPP);
 		return;
 	}
@@ -225,6 +228,14 @@ void sfs_fallocate(fuse_req_t req, fuse_ino_t ino, int mode, off_t off,
 		rc = -ENODEV;
 	if (rc == 0 && (uint64_t)off + (uint64_t)len > (uint64_t)INT64_MAX)
 		rc = -EFBIG;
+	if (rc == 0 && zero)
+		rc = sfs_perm_write(fs, req, ino);
+	if (rc == 0 && zero) {
+		rc = sfs_zero_range(fs, req, ino, mode, (uint64_t)off,
+				    (uint64_t)len, sfs_fh_data(fs, get_fh(fi)));
+		fuse_reply_err(req, file_errno(rc));
+		return;
+	}
 	if (rc || (mode & FALLOC_FL_KEEP_SIZE)) {
 		/* Blocks are not reserved: KEEP_SIZE has nothing to do. */
 		fuse_reply_err(req, -rc);
@@ -318,7 +329,7 @@ void sfs_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct sfs *fs = get_fs(req);
-	sfs_read_barrier(fs);
+	bool caught_up = sfs_read_barrier(fs) == 0;
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
 	if (rc == -ENOENT)
@@ -329,9 +340,23 @@ void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fuse_reply_err(req, -rc);
 		return;
 	}
+	/* The kernel may cache the listing (in the directory's pages) and
+	 * keep it across opendirs while no entry of the directory changed:
+	 * every applied create/unlink/rename in it, from any node, marks its
+	 * pages stale (fsm.c), another node's also drops them at once
+	 * (inval.c), and the kernel drops them itself on this node's own
+	 * changes. As for files (sfs_open): after the barrier, keep them
+	 * when valid, else drop them before answering; not caught up (no
+	 * leader): drop them and cache nothing. */
+	uint64_t ticket = UINT64_MAX;
+	bool keep = caught_up && fsm_pages_valid(fs->fsm, ino, &ticket);
+	bool dropping = !keep && fsm_inval_pages(fs->fsm, ino) == 0;
+	if (fsm_inval_settle(fs->fsm, SFS_SETTLE_MS) == 0 && dropping &&
+	    caught_up)
+		fsm_pages_dropped(fs->fsm, ino, ticket);
 	fi->fh = 0;
-	fi->keep_cache = 0;
-	fi->cache_readdir = 0;
+	fi->keep_cache = keep;
+	fi->cache_readdir = caught_up;
 	fuse_reply_open(req, fi);
 }
 

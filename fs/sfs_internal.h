@@ -37,7 +37,19 @@ struct sfs_icount {
 	bool rec_held;
 	uint32_t rec_inflight;
 	uint64_t rec_seq;
+	/* Bumped each time the held record is queued for the closer (no
+	 * handle, nothing in flight): only the newest queue entry counts. */
+	uint64_t idle_gen;
 };
+
+/* An unused open record waiting for the closer (sfs_open.c). */
+struct sfs_idle {
+	uint64_t ino, seq;
+	uint64_t gen; /* the icount's idle_gen when queued */
+	int64_t due;  /* CLOCK_MONOTONIC ns at which to drop it */
+};
+
+#define SFS_IDLE_MAX 4096u /* unused records kept; past it, closed at once */
 
 struct sfs_locks;
 
@@ -66,6 +78,16 @@ struct sfs {
 	struct sfs_close_retry *close_retry;  /* guarded by mu: CLOSEs to propose
 	                                         again (sfs_close_retries) */
 	struct sfs_locks *lk;                 /* sfs_lock.c */
+	/* Unused open records are dropped close_delay_ms after the last
+	 * close (sfs_open.c), so reopening a file soon after needs no OPEN;
+	 * 0 drops them at the last close. The FIFO is guarded by mu. */
+	uint32_t close_delay_ms;
+	struct sfs_idle *idle;                /* ring of SFS_IDLE_MAX */
+	size_t idle_head, idle_n;
+	pthread_cond_t idle_cv;               /* with mu: queued, or stop */
+	bool idle_stop;                       /* guarded by mu */
+	bool closer_started;
+	pthread_t closer;
 };
 
 /* One open file (fi->fh). The data handle is opened lazily on a FUSE
@@ -85,6 +107,23 @@ struct sfs_fh {
 /* Adjust the counts of ino by dl lookups and dopen handles; returns the
  * open count after the change. */
 uint32_t sfs_ref(struct sfs *fs, uint64_t ino, int64_t dl, int32_t dopen);
+
+/* ino's counts (mu held); created when add. NULL if absent or no memory. */
+struct sfs_icount *sfs_icount(struct sfs *fs, uint64_t ino, bool add);
+/* Free ino's counts if nothing is left in them (mu held). */
+void sfs_icount_trim(struct sfs *fs, uint64_t ino);
+
+/* A CREATE with ITAB_F_OPEN (sequence seq) made ino and its record: one
+ * handle (sfs_open.c). */
+void sfs_open_created(struct sfs *fs, uint64_t ino, uint64_t seq);
+/* An OPEN of ino (sequence seq) applied here with err, or failed; in
+ * apply order (sfs_open.c). */
+void sfs_open_applied(struct sfs *fs, uint64_t ino, uint64_t seq, int err);
+
+/* An applied entry left ino an orphan (nlink 0, kept open): when this
+ * node's record of it is only waiting for the closer, drop it now (any
+ * thread, also under the fsm's hook lock: it only queues). */
+void sfs_open_orphaned(struct sfs *fs, uint64_t ino);
 
 /* Attributes for the kernel (size includes this node's unflushed data). */
 void sfs_attr_to_stat(struct sfs *fs, const struct itab_attr *a, struct stat *st);
@@ -134,6 +173,8 @@ int sfs_read_barrier(struct sfs *fs);
  * only at this node's next start. Called periodically (the lock thread's
  * tick); any thread. */
 void sfs_close_retries(struct sfs *fs);
+/* Frees the CLOSEs still waiting for a retry (at teardown). */
+void sfs_close_retries_free(struct sfs *fs);
 
 /* ESTALE for an inode that is gone. The kernel resolves a path from its
  * dentry cache, which may still name an inode another node removed or
@@ -180,6 +221,12 @@ void sfs_acl_init(struct sfs *fs, struct fuse_conn_info *conn);
 
 /* The data handle of fh, opened on first use; NULL on failure. */
 struct data_file *sfs_fh_data(struct sfs *fs, struct sfs_fh *fh);
+
+/* sfs_punch.c: fallocate's PUNCH_HOLE / ZERO_RANGE (mode as given, with
+ * or without KEEP_SIZE) over [off, off+len) of regular file ino, through
+ * the open file's df. Blocks the worker until committed. 0 or -errno. */
+int sfs_zero_range(struct sfs *fs, fuse_req_t req, uint64_t ino, int mode,
+		   uint64_t off, uint64_t len, struct data_file *df);
 struct sfs_fh *sfs_fh_new(uint64_t ino);
 void sfs_fh_free(struct sfs_fh *fh);
 

@@ -547,6 +547,8 @@ static void applied(void *ctx, uint64_t index, const struct itab_op *op,
 		    const struct itab_result *res)
 {
 	struct sfs_locks *L = ctx;
+	if (res && res->orphaned)
+		sfs_open_orphaned(L->fs, res->orphaned);
 	pthread_mutex_lock(&L->mu);
 	if (!op) { /* a snapshot replaced the table */
 		L->ev_all++;

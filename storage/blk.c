@@ -29,6 +29,9 @@ struct blk_store {
 	char *dir;
 	int dirfd;
 	unsigned flags;
+	/* Bytes of the file system kept free for the LevelDBs beside the
+	 * store (blk_set_reserve); atomic so it may change while in use. */
+	atomic_uint_fast64_t reserve;
 	/* Set once the file system refused a user xattr: no CRCs are stored
 	 * and every read is checked with SHA-256. */
 	atomic_bool no_xattr;
@@ -188,7 +191,17 @@ int blk_open(const char *dir, unsigned flags, struct blk_store **out, char *err,
 		free(bs);
 		return rc;
 	}
-	DIR *d = opendir(dir);
+	struct statvfs sv;
+	uint64_t total = fstatvfs(bs->dirfd, &sv) == 0
+	                     ? (uint64_t)sv.f_blocks * sv.f_frsize
+	                     : 0;
+	uint64_t r = total / 10;
+	if (r < BLK_RESERVE_MIN)
+		r = BLK_RESERVE_MIN;
+	if (r > BLK_RESERVE_MAX)
+		r = BLK_RESERVE_MAX;
+	atomic_init(&bs->reserve, r);
+	DIR *d = (flags & BLK_NO_CLEAN) ? NULL : opendir(dir);
 	if (d) {
 		struct dirent *de;
 		while ((de = readdir(d)) != NULL)
@@ -235,6 +248,13 @@ static int put_verified(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
 	if (fstatat(bs->dirfd, n.rel, &st, 0) == 0 &&
 	    (uint64_t)st.st_size == len)
 		return 0; /* already stored (content checked on every read) */
+	/* Blocks fill the disk, the LevelDBs beside them must not run out:
+	 * a new block may not eat into the reserve. */
+	uint64_t reserve = atomic_load_explicit(&bs->reserve, memory_order_relaxed);
+	struct statvfs sv;
+	if (reserve && fstatvfs(bs->dirfd, &sv) == 0 &&
+	    (uint64_t)sv.f_bavail * sv.f_frsize < reserve + len)
+		return -ENOSPC;
 	bool new_fan = false;
 	if (mkdirat(bs->dirfd, n.fan, 0700) == 0)
 		new_fan = true;
@@ -326,19 +346,29 @@ static void quarantine(struct blk_store *bs, const struct blk_name *n)
 		unlinkat(bs->dirfd, n->rel, 0);
 }
 
+/* How get_block() checks what it read. */
+enum check_mode {
+	CHECK_READ,   /* the CRC (SHA-256 without one); act on a failure */
+	CHECK_FULL,   /* CRC and SHA-256; act on a failure */
+	CHECK_INSPECT /* CRC and SHA-256; no side effect (blk_verify) */
+};
+
 /* Checks buf[0..len), read from fd, against the block's name: against
  * the CRC stored with it, or (full, or no CRC stored) against its SHA-256.
  * A block stored before CRCs existed gets its CRC once it passed SHA-256.
- * A failure is logged and the file quarantined: -EBADMSG. */
+ * A failure is logged and the file quarantined: -EBADMSG. CHECK_INSPECT
+ * does neither (and stores no CRC); *what_out names the failed check. */
 static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 		  const uint8_t hash[BLK_HASH_LEN], const void *buf, size_t len,
-		  bool full)
+		  enum check_mode mode, const char **what_out)
 {
+	bool full = mode != CHECK_READ;
 	uint8_t v[4];
 	ssize_t vl = fgetxattr(fd, CRC_XATTR, v, sizeof v);
 	int xerr = vl < 0 ? errno : 0;
 	bool has_crc = vl == (ssize_t)sizeof v;
 	const char *what = NULL;
+	bool crc_bad = false;
 	if (has_crc) {
 		atomic_fetch_add_explicit(&bs->crc_checks, 1,
 					  memory_order_relaxed);
@@ -346,9 +376,12 @@ static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 			atomic_fetch_add_explicit(&bs->crc_failures, 1,
 						  memory_order_relaxed);
 			what = "its stored CRC32C";
+			crc_bad = true;
 		}
 	}
-	if (!what && (full || !has_crc)) {
+	/* Inspecting, a CRC mismatch is also hashed: it tells a damaged
+	 * content from a damaged CRC. */
+	if ((!what || mode == CHECK_INSPECT) && (full || !has_crc)) {
 		atomic_fetch_add_explicit(&bs->sha_checks, 1,
 					  memory_order_relaxed);
 		uint8_t h[BLK_HASH_LEN];
@@ -357,8 +390,16 @@ static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 			atomic_fetch_add_explicit(&bs->sha_failures, 1,
 						  memory_order_relaxed);
 			what = "its hash";
+			crc_bad = false;
 		}
 	}
+	if (what && mode == CHECK_INSPECT) {
+		if (what_out)
+			*what_out = crc_bad ? "crc32c" : "sha256";
+		return -EBADMSG;
+	}
+	if (mode == CHECK_INSPECT)
+		return 0;
 	if (what) {
 		STOR_ERR("block store %s: block %s is corrupt (%zu bytes do "
 			 "not match %s); moved to %s/, refetch it",
@@ -382,7 +423,8 @@ static int verify(struct blk_store *bs, int fd, const struct blk_name *n,
 /* Reads the block into buf[0..cap) and verifies it (full: SHA-256 as well
  * as the CRC); blk_get() and blk_check(). */
 static int get_block(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
-		     void *buf, size_t cap, size_t *len, bool full)
+		     void *buf, size_t cap, size_t *len, enum check_mode mode,
+		     const char **what)
 {
 	struct blk_name n;
 	make_name(hash, &n);
@@ -432,7 +474,7 @@ static int get_block(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
 	if (got > want)
 		got = want; /* the file grew meanwhile: only what fstat saw */
 	*len = got;
-	rc = verify(bs, fd, &n, hash, buf, got, full);
+	rc = verify(bs, fd, &n, hash, buf, got, mode, what);
 out:
 	close(fd);
 	return rc;
@@ -442,11 +484,12 @@ out:
 int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
             size_t cap, size_t *len)
 {
-	return get_block(bs, hash, buf, cap, len, false);
+	return get_block(bs, hash, buf, cap, len, CHECK_READ, NULL);
 }
 
-/* See blk.h. */
-int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
+/* blk_check() and blk_verify(): read the whole block and check it. */
+static int check_block(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+		       enum check_mode mode, const char **what)
 {
 	uint64_t size;
 	int rc = blk_size(bs, hash, &size);
@@ -457,9 +500,22 @@ int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
 	if (!buf)
 		return -ENOMEM;
 	size_t len;
-	rc = get_block(bs, hash, buf, cap, &len, true);
+	rc = get_block(bs, hash, buf, cap, &len, mode, what);
 	free(buf);
 	return rc;
+}
+
+/* See blk.h. */
+int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN])
+{
+	return check_block(bs, hash, CHECK_FULL, NULL);
+}
+
+/* See blk.h. */
+int blk_verify(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+	       const char **what)
+{
+	return check_block(bs, hash, CHECK_INSPECT, what);
 }
 
 /* See blk.h. */
@@ -560,7 +616,21 @@ int blk_stats(struct blk_store *bs, uint64_t *bytes_total, uint64_t *bytes_free)
 	struct statvfs sv;
 	if (fstatvfs(bs->dirfd, &sv) < 0)
 		return -errno;
+	uint64_t reserve = atomic_load_explicit(&bs->reserve, memory_order_relaxed);
+	uint64_t avail = (uint64_t)sv.f_bavail * sv.f_frsize;
 	*bytes_total = (uint64_t)sv.f_blocks * sv.f_frsize;
-	*bytes_free = (uint64_t)sv.f_bavail * sv.f_frsize;
+	*bytes_free = avail > reserve ? avail - reserve : 0;
 	return 0;
+}
+
+/* See blk.h. */
+void blk_set_reserve(struct blk_store *bs, uint64_t bytes)
+{
+	atomic_store(&bs->reserve, bytes);
+}
+
+/* See blk.h. */
+uint64_t blk_reserve(struct blk_store *bs)
+{
+	return atomic_load(&bs->reserve);
 }

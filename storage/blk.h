@@ -26,8 +26,9 @@
  * Threads: every function may be called from several threads at once on
  * one struct blk_store (no shared mutable state beyond the file system).
  *
- * Errors: 0 or a negative errno; -ENOSPC for a full disk (leaving no partial
- * file), -EBADMSG for content that does not match its hash.
+ * Errors: 0 or a negative errno; -ENOSPC for a full disk or one whose free
+ * space is down to the reserve (blk_set_reserve; no partial file is left),
+ * -EBADMSG for content that does not match its hash.
  */
 #ifndef SANDFS_STORAGE_BLK_H
 #define SANDFS_STORAGE_BLK_H
@@ -42,11 +43,14 @@
 /* blk_open() flags */
 #define BLK_SYNC                                                               \
 	0x1u /* fsync every block and its directory before put returns */
+#define BLK_NO_CLEAN                                                           \
+	0x2u /* leave temp files alone: a second handle on a store that a    \
+		running process writes (fsck, scrub beside the data path) */
 
 struct blk_store;
 
 /* Opens (creating if missing, mode 0700) the store in directory dir and
- * removes temp files a crash left behind. *out is owned by the caller:
+ * removes temp files a crash left behind (unless BLK_NO_CLEAN). *out is owned by the caller:
  * blk_close(). A reason goes into err/errcap (may be NULL) on error. */
 int blk_open(const char *dir, unsigned flags, struct blk_store **out, char *err,
              size_t errcap);
@@ -78,6 +82,14 @@ int blk_get(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN], void *buf,
  * scrub): 0, -ENOENT, or -EBADMSG (logged and quarantined, as blk_get). */
 int blk_check(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN]);
 
+/* The same check without side effects (a read-only fsck): 0, -ENOENT,
+ * or -EBADMSG with *what naming what failed: "sha256" (the content does
+ * not match its name) or "crc32c" (the content does, its stored CRC does
+ * not); what may be NULL. The file is neither moved nor given a CRC,
+ * nothing is logged; the counters count it. */
+int blk_verify(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
+               const char **what);
+
 /* What the store verified since blk_open(). */
 struct blk_counters {
 	uint64_t crc_checks;   /* reads checked against a stored CRC */
@@ -107,10 +119,22 @@ typedef int (*blk_list_fn)(void *ctx, const uint8_t hash[BLK_HASH_LEN],
                            uint64_t size);
 int blk_list(struct blk_store *bs, blk_list_fn cb, void *ctx);
 
-/* Capacity and free space (for unprivileged users) of the file system
- * holding the store, in bytes (statvfs). */
+/* Capacity and free space (for unprivileged users, less the reserve
+ * below) of the file system holding the store, in bytes (statvfs). */
 int blk_stats(struct blk_store *bs, uint64_t *bytes_total,
               uint64_t *bytes_free);
+
+/* Free-space reserve. A put of a new block fails with -ENOSPC (nothing
+ * written) when it would leave less than the reserve free on the file
+ * system, so that when blocks fill the disk the Raft log and the inode
+ * table, which share it, can still take metadata changes and deletions
+ * (which free blocks again). blk_open() sets 10% of the file system's
+ * size, at least BLK_RESERVE_MIN and at most BLK_RESERVE_MAX; 0 turns it
+ * off. */
+#define BLK_RESERVE_MIN (8ull << 20)
+#define BLK_RESERVE_MAX (1ull << 30)
+void blk_set_reserve(struct blk_store *bs, uint64_t bytes);
+uint64_t blk_reserve(struct blk_store *bs);
 
 /* SHA-256 of data[0..len) into out. */
 void blk_sha256(const void *data, size_t len, uint8_t out[BLK_HASH_LEN]);

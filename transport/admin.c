@@ -258,6 +258,8 @@ int admin_call(const char *path, const void *req, size_t len,
 		return admin_errno(rv);
 	nng_socket_set_ms(s, NNG_OPT_SENDTIMEO, (nng_duration)timeout_ms);
 	nng_socket_set_ms(s, NNG_OPT_RECVTIMEO, (nng_duration)timeout_ms);
+	/* Replies can be long (an fsck report). */
+	nng_socket_set_size(s, NNG_OPT_RECVMAXSZ, ADMIN_REPLY_MAX);
 	/* Never resend: an admin request may not be idempotent. */
 	nng_socket_set_ms(s, NNG_OPT_REQ_RESENDTIME,
 			  (nng_duration)timeout_ms + 1000);

@@ -43,8 +43,11 @@ int admin_start(const char *path, admin_handler_fn fn, void *ctx,
  * free. */
 void admin_stop(struct admin *a);
 
+/* The longest reply admin_call accepts. */
+#define ADMIN_REPLY_MAX ((size_t)64 << 20)
+
 /* Send req to the admin socket at `path` and wait up to timeout_ms (0:
- * 5000) for the reply. On success returns 0 and *reply is a malloc()ed
+ * 5000) for the reply (at most ADMIN_REPLY_MAX bytes). On success returns 0 and *reply is a malloc()ed
  * copy of *rlen bytes (caller frees; NULL when empty). Errors:
  * -ECONNREFUSED / -ENOENT (no node serving that path), -ETIMEDOUT,
  * -ENAMETOOLONG, -ENOMEM, -EIO. */

@@ -5,7 +5,10 @@
  *
  * Levels: ERROR, WARN, INFO, DEBUG. A line looks like
  *
- *   2024-05-01 12:00:00.123 node 2 WARN link.c:210: peer 3: bad frame: ...
+ *   2024-05-01T12:00:00.123+02:00 node 2 WARN link.c:210: peer 3: bad frame: ...
+ *
+ * (ISO 8601 local time with its UTC offset, the node, the level, the
+ * source line, the message; Raft events add "term T" and "index I").
  *
  * The prefix ("node 2") and the threshold are process-wide and meant to be
  * set once in main() before threads start; writing a line is thread-safe
@@ -53,6 +56,24 @@ int log_parse_level(const char *s, enum log_level *lvl);
 /* Where lines go: stderr by default (NULL restores stderr). The FILE is
  * borrowed; the caller keeps it open while logging may happen. */
 void log_set_file(FILE *f);
+
+/* Log to the file at path (appended, created if missing), owned by the
+ * log module: log_reopen() opens the path again (after logrotate moved
+ * the file; a relative path is kept relative to the directory of this
+ * call), log_close() or log_set_file() closes it. Returns 0 or a negative
+ * errno (lines keep going where they went). */
+int log_open(const char *path);
+
+/* Reopen the file of log_open() at its path: 0, -ENOENT when not logging
+ * to a file of log_open(), or the open's negative errno (lines then keep
+ * going to the old file). Thread-safe; not async-signal-safe. */
+int log_reopen(void);
+
+/* True while logging to a file of log_open(). */
+bool log_to_file(void);
+
+/* Close a file of log_open(); lines go to stderr again. */
+void log_close(void);
 
 /* True if a line at `lvl` would be written. */
 bool log_enabled(enum log_level lvl);

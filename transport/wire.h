@@ -62,8 +62,8 @@ enum wire_kind {
 	WIRE_KIND_BLOCK_GET = 4,  /* fetch a data block from a peer */
 	WIRE_KIND_BLOCK_HAS = 5,  /* ask which blocks a peer holds */
 	WIRE_KIND_READ_INDEX = 6, /* spare: linearizable read barrier */
-	WIRE_KIND_CONF = 7,       /* spare: membership change via leader */
-	WIRE_KIND_TRANSFER = 8,   /* spare: leader transfer */
+	WIRE_KIND_CONF = 7,       /* membership change via leader */
+	WIRE_KIND_TRANSFER = 8,   /* leader transfer via the leader */
 	WIRE_KIND_SPARE_9 = 9,
 	WIRE_KIND_SPARE_10 = 10,
 	WIRE_KIND_SPARE_11 = 11,

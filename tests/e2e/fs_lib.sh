@@ -51,6 +51,9 @@ for _t in fusermount3 python3; do
 	command -v "$_t" >/dev/null || { echo "FAIL: $_t is not installed" >&2; exit 1; }
 done
 
+# The nodes of a test get every option on the command line: a machine's
+# /etc/sandfs/sandfs.conf must not add to them (empty: no file).
+export SANDFS_CONFIG=
 FS_TMP=$(mktemp -d /tmp/sfs-fs.XXXXXX)
 chmod 755 "$FS_TMP"
 FS_PASSED=0
@@ -99,11 +102,19 @@ fs_is_mounted() {
 # ---- cleanup ---------------------------------------------------------------
 
 # Wait up to SECS for pid (not our child: a daemon) to go away.
+# Has pid exited? A zombie has: the daemons are reparented to init, which
+# on some machines reaps orphans only every second or two.
+fs_pid_running() {
+	local st
+	st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $st && $st != Z && $st != X ]]
+}
+
 fs_wait_gone() {
 	local pid=$1 secs=${2:-10} i
-	for ((i = 0; i < secs * 10; i++)); do
-		kill -0 "$pid" 2>/dev/null || return 0
-		sleep 0.1
+	for ((i = 0; i < secs * 50; i++)); do
+		fs_pid_running "$pid" || return 0
+		sleep 0.02
 	done
 	return 1
 }
@@ -252,7 +263,7 @@ fs_start() {
 }
 
 fs_alive() {
-	[[ -n ${FS_PID[$1]:-} ]] && kill -0 "${FS_PID[$1]}" 2>/dev/null
+	[[ -n ${FS_PID[$1]:-} ]] && fs_pid_running "${FS_PID[$1]}"
 }
 
 # kill -9 node I's daemon and wait until it is gone. The mount stays, dead

@@ -23,6 +23,8 @@
 # (e) Unlink on node 1 while open on node 2: node 2 keeps reading and
 #     writing through its descriptor; the inode stays counted on every
 #     node until node 2 closes it, then it is freed with its blocks.
+#     A file closed on one node and removed on another is freed at once
+#     although its open record outlives the close (close_delay_ms).
 # (f) A killed holder: node 3 holds a flock and an unlinked open file, and
 #     its daemon is killed (-9). The lock stays held (node 1's attempt
 #     fails) and is freed once the lease ran out; then node 3 is removed
@@ -249,6 +251,20 @@ fs_check "(e) after node 2 closed it the inode is freed on every node" \
 	wait_for 10 inodes_are "$base" 1 2 3
 fs_check "(e) ... and its blocks are deleted (node 1, block_gc_ms=3000)" \
 	wait_for 20 eval '(( $(nblocks 1) <= b_before - 2 ))'
+
+# A closed file's open record outlives the close (close_delay_ms, 3 s by
+# default) so a reopen proposes nothing; removing the file anywhere must
+# still free it at once, not when the record would have expired.
+base=$(used_inodes 1)
+echo idle >"$M1/idle_rec" && cat "$M1/idle_rec" >/dev/null
+wait_for 5 test -e "$M2/idle_rec"
+rm "$M2/idle_rec"
+fs_check "(e) a file closed on node 1 and removed on node 2 is freed within 1 s (its idle open record is dropped)" \
+	wait_for 1 inodes_are "$base" 1 2 3
+echo idle >"$M1/idle_rec2"
+rm "$M1/idle_rec2"
+fs_check "(e) ... and so is one created and removed on the same node" \
+	wait_for 1 inodes_are "$base" 1 2 3
 
 # ---- (f) a killed holder, then its removal --------------------------------------------
 

@@ -22,6 +22,8 @@ if [ ! -e /dev/fuse ] || ! command -v fusermount3 >/dev/null; then
 	exit 77
 fi
 
+# Every option on the command line; no machine-wide config file.
+export SANDFS_CONFIG=
 T=$(mktemp -d /tmp/sandfs-e2e.XXXXXX)
 N=3
 PIDS=()
@@ -205,6 +207,31 @@ t_cached_pages_follow_changes() {
 	rm -f "$M1/pc"
 }
 
+# The kernel keeps a directory's listing across opendirs only while no
+# entry of it changed: a node that listed a directory (listing cached) and
+# lists it again after another node created, renamed or removed an entry
+# sees the change, every time, without retrying (opendir is a barrier).
+t_cached_listing_follows_changes() {
+	local i d1=$M1/lc d2=$M2/lc d3=$M3/lc
+	mkdir "$d1" && touch "$d1/a" || return 1
+	ls "$d2" >/dev/null && ls "$d2" >/dev/null || return 1
+	for i in $(seq 1 10); do
+		touch "$d1/n$i" || return 1
+		ls "$d2" | grep -qx "n$i" || { echo "round $i: node 2 listing lacks n$i"; return 1; }
+		mv "$d3/n$i" "$d3/m$i" || return 1
+		ls "$d2" | grep -qx "m$i" && ! ls "$d2" | grep -qx "n$i" ||
+			{ echo "round $i: node 2 listing missed the rename on node 3"; return 1; }
+		rm "$d1/m$i" || return 1
+		! ls "$d2" | grep -qx "m$i" || { echo "round $i: node 2 still lists m$i"; return 1; }
+		[ "$(ls "$d2")" = a ] || { echo "round $i: node 2 lists $(ls "$d2" | tr '\n' ' ')"; return 1; }
+	done
+	mkdir "$d1/sub" && touch "$d2/sub/x" && ls "$d2/sub" >/dev/null || return 1
+	mv "$d1/sub" "$M1/lc_sub" || return 1
+	[ "$(stat -c %i "$M2/lc_sub/..")" = "$(stat -c %i "$M2")" ] || { echo "moved dir's .. wrong on node 2"; return 1; }
+	ls "$M2/lc_sub" | grep -qx x || return 1
+	rm -rf "$d1" "$M1/lc_sub"
+}
+
 t_mkdir_deep() {
 	mkdir -p "$M1/deep/a/b/c/d/e/f/g" || return 1
 	eventually test -d "$M3/deep/a/b/c/d/e/f/g" && eventually test -d "$M2/deep/a/b/c/d/e/f/g"
@@ -313,6 +340,7 @@ check "file created on node 1 is listed and stat-able on nodes 2 and 3" t_create
 check "echo > file on node 1, cat on 2 and 3; 1.5 MB file copied via 2 equals on 1 and 3" t_content
 check "close-to-open: write on node 1, then open+read on 2/3 sees it (no retry)" t_close_to_open
 check "cached pages: in-place overwrites on node 1 seen by every reopen on 2 and 3" t_cached_pages_follow_changes
+check "cached listings: creates, renames, removes on nodes 1 and 3 seen by every ls on 2 (no retry)" t_cached_listing_follows_changes
 check "mkdir -p deep tree on node 1 visible on 2 and 3" t_mkdir_deep
 check "mv on node 2 moves the file for nodes 1 and 3" t_mv
 check "ln (hard link) on node 3: nlink 2 and content on 1 and 2" t_hardlink

@@ -47,6 +47,9 @@ if [[ ! -x "$SANDFS" ]]; then
 	exit 1
 fi
 
+# The nodes of a test get every option on the command line: a machine's
+# /etc/sandfs/sandfs.conf must not add to them (empty: no file).
+export SANDFS_CONFIG=
 E2E_TMP=$(mktemp -d /tmp/sfs-e2e.XXXXXX)
 chmod 755 "$E2E_TMP"
 # As root, nodes run under their own uids (see below); the tree may live

@@ -2,7 +2,7 @@
 # Sourced by tests/run and mount-helpers/sandfs-local.
 sandfs_deps=(build-essential cmake pkg-config libfuse3-dev fuse3 libnng-dev
   libleveldb-dev libsnappy-dev libcmocka-dev libssl-dev nftables attr acl sqlite3 git
-  python3 openssl util-linux)
+  python3 openssl util-linux groff-base)
 
 sandfs_install_deps() {
   local missing=() p

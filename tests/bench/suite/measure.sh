@@ -166,6 +166,18 @@ b_first_create() {
 	return 1
 }
 
+# Wait until process PID has exited: gone, or a zombie (it has released
+# its sockets and files; reaping it is up to its parent — here init, which
+# on some machines reaps orphans only every second or two, which is no
+# part of the failover).
+b_wait_dead() {
+	local st
+	while [[ -e /proc/$1 ]]; do
+		st=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || break
+		[[ $st == Z || $st == X ]] && break
+	done
+}
+
 # kill -9 of the leader; the time until a create succeeds on a surviving
 # mount. The node is started again (over its dead mount) and the cluster
 # waited for, so the next repetition sees three nodes.
@@ -177,7 +189,7 @@ m_failover_sandfs() {
 	mkdir -p "$(fs_mnt "$s")/failover" || { b_fail "sandfs failover: mkdir"; return 1; }
 	t0=$(b_now_us)
 	kill -KILL "$pid"
-	while kill -0 "$pid" 2>/dev/null; do :; done
+	b_wait_dead "$pid"
 	if v=$(b_first_create "$(fs_mnt "$s")/failover" "$t0"); then
 		b_rec sandfs failover_ms "$rep" "$(awk -v s="$v" 'BEGIN { printf "%.0f", s * 1000 }')"
 		fs_log "sandfs: leader $l killed, create on node $s after $v s"

@@ -121,8 +121,18 @@ static void node_init(struct tnode *n, uint64_t id, bool with_link)
 	}
 }
 
+static void node_start_gc(struct tnode *n, const uint64_t *voters, size_t nv,
+			  uint32_t gc_grace_ms);
+
 /* Start the data module on n with the given voters (NULL: self only). */
 static void node_start(struct tnode *n, const uint64_t *voters, size_t nv)
+{
+	node_start_gc(n, voters, nv, 1); /* tests: blocks are old after 1 ms */
+}
+
+/* The same with another GC grace (the periodic scan stays at 5 min). */
+static void node_start_gc(struct tnode *n, const uint64_t *voters, size_t nv,
+			  uint32_t gc_grace_ms)
 {
 	char p[128], err[256];
 	snprintf(p, sizeof p, "%s/blocks", n->dir);
@@ -134,7 +144,7 @@ static void node_start(struct tnode *n, const uint64_t *voters, size_t nv)
 		.propose = propose,
 		.propose_ctx = n,
 		.push_timeout_ms = 3000,
-		.gc_grace_ms = 1, /* tests: blocks are old after 1 ms */
+		.gc_grace_ms = gc_grace_ms,
 		.link = n->link,
 		.voters = voters,
 		.n_voters = nv,
@@ -505,6 +515,49 @@ static void unreferenced_blocks_are_deleted_shared_ones_kept(void **state)
 	node_free(&n);
 }
 
+/* Regression (found by fs_diskfaults): the blocks of a file deleted right
+ * after it was written were kept by the recent set, and then only the
+ * periodic scan (minutes later) deleted them, so a full disk stayed full.
+ * The delete held back is now tried again when the protection ends. */
+static void blocks_of_a_file_deleted_just_after_writing_go_when_protection_ends(
+    void **state)
+{
+	(void)state;
+	unsigned seed = test_seed();
+	struct tnode n;
+	node_init(&n, 1, false);
+	node_start_gc(&n, NULL, 0, 400);
+	uint64_t a = create_file(&n, "young");
+	uint8_t *src = malloc(BS);
+	fill_random(src, BS, &seed);
+	struct data_file *f = data_file_open(n.d, a);
+	assert_int_equal(data_write(n.d, f, (const char *)src, BS, 0), BS);
+	assert_int_equal(data_file_release(n.d, f), 0);
+	struct ext_list l;
+	extents_of(&n, a, &l);
+	assert_int_equal(l.n, 1);
+	struct itab_op op = {.code = ITAB_OP_UNLINK,
+			     .parent = ITAB_ROOT_INO,
+			     .name = "young",
+			     .name_len = 5,
+			     .flags = ITAB_F_FREE_NOW,
+			     .now_ns = 3};
+	assert_int_equal(apply_op(&n, &op, NULL, NULL), 0);
+	data_drain(n.d);
+	/* still protected: a flush may be reusing it */
+	assert_int_equal(blk_has(n.bs, l.e[0].hash), 1);
+	int waited = 0;
+	while (blk_has(n.bs, l.e[0].hash) == 1 && waited < 6000) {
+		usleep(50000);
+		waited += 50;
+	}
+	printf("block deleted %d ms after the unlink (protection 400 ms)\n",
+	       waited);
+	assert_int_equal(blk_has(n.bs, l.e[0].hash), 0);
+	free(src);
+	node_free(&n);
+}
+
 static void gc_deletes_uncommitted_blocks_only(void **state)
 {
 	(void)state;
@@ -868,6 +921,8 @@ int main(void)
 		cmocka_unit_test(sparse_regions_are_holes_that_read_zeros),
 		cmocka_unit_test(truncate_then_grow_reads_zeros_and_frees_blocks),
 		cmocka_unit_test(unreferenced_blocks_are_deleted_shared_ones_kept),
+		cmocka_unit_test(
+		    blocks_of_a_file_deleted_just_after_writing_go_when_protection_ends),
 		cmocka_unit_test(gc_deletes_uncommitted_blocks_only),
 		cmocka_unit_test(damaged_block_without_peer_reads_eio),
 		cmocka_unit_test(two_nodes_push_before_commit_and_fetch_missing),

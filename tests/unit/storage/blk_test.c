@@ -429,6 +429,63 @@ static void stale_temp_files_are_removed_on_open(void **state)
 	free(tmpf);
 }
 
+/* A second handle opened with BLK_NO_CLEAN (fsck or scrub beside a
+ * running node) leaves another writer's temp files alone. */
+static void no_clean_open_leaves_temp_files(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	assert_int_equal(blk_put(f->bs, "x", 1, h), 0);
+	char hex[BLK_HEX_LEN + 1], rel[80];
+	blk_hex(h, hex);
+	snprintf(rel, sizeof rel, "%.2s/.tmp-inflight", hex);
+	char *tmpf = tu_join(f->path, rel);
+	FILE *fp = fopen(tmpf, "w");
+	fputs("being writ", fp);
+	fclose(fp);
+	struct blk_store *second;
+	assert_int_equal(blk_open(f->path, BLK_NO_CLEAN, &second, NULL, 0), 0);
+	assert_int_equal(count_tmp(f->path), 1);
+	assert_int_equal(blk_check(second, h), 0);
+	blk_close(second);
+	free(tmpf);
+}
+
+/* blk_verify reports what blk_check would, without moving the file or
+ * storing a CRC, and tells a damaged CRC from damaged content. */
+static void verify_inspects_without_side_effects(void **state)
+{
+	struct fx *f = *state;
+	uint8_t h[BLK_HASH_LEN];
+	const char *what = NULL;
+	assert_int_equal(blk_put(f->bs, "content", 7, h), 0);
+	assert_int_equal(blk_verify(f->bs, h, &what), 0);
+	char *file = block_file(f, h);
+	/* a damaged CRC, content intact */
+	uint8_t bad[4] = {1, 2, 3, 4};
+	assert_int_equal(setxattr(file, "user.sandfs.crc32c", bad, 4, 0), 0);
+	assert_int_equal(blk_verify(f->bs, h, &what), -EBADMSG);
+	assert_string_equal(what, "crc32c");
+	assert_int_equal(blk_has(f->bs, h), 1);
+	/* damaged content (same size) */
+	FILE *fp = fopen(file, "r+");
+	assert_non_null(fp);
+	fputs("CONTENT", fp);
+	fclose(fp);
+	assert_int_equal(blk_verify(f->bs, h, &what), -EBADMSG);
+	assert_string_equal(what, "sha256");
+	assert_int_equal(blk_has(f->bs, h), 1);
+	/* no CRC at all: still hashed, none stored */
+	assert_int_equal(removexattr(file, "user.sandfs.crc32c"), 0);
+	assert_int_equal(blk_verify(f->bs, h, &what), -EBADMSG);
+	assert_int_equal(getxattr(file, "user.sandfs.crc32c", bad, 4), -1);
+	/* blk_check acts on the same finding: quarantined, gone */
+	assert_int_equal(blk_check(f->bs, h), -EBADMSG);
+	assert_int_equal(blk_has(f->bs, h), 0);
+	assert_int_equal(blk_verify(f->bs, h, &what), -ENOENT);
+	free(file);
+}
+
 struct racer {
 	struct blk_store *bs;
 	uint64_t rng;
@@ -503,6 +560,7 @@ static int enospc_child(const char *mnt)
 	struct blk_store *bs;
 	if (blk_open(path, BLK_SYNC, &bs, NULL, 0) < 0)
 		return 10;
+	blk_set_reserve(bs, 0); /* the file system's own ENOSPC */
 	static uint8_t data[40000];
 	uint8_t hs[64][BLK_HASH_LEN];
 	int stored = 0, rc = 0;
@@ -561,6 +619,77 @@ static void full_disk_returns_enospc_and_leaves_no_partial_file(void **state)
 	assert_int_equal(code, 0);
 }
 
+/* Child for the reserve test: a 4 MiB tmpfs, 1 MiB reserve. */
+static int reserve_child(const char *mnt)
+{
+	if (unshare(CLONE_NEWNS) < 0 ||
+	    mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0 ||
+	    mount("tmpfs", mnt, "tmpfs", 0, "size=4m") < 0)
+		return 77;
+	char *path = tu_join(mnt, "blocks");
+	struct blk_store *bs;
+	if (blk_open(path, 0, &bs, NULL, 0) < 0)
+		return 10;
+	if (blk_reserve(bs) != BLK_RESERVE_MIN) /* 10% of 4 MiB is less */
+		return 11;
+	blk_set_reserve(bs, 1u << 20);
+	static uint8_t data[100000];
+	uint8_t hs[64][BLK_HASH_LEN];
+	int stored = 0, rc = 0;
+	for (int i = 0; i < 64; i++) {
+		memset(data, i + 1, sizeof data);
+		rc = blk_put(bs, data, sizeof data, hs[stored]);
+		if (rc < 0)
+			break;
+		stored++;
+	}
+	if (rc != -ENOSPC || stored < 20)
+		return 12; /* stopped at the reserve, not before */
+	uint64_t total, avail;
+	if (blk_stats(bs, &total, &avail) != 0 || avail >= sizeof data)
+		return 13; /* the reserve is not reported as free */
+	/* the reserve is really there for others (the LevelDBs) */
+	char *other = tu_join(mnt, "leveldb-log");
+	FILE *f = fopen(other, "wb");
+	static uint8_t half[512 << 10];
+	if (!f || fwrite(half, 1, sizeof half, f) != sizeof half || fclose(f) != 0)
+		return 14;
+	unlink(other);
+	/* deleting blocks makes room again */
+	if (blk_delete(bs, hs[0]) != 0 || blk_delete(bs, hs[1]) != 0)
+		return 15;
+	memset(data, 0xee, sizeof data);
+	uint8_t h[BLK_HASH_LEN];
+	if (blk_put(bs, data, sizeof data, h) != 0)
+		return 16;
+	blk_close(bs);
+	free(path);
+	free(other);
+	umount(mnt);
+	return 0;
+}
+
+static void put_stops_at_the_reserve_and_resumes_after_deletes(void **state)
+{
+	(void)state;
+	char *tmp = tu_mkdtemp();
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0)
+		_exit(reserve_child(tmp));
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status));
+	int code = WEXITSTATUS(status);
+	tu_rmtree(tmp);
+	if (code == 77) {
+		printf("skipped: cannot mount a tmpfs in a private mount "
+		       "namespace (needs root)\n");
+		skip();
+	}
+	assert_int_equal(code, 0);
+}
+
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
 
 int main(void)
@@ -577,11 +706,15 @@ int main(void)
 	    T(check_hashes_and_catches_what_the_crc_cannot),
 	    T(list_reports_every_block_once_and_can_stop),
 	    T(stale_temp_files_are_removed_on_open),
+	    T(no_clean_open_leaves_temp_files),
+	    T(verify_inspects_without_side_effects),
 	    T(concurrent_puts_of_the_same_blocks_all_succeed),
 	    T(stats_report_capacity_and_free_space),
 	    cmocka_unit_test(open_on_unusable_path_fails_with_message),
 	    cmocka_unit_test(
 	        full_disk_returns_enospc_and_leaves_no_partial_file),
+	    cmocka_unit_test(
+	        put_stops_at_the_reserve_and_resumes_after_deletes),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

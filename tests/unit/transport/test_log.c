@@ -1,6 +1,7 @@
 /*
  * test_log.c — LOG() filters by level, prints the prefix, and lines written
- * by concurrent threads never interleave.
+ * by concurrent threads never interleave; lines start with an ISO 8601
+ * time; a log file reopens at its path after it was moved.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -11,7 +12,10 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <regex.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "transport/log.h"
 
@@ -110,12 +114,88 @@ static void concurrent_lines_never_interleave(void **state)
 	fclose(f);
 }
 
+/* The whole file at path (malloc'ed), "" when it does not exist. */
+static char *read_path(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return calloc(1, 1);
+	fseek(f, 0, SEEK_END);
+	char *s = slurp(f);
+	fclose(f);
+	return s;
+}
+
+static void lines_start_with_an_iso_time_and_its_offset(void **state)
+{
+	(void)state;
+	FILE *f = tmpfile();
+	assert_non_null(f);
+	log_set_file(f);
+	log_set_prefix("node 3");
+	LOG(WARN, "x");
+	log_set_file(NULL);
+	char *s = slurp(f);
+	/* 2024-05-01T12:00:00.123+02:00 node 3 WARN test_log.c:N: x */
+	regex_t re;
+	assert_int_equal(regcomp(&re,
+				 "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:"
+				 "[0-9]{2}\\.[0-9]{3}[+-][0-9]{2}:[0-9]{2} node 3 "
+				 "WARN test_log\\.c:[0-9]+: x\n$",
+				 REG_EXTENDED),
+			 0);
+	if (regexec(&re, s, 0, NULL, 0) != 0)
+		fail_msg("line does not match: '%s'", s);
+	regfree(&re);
+	free(s);
+	fclose(f);
+	log_set_prefix("");
+}
+
+static void reopen_after_a_move_writes_to_a_new_file(void **state)
+{
+	(void)state;
+	char dir[] = "/tmp/sfs-log-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[64], moved[64];
+	snprintf(path, sizeof(path), "%s/node.log", dir);
+	snprintf(moved, sizeof(moved), "%s/node.log.1", dir);
+	assert_false(log_to_file());
+	assert_int_equal(log_reopen(), -ENOENT); /* not logging to a file */
+	assert_int_equal(log_open(path), 0);
+	assert_true(log_to_file());
+	LOG(INFO, "before the move");
+	assert_int_equal(rename(path, moved), 0);
+	LOG(INFO, "after the move, before the reopen");
+	assert_int_equal(log_reopen(), 0);
+	LOG(INFO, "after the reopen");
+	char *old = read_path(moved), *cur = read_path(path);
+	assert_non_null(strstr(old, "before the move"));
+	assert_non_null(strstr(old, "after the move, before the reopen"));
+	assert_null(strstr(old, "after the reopen"));
+	assert_non_null(strstr(cur, "after the reopen"));
+	assert_null(strstr(cur, "before"));
+	free(old);
+	free(cur);
+	/* a path that cannot be opened (its directory is gone): the old
+	 * file stays in use */
+	assert_int_equal(unlink(path), 0);
+	assert_int_equal(unlink(moved), 0);
+	assert_int_equal(rmdir(dir), 0);
+	assert_true(log_reopen() < 0);
+	assert_true(log_to_file());
+	log_close();
+	assert_false(log_to_file());
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(lines_carry_prefix_level_and_filtered_levels_are_not_evaluated),
 		cmocka_unit_test(parse_level_accepts_names_and_rejects_others),
 		cmocka_unit_test(concurrent_lines_never_interleave),
+		cmocka_unit_test(lines_start_with_an_iso_time_and_its_offset),
+		cmocka_unit_test(reopen_after_a_move_writes_to_a_new_file),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
