@@ -610,7 +610,7 @@ static void sfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct sfs *fs = get_fs(req);
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
-	if (rc == -ENOENT)
+	if (rc == -ENOENT || (rc == 0 && !fi && sfs_stale_orphan(fs, &a)))
 		rc = -ESTALE; /* inode gone: ESTALE, see sfs_internal.h */
 	if (rc) {
 		fuse_reply_err(req, -rc);

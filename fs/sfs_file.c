@@ -53,7 +53,7 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fsm_inval_inode(fs->fsm, ino);
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
-	if (rc == -ENOENT)
+	if (rc == -ENOENT || (rc == 0 && sfs_stale_orphan(fs, &a)))
 		rc = -ESTALE; /* inode gone: ESTALE, see sfs_internal.h */
 	if (rc == 0 && S_ISDIR(a.mode))
 		rc = -EISDIR;

@@ -189,7 +189,12 @@ void sfs_close_retries_free(struct sfs *fs);
  * answer -ESTALE, not -ENOENT: the kernel then walks the path once more
  * with revalidation (LOOKUP_REVAL, as for NFS) and finds what the name
  * holds now, so an open after the replacing rename returned elsewhere
- * opens the new file (close-to-open) instead of failing. */
+ * opens the new file (close-to-open) instead of failing. An orphan
+ * (unlinked, kept while some node holds it open, or while this node's
+ * close delay runs) counts as gone for a path unless a handle on this
+ * node has it open (a reopen through /proc/PID/fd): no name leads to it.
+ */
+bool sfs_stale_orphan(struct sfs *fs, const struct itab_attr *a);
 
 /* Propose op and answer req with its errno when applied. */
 void sfs_propose_err(struct sfs *fs, fuse_req_t req, const struct itab_op *op);

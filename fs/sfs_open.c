@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "transport/log.h"
@@ -40,6 +41,11 @@ struct open_wait {
 	bool done;
 	int err;
 };
+
+bool sfs_stale_orphan(struct sfs *fs, const struct itab_attr *a)
+{
+	return a->nlink == 0 && !S_ISDIR(a->mode) && sfs_nopen(fs, a->ino) == 0;
+}
 
 /* A CLOSE on its way, or waiting in fs->close_retry to be proposed
  * again. */
