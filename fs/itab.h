@@ -43,6 +43,8 @@
  * entries above its stored applied index.
  *
  * Rules chosen here (every node must agree, so they are part of the format):
+ *  - A change whose parent directory inode no longer exists fails with
+ *    -ESTALE, not -ENOENT (the kernel then resolves the path again).
  *  - Root is ino 1, created by itab_open() on an empty DB: directory 0755,
  *    uid/gid 0, all times 0, generation 1. Inode numbers are never reused.
  *  - generation of an inode = log index of the entry that created it.
@@ -231,7 +233,9 @@ struct itab_op {
 	uint64_t origin;     /* proposing node id; 0 = no dedupe */
 	uint64_t seq;        /* request sequence number, unique per origin */
 	int64_t now_ns;      /* the proposer's "now": ctime/mtime stamps */
-	uint64_t ino;        /* LINK source, SETATTR/xattr/WRITE/RELEASE target */
+	uint64_t ino;        /* LINK source, SETATTR/xattr/WRITE/RELEASE target;
+	                        RENAME: the inode the source name must still
+	                        name (0: any), else -ESTALE */
 	uint64_t parent;
 	uint64_t newparent;  /* RENAME, and LINK's directory is `parent` */
 	uint32_t mode;       /* CREATE/MKDIR: type + permission bits; SETATTR: new mode */

@@ -62,9 +62,18 @@ void txn_dirty(struct txn *tx, struct inode *in)
 }
 
 /* A directory for this op: -ENOENT, -ENOTDIR. */
+/* The directory a change names by inode (a parent). One that no longer
+ * exists is -ESTALE, not -ENOENT: the caller's kernel resolved the path
+ * from a cache that still held it (another node removed or replaced it
+ * meanwhile), and ESTALE makes the kernel resolve the path again with
+ * revalidation and retry once, so the change applies to what the path
+ * names now. (ENOENT would be an answer that fits no moment: the path may
+ * have existed all along.) */
 static int txn_dir(struct txn *tx, uint64_t ino, struct inode **out)
 {
 	int rc = txn_get(tx, ino, out);
+	if (rc == -ENOENT)
+		return -ESTALE;
 	if (rc == 0 && !is_type((*out)->a.mode, S_IFDIR))
 		rc = -ENOTDIR;
 	return rc;
@@ -465,6 +474,13 @@ static int op_rename(struct txn *tx)
 	    (rc = txn_dir(tx, op->parent, &sp)) || (rc = txn_dir(tx, op->newparent, &dp)) ||
 	    (rc = txn_dent(tx, op->parent, op->name, op->name_len, &sd)))
 		return rc;
+	/* The proposer's kernel moves its dentry of the source to the new
+	 * name: that must be the inode that moves here, or its cache would
+	 * name the wrong file afterwards (another node replaced the source
+	 * between the proposal and this apply). -ESTALE makes it look the
+	 * names up again and retry. */
+	if (op->ino && sd.ino != op->ino)
+		return -ESTALE;
 	rc = txn_dent(tx, op->newparent, op->newname, op->newname_len, &dd);
 	if (rc && rc != -ENOENT)
 		return rc;

@@ -569,11 +569,15 @@ static void sfs_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 	if (rc == -ENOENT && sfs_read_barrier(fs) == 0)
 		rc = itab_lookup(fs->itab, parent, name, strlen(name), &ino, &a);
 	if (rc == -ENOENT) {
-		/* A negative entry: cached for the timeout; other nodes'
-		 * creates invalidate it explicitly. */
+		/* A negative entry the kernel must not keep (timeout 0):
+		 * a cached miss would answer the next lookup without the
+		 * barrier above, so a name another node created after this
+		 * miss, and before the caller's next open started, would
+		 * not be found until this node applied the create and its
+		 * invalidation ran (close-to-open for new names). */
 		struct fuse_entry_param e;
 		memset(&e, 0, sizeof(e));
-		e.entry_timeout = fs->timeout;
+		e.entry_timeout = 0;
 		fuse_reply_entry(req, &e);
 		return;
 	}
@@ -606,6 +610,8 @@ static void sfs_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *f
 	struct sfs *fs = get_fs(req);
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == -ENOENT)
+		rc = -ESTALE; /* inode gone: ESTALE, see sfs_internal.h */
 	if (rc) {
 		fuse_reply_err(req, -rc);
 		return;
@@ -823,6 +829,17 @@ static void sfs_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 			     .name = name, .name_len = strlen(name),
 			     .newparent = newparent, .newname = newname,
 			     .newname_len = strlen(newname), .flags = flags};
+	/* The inode the kernel means by the source is the one its lookup on
+	 * this node found: what the name holds here now. Gone here already
+	 * (a removal applied, its invalidation not yet run): the kernel's
+	 * dentry is stale, ESTALE makes it look again. Otherwise the apply
+	 * checks the name still holds that inode (see op_rename). */
+	uint64_t src_ino = 0;
+	if (itab_lookup(fs->itab, parent, name, strlen(name), &src_ino, NULL) != 0) {
+		fuse_reply_err(req, ESTALE);
+		return;
+	}
+	op.ino = src_ino;
 	if (!(flags & ITAB_RENAME_EXCHANGE))
 		op.flags |= free_flag(fs, newparent, newname, true);
 	sfs_stamp(req, &op);
@@ -1095,6 +1112,7 @@ void sfs_free(struct sfs *fs)
 			free(c);
 		}
 	}
+	sfs_close_retries_free(fs);
 	sfs_locks_free(fs->lk);
 	sfs_mx_free(fs->mx);
 	pthread_mutex_destroy(&fs->mu);

@@ -53,6 +53,8 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		fsm_inval_inode(fs->fsm, ino);
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == -ENOENT)
+		rc = -ESTALE; /* inode gone: ESTALE, see sfs_internal.h */
 	if (rc == 0 && S_ISDIR(a.mode))
 		rc = -EISDIR;
 	/* The table learns that this node holds the file open (first handle
@@ -60,6 +62,8 @@ void sfs_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	 * off from the majority (no barrier) the open does not wait for
 	 * that: reads of what this node has keep working. */
 	bool held = rc == 0 && (rc = sfs_open_hold(fs, ino, caught_up)) == 0;
+	if (rc == -ENOENT)
+		rc = -ESTALE; /* removed before its OPEN applied: as above */
 	if (rc == 0 && (fi->flags & O_TRUNC) && (fi->flags & O_ACCMODE) != O_RDONLY &&
 	    S_ISREG(a.mode)) {
 		/* atomic O_TRUNC: the kernel leaves the truncation to us. The
@@ -328,6 +332,8 @@ void sfs_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	bool caught_up = sfs_read_barrier(fs) == 0;
 	struct itab_attr a;
 	int rc = itab_getattr(fs->itab, ino, &a);
+	if (rc == -ENOENT)
+		rc = -ESTALE; /* inode gone: ESTALE, see sfs_internal.h */
 	if (rc == 0 && !S_ISDIR(a.mode))
 		rc = -ENOTDIR;
 	if (rc) {

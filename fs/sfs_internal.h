@@ -77,6 +77,8 @@ struct sfs {
 	uint32_t propose_timeout_ms;
 	pthread_cond_t open_cv;               /* with mu: an OPEN completed */
 	uint64_t open_seq;                    /* guarded by mu: last open sequence */
+	struct sfs_close_retry *close_retry;  /* guarded by mu: CLOSEs to propose
+	                                         again (sfs_close_retries) */
 	struct sfs_locks *lk;                 /* sfs_lock.c */
 	struct sfs_mx *mx;                    /* requests by kind (sfs_metrics.c) */
 	/* Unused open records are dropped close_delay_ms after the last
@@ -170,6 +172,24 @@ void sfs_open_payload(struct sfs *fs, struct itab_op *op, uint64_t seq,
  * own state promptly. Logs (WARN) once when barriers start failing and
  * once when they work again. */
 int sfs_read_barrier(struct sfs *fs);
+
+/* Propose again the CLOSEs of open records that failed to commit (cut
+ * off from the majority) once they are due, so that an unlinked file's
+ * last close on this node frees it when the cluster answers again, not
+ * only at this node's next start. Called periodically (the lock thread's
+ * tick); any thread. */
+void sfs_close_retries(struct sfs *fs);
+/* Frees the CLOSEs still waiting for a retry (at teardown). */
+void sfs_close_retries_free(struct sfs *fs);
+
+/* ESTALE for an inode that is gone. The kernel resolves a path from its
+ * dentry cache, which may still name an inode another node removed or
+ * replaced (rename over it, unlink and create) when this node applied
+ * that only after the lookup. open, opendir and getattr of such an inode
+ * answer -ESTALE, not -ENOENT: the kernel then walks the path once more
+ * with revalidation (LOOKUP_REVAL, as for NFS) and finds what the name
+ * holds now, so an open after the replacing rename returned elsewhere
+ * opens the new file (close-to-open) instead of failing. */
 
 /* Propose op and answer req with its errno when applied. */
 void sfs_propose_err(struct sfs *fs, fuse_req_t req, const struct itab_op *op);

@@ -890,6 +890,7 @@ static void *lock_thread(void *arg)
 		int64_t now = now_ns();
 		if (!stop && now >= next_tick) {
 			tick(L, now);
+			sfs_close_retries(L->fs); /* not a lock matter: a timer */
 			next_tick = now + (int64_t)LK_TICK_MS * 1000000;
 		}
 		pthread_mutex_lock(&L->mu);

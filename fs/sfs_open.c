@@ -41,26 +41,101 @@ struct open_wait {
 	int err;
 };
 
+/* A CLOSE on its way, or waiting in fs->close_retry to be proposed
+ * again. */
+struct sfs_close_retry {
+	struct sfs *fs;
+	uint64_t ino, seq;
+	int64_t due;                  /* mono ns: propose again from then on */
+	struct sfs_close_retry *next; /* in fs->close_retry */
+};
+
+#define SFS_CLOSE_RETRY_MS 1000
+
+static int64_t mono_ns(void);
+static void propose_close_rec(struct sfs_close_retry *cr);
+
+/* A CLOSE that did not commit (timeout, cut off, leader change) is
+ * proposed again later: the record otherwise stays, and a file unlinked
+ * meanwhile stays an orphan (its blocks referenced) until this node's
+ * next start. A retry of a CLOSE that did commit after all is harmless:
+ * -ENOENT (released already) or -ESTALE (a newer OPEN replaced it). */
 static void close_done(void *ctx, const struct fsm_result *res)
 {
-	/* -ESTALE: the next OPEN got in first; -ENOENT: released already. */
-	if (res->err && res->err != -ESTALE && res->err != -ENOENT)
-		LOG(WARN, "dropping the open record of inode %llu: %s (kept "
-			  "until this node restarts)",
-		    (unsigned long long)(uintptr_t)ctx, strerror(-res->err));
+	struct sfs_close_retry *cr = ctx;
+	if (res->err == 0 || res->err == -ESTALE || res->err == -ENOENT) {
+		free(cr);
+		return;
+	}
+	LOG(INFO, "dropping the open record of inode %llu did not commit "
+		  "(%s); trying again", (unsigned long long)cr->ino,
+	    strerror(-res->err));
+	struct sfs *fs = cr->fs;
+	cr->due = mono_ns() + SFS_CLOSE_RETRY_MS * 1000000ll;
+	pthread_mutex_lock(&fs->mu);
+	cr->next = fs->close_retry;
+	fs->close_retry = cr;
+	pthread_mutex_unlock(&fs->mu);
+}
+
+static void propose_close_rec(struct sfs_close_retry *cr)
+{
+	uint8_t pl[ITAB_LOCK_ENC_LEN];
+	struct itab_op op = {.code = ITAB_OP_CLOSE, .ino = cr->ino,
+			     .now_ns = fsm_now_ns()};
+	sfs_open_payload(cr->fs, &op, cr->seq, pl);
+	int rc = fsm_propose_async(cr->fs->fsm, &op, close_done, cr);
+	if (rc) {
+		struct fsm_result r = {.err = rc};
+		close_done(cr, &r); /* queued for a retry */
+	}
 }
 
 /* Propose the CLOSE of ino's record seq (fire and forget; any thread). */
 static void propose_close(struct sfs *fs, uint64_t ino, uint64_t seq)
 {
-	uint8_t pl[ITAB_LOCK_ENC_LEN];
-	struct itab_op op = {.code = ITAB_OP_CLOSE, .ino = ino,
-			     .now_ns = fsm_now_ns()};
-	sfs_open_payload(fs, &op, seq, pl);
-	int rc = fsm_propose_async(fs->fsm, &op, close_done, (void *)(uintptr_t)ino);
-	if (rc)
+	struct sfs_close_retry *cr = calloc(1, sizeof(*cr));
+	if (!cr) {
 		LOG(WARN, "cannot propose dropping the open record of inode "
-			  "%llu: %s", (unsigned long long)ino, strerror(-rc));
+			  "%llu: out of memory (kept until this node restarts)",
+		    (unsigned long long)ino);
+		return;
+	}
+	cr->fs = fs, cr->ino = ino, cr->seq = seq;
+	propose_close_rec(cr);
+}
+
+void sfs_close_retries(struct sfs *fs)
+{
+	int64_t now = mono_ns();
+	struct sfs_close_retry *due = NULL, **pp;
+	pthread_mutex_lock(&fs->mu);
+	for (pp = &fs->close_retry; *pp;) {
+		struct sfs_close_retry *cr = *pp;
+		if (cr->due <= now) {
+			*pp = cr->next;
+			cr->next = due;
+			due = cr;
+		} else {
+			pp = &cr->next;
+		}
+	}
+	pthread_mutex_unlock(&fs->mu);
+	while (due) {
+		struct sfs_close_retry *cr = due;
+		due = cr->next;
+		cr->next = NULL;
+		propose_close_rec(cr);
+	}
+}
+
+void sfs_close_retries_free(struct sfs *fs)
+{
+	while (fs->close_retry) { /* the node restarts with them released */
+		struct sfs_close_retry *cr = fs->close_retry;
+		fs->close_retry = cr->next;
+		free(cr);
+	}
 }
 
 static int64_t mono_ns(void)
@@ -197,10 +272,21 @@ void sfs_open_stop(struct sfs *fs)
 }
 
 /* An OPEN applied here (or failed), in apply order: note its record. */
+/* An OPEN that failed without an answer from the table (timeout, cut
+ * off: it may still commit later, a copy being on its way to the leader)
+ * is closed anyway (through the retries of close_done): a record this
+ * node does not know of would keep an unlinked file alive until its next
+ * start. The CLOSE finds no record (-ENOENT) when the OPEN never applied;
+ * an OPEN arriving after the CLOSE committed is a stale duplicate the
+ * table skips (its seq is below the low-water mark the CLOSE carried:
+ * every older proposal of this node timed out before it, with the same
+ * timeout). */
 void sfs_open_applied(struct sfs *fs, uint64_t ino, uint64_t seq, int err)
 {
 	uint64_t cseq = 0;
 	bool close = false;
+	if (err && err != -ENOENT && err != -ESTALE)
+		propose_close(fs, ino, seq);
 	pthread_mutex_lock(&fs->mu);
 	struct sfs_icount *c = sfs_icount(fs, ino, false);
 	if (c) {

@@ -3,6 +3,7 @@
  */
 #include "storage/blk.h"
 
+#include "storage/slowdisk.h"
 #include "storage/util.h"
 
 #include <dirent.h>
@@ -275,6 +276,8 @@ static int put_verified(struct blk_store *bs, const uint8_t hash[BLK_HASH_LEN],
 	int rc = write_all(fd, data, len);
 	if (rc == 0)
 		rc = store_crc(bs, fd, hash, data, len);
+	if (rc == 0 && (bs->flags & BLK_SYNC))
+		stor_sync_delay(); /* test hook: a slow disk */
 	if (rc == 0 && (bs->flags & BLK_SYNC) && fsync(fd) < 0)
 		rc = -errno;
 	if (close(fd) < 0 && rc == 0)

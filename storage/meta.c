@@ -3,6 +3,7 @@
  */
 #include "storage/meta.h"
 
+#include "storage/slowdisk.h"
 #include "storage/util.h"
 
 #include <errno.h>
@@ -171,6 +172,8 @@ size_t meta_batch_count(const struct meta_batch *b)
 int meta_commit(struct meta *m, struct meta_batch *b, bool sync)
 {
 	char *lerr = NULL;
+	if (sync)
+		stor_sync_delay(); /* test hook: a slow disk */
 	leveldb_write(m->db, sync ? m->wo_sync : m->wo_nosync, b->wb, &lerr);
 	if (lerr)
 		return stor_leveldb_fail(lerr, "metadata write failed", m->path,

@@ -12,6 +12,7 @@
  */
 #include "storage/rlog.h"
 
+#include "storage/slowdisk.h"
 #include "storage/util.h"
 
 #include <errno.h>
@@ -199,6 +200,7 @@ static int db_get(struct rlog *rl, const uint8_t *key, size_t klen,
 static int db_write(struct rlog *rl, leveldb_writebatch_t *b)
 {
 	char *lerr = NULL;
+	stor_sync_delay(); /* test hook: a slow disk (off unless asked for) */
 	leveldb_write(rl->db, rl->wo, b, &lerr);
 	if (lerr)
 		return stor_leveldb_fail(lerr, "raft log write failed",

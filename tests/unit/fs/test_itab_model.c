@@ -85,7 +85,7 @@ static int dir_of(struct model *m, uint64_t ino, struct mn **d)
 {
 	*d = get(m, ino);
 	if (!*d)
-		return -ENOENT;
+		return -ESTALE; /* a parent that is gone (see txn_dir) */
 	return isdir(*d) ? 0 : -ENOTDIR;
 }
 
@@ -230,6 +230,8 @@ static int model_apply(struct model *m, const struct itab_op *op, int nid, int n
 		uint64_t s = p->child[nid], d = np->child[nnid];
 		if (!s)
 			return -ENOENT;
+		if (op->ino && s != op->ino)
+			return -ESTALE; /* the source name holds another inode */
 		if ((fl & ITAB_RENAME_NOREPLACE) && d)
 			return -EEXIST;
 		if (exch && !d)

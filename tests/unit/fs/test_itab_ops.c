@@ -67,7 +67,7 @@ static void test_create_errors_leave_state_untouched(void **state)
 	struct itab_statfs before, after;
 	itab_statfs(f->t, &before);
 	assert_int_equal(do_create(f, 1, "f", S_IFREG | 0644), -EEXIST);
-	assert_int_equal(do_create(f, 99, "x", S_IFREG | 0644), -ENOENT);
+	assert_int_equal(do_create(f, 99, "x", S_IFREG | 0644), -ESTALE); /* parent gone */
 	assert_int_equal(do_create(f, fino, "x", S_IFREG | 0644), -ENOTDIR);
 	assert_int_equal(do_create(f, 1, ".", S_IFREG | 0644), -EINVAL);
 	assert_int_equal(do_create(f, 1, "..", S_IFREG | 0644), -EINVAL);
@@ -177,7 +177,7 @@ static void test_link_counts_and_errors(void **state)
 	assert_int_equal(do_link(f, ino, d, "g"), -EEXIST);
 	assert_int_equal(do_link(f, d, 1, "dl"), -EPERM);
 	assert_int_equal(do_link(f, 999, 1, "x"), -ENOENT);
-	assert_int_equal(do_link(f, ino, 999, "x"), -ENOENT);
+	assert_int_equal(do_link(f, ino, 999, "x"), -ESTALE);
 	assert_int_equal(do_link(f, ino, ino, "x"), -ENOTDIR);
 	assert_int_equal(do_link(f, ino, 1, ".."), -EINVAL);
 	/* link to an nlink-0 (orphan) file is refused */
@@ -266,7 +266,7 @@ static void test_unlink_free_now_deletes_at_once_and_errors(void **state)
 	assert_int_equal(do_unlink(f, 1, "f", 0), -ENOENT);
 	assert_int_equal(do_mkdir(f, 1, "d"), 0);
 	assert_int_equal(do_unlink(f, 1, "d", 0), -EISDIR);
-	assert_int_equal(do_unlink(f, 99, "d", 0), -ENOENT);
+	assert_int_equal(do_unlink(f, 99, "d", 0), -ESTALE);
 	assert_int_equal(do_unlink(f, 1, ".", 0), -EINVAL);
 }
 
@@ -415,10 +415,34 @@ static void test_rename_matrix_follows_posix(void **state)
 	assert_int_equal(lk(f, sub, ".."), b);
 	/* missing source, bad parents, bad names */
 	assert_int_equal(do_rename(f, 1, "nope", 1, "z", 0), -ENOENT);
-	assert_int_equal(do_rename(f, 1, "f", 999, "z", 0), -ENOENT);
+	assert_int_equal(do_rename(f, 1, "f", 999, "z", 0), -ESTALE);
 	assert_int_equal(do_rename(f, 1, "f", file, "z", 0), -ENOTDIR);
 	assert_int_equal(do_rename(f, 1, "f", 1, "a/b", 0), -EINVAL);
 	assert_int_equal(do_rename(f, 1, ".", 1, "z", 0), -EINVAL);
+}
+
+/* A RENAME names the inode its proposer's kernel means by the source:
+ * when another change put a different inode under that name first, the
+ * rename is refused with -ESTALE and changes nothing. */
+static void test_rename_of_a_replaced_source_is_stale(void **state)
+{
+	struct fx *f = *state;
+	assert_int_equal(do_create(f, 1, "a", S_IFREG | 0644), 0);
+	uint64_t old = lk(f, 1, "a");
+	/* another node: a replaced by a new file */
+	assert_int_equal(do_unlink(f, 1, "a", ITAB_F_FREE_NOW), 0);
+	assert_int_equal(do_create(f, 1, "a", S_IFREG | 0644), 0);
+	uint64_t now = lk(f, 1, "a");
+	struct itab_op op = op_mk(ITAB_OP_RENAME, 1, "a");
+	op.newparent = 1;
+	op.newname = "b";
+	op.newname_len = 1;
+	op.ino = old;
+	assert_int_equal(fx_apply(f, &op), -ESTALE);
+	assert_int_equal(lk(f, 1, "a"), now);
+	op.ino = now; /* looked up again */
+	assert_int_equal(fx_apply(f, &op), 0);
+	assert_int_equal(lk(f, 1, "b"), now);
 }
 
 static void test_rename_noreplace_and_exchange(void **state)
@@ -1051,6 +1075,7 @@ int main(void)
 		T(test_unlink_free_now_deletes_at_once_and_errors),
 		T(test_rmdir_requires_empty_dir),
 		T(test_rename_matrix_follows_posix),
+		T(test_rename_of_a_replaced_source_is_stale),
 		T(test_rename_noreplace_and_exchange),
 		T(test_setattr_mode_owner_times_and_size_rules),
 		T(test_write_and_truncate_adjust_refcounts_and_free_blocks),
