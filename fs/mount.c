@@ -95,6 +95,7 @@ static int parse_mount_opts(const char *s, struct mount_opts *m)
 {
 	memset(m, 0, sizeof(*m));
 	m->close_delay_ms = SFS_CLOSE_DELAY_MS;
+	m->scrub_mib_s = SCRUB_DEFAULT_MIB_S; /* -o scrub_mb_s=0 turns it off */
 	int w = snprintf(m->fuse_opts, sizeof(m->fuse_opts),
 			 "fsname=sandfs,subtype=sandfs,default_permissions");
 	if (!s)
